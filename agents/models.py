@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from inference.backends.options import OptionsError, options_validate
+
+
+class Backend(models.TextChoices):
+    LLAMA_CPP = "llama_cpp", "llama.cpp"
+    OPENVINO = "openvino", "OpenVINO GenAI"
+    VLLM = "vllm", "vLLM"
+    OPENAI_COMPAT = "openai_compat", "OpenAI-compatible server"
+
+
+# Which model formats each backend can run.
+BACKEND_FORMATS: dict[str, set[str]] = {
+    Backend.LLAMA_CPP: {"gguf"},
+    Backend.OPENVINO: {"openvino"},
+    Backend.VLLM: {"hf", "served"},
+    Backend.OPENAI_COMPAT: {"served", "gguf", "hf", "openvino"},
+}
+
+
+def _validate_stop(value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise ValidationError("Stop must be a list of non-empty strings.")
+    if len(value) > 8:
+        raise ValidationError("At most 8 stop strings.")
+
+
+class AgentQuerySet(models.QuerySet["Agent"]):
+    def visible_to(self, user: Any) -> AgentQuerySet:
+        """Active agents this user may chat with; staff see every agent."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self.all()
+        return (
+            self.filter(is_active=True)
+            .filter(
+                Q(visibility=Agent.Visibility.EVERYONE)
+                | Q(allowed_users=user)
+                | Q(allowed_groups__in=user.groups.all())
+            )
+            .distinct()
+        )
+
+
+class Agent(models.Model):
+    """A persona: system prompt, model, backend, generation settings, and where it runs."""
+
+    class Visibility(models.TextChoices):
+        EVERYONE = "everyone", "Every user"
+        RESTRICTED = "restricted", "Chosen users and groups"
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    avatar_emoji = models.CharField(max_length=8, blank=True, default="🤖")
+    avatar_image = models.ImageField(upload_to="avatars/", blank=True)
+    system_prompt = models.TextField(blank=True)
+
+    backend = models.CharField(max_length=20, choices=Backend.choices, default=Backend.LLAMA_CPP)
+    model = models.ForeignKey(
+        "inference.ModelArtifact", null=True, blank=True, on_delete=models.PROTECT, related_name="agents"
+    )
+    backend_options = models.JSONField(
+        default=dict, blank=True, help_text="Backend-specific options, validated per backend."
+    )
+    api_key = models.CharField(
+        max_length=500, blank=True, help_text="For OpenAI-compatible servers. Never shown again."
+    )
+
+    temperature = models.FloatField(default=0.7, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
+    top_p = models.FloatField(default=0.95, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    max_tokens = models.PositiveIntegerField(
+        default=512, validators=[MinValueValidator(1), MaxValueValidator(131072)]
+    )
+    repetition_penalty = models.FloatField(
+        default=1.1, validators=[MinValueValidator(0.5), MaxValueValidator(2.0)]
+    )
+    stop = models.JSONField(default=list, blank=True, validators=[_validate_stop])
+    context_window = models.PositiveIntegerField(
+        default=2048, validators=[MinValueValidator(128), MaxValueValidator(1_048_576)]
+    )
+
+    node = models.SlugField(
+        max_length=64, blank=True, help_text="Node label: replies go to the queue <backend>.<node>."
+    )
+    is_active = models.BooleanField(default=True)
+    visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.EVERYONE)
+    allowed_users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    allowed_groups = models.ManyToManyField("auth.Group", blank=True, related_name="+")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AgentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue whose workers host this agent's backend."""
+        return f"{self.backend}.{self.node}" if self.node else self.backend
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        try:
+            options_validate(self.backend, self.backend_options)
+        except OptionsError as exc:
+            errors["backend_options"] = exc.messages
+        if self.model_id is not None:
+            allowed = BACKEND_FORMATS.get(self.backend, set())
+            if self.model.format not in allowed:
+                errors["model"] = [
+                    f"{self.get_backend_display()} cannot run a model in {self.model.format!r} format; "
+                    f"it runs: {', '.join(sorted(allowed))}."
+                ]
+        elif self.backend in (Backend.LLAMA_CPP, Backend.OPENVINO):
+            errors["model"] = [f"{self.get_backend_display()} needs a model."]
+        if errors:
+            raise ValidationError(errors)

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from agents.models import Agent
+from inference.models import ModelArtifact
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    model = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all(), allow_null=True, required=False)
+    model_name = serializers.CharField(source="model.name", read_only=True, default=None)
+    queue = serializers.CharField(read_only=True)
+    api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, style={"input_type": "password"})
+    has_api_key = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Agent
+        fields = [
+            "id", "name", "slug", "description", "avatar_emoji", "avatar_image", "system_prompt",
+            "backend", "model", "model_name", "backend_options", "api_key", "has_api_key",
+            "temperature", "top_p", "max_tokens", "repetition_penalty", "stop", "context_window",
+            "node", "queue", "is_active", "visibility", "allowed_users", "allowed_groups",
+            "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = ["avatar_image", "created_at", "updated_at"]
+
+    def get_has_api_key(self, obj: Agent) -> bool:
+        return bool(obj.api_key)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        m2m = {k: attrs.pop(k) for k in ("allowed_users", "allowed_groups") if k in attrs}
+        instance = Agent(**{**self._current(), **attrs})
+        try:
+            instance.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        attrs.update(m2m)
+        return attrs
+
+    def _current(self) -> dict[str, Any]:
+        if self.instance is None:
+            return {}
+        fields = [f.name for f in Agent._meta.concrete_fields if f.name != "id"]
+        return {f: getattr(self.instance, f) for f in fields}
+
+
+class AgentPublicSerializer(serializers.ModelSerializer):
+    """What a non-staff user sees: enough to pick an agent, nothing about its secrets."""
+
+    model_name = serializers.CharField(source="model.name", read_only=True, default=None)
+
+    class Meta:
+        model = Agent
+        fields = [
+            "id", "name", "slug", "description", "avatar_emoji", "avatar_image", "backend",
+            "model_name", "node", "context_window", "max_tokens",
+        ]  # fmt: skip
+        read_only_fields = fields

@@ -1,0 +1,38 @@
+"""ASGI entry point: HTTP to Django, websockets to the Channels consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from chatsite.ws_auth import OriginCheckMiddleware, TokenHeaderAuthMiddleware  # noqa: E402
+from sessions_app import broadcast  # noqa: E402
+from sessions_app.consumers import SessionConsumer  # noqa: E402
+
+websocket_urlpatterns = [path("ws/sessions/<int:session_id>/", SessionConsumer.as_asgi())]
+
+router = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": OriginCheckMiddleware(
+            AuthMiddlewareStack(TokenHeaderAuthMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
+    }
+)
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    # The embedded default's reply threads hand their channel-layer sends to this loop.
+    broadcast.loop_register(asyncio.get_running_loop())
+    await router(scope, receive, send)

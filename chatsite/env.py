@@ -1,0 +1,123 @@
+"""Read settings from the environment, failing loudly with the variable's name.
+
+Every reader raises ``ImproperlyConfigured`` whose message starts with the variable's name, so a
+bad value stops start-up with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return value.strip()
+
+
+def env_str(name: str, default: str) -> str:
+    value = _raw(name)
+    return default if value is None or value == "" else value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}: expected true/false (1/0, yes/no, on/off), got {value!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected an integer, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}: must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name}: must be at most {maximum}, got {number}")
+    return number
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected a number, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}: must be at least {minimum}, got {number}")
+    return number
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = _raw(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_path(name: str, default: Path) -> Path:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    return Path(value).expanduser()
+
+
+def env_database(name: str, default_sqlite: Path) -> dict[str, Any]:
+    """``DATABASE_URL`` as Django's DATABASES entry; SQLite at ``default_sqlite`` when unset."""
+    import dj_database_url
+
+    value = _raw(name)
+    if value is None or value == "":
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(default_sqlite),
+            # Writers wait for the lock rather than fail while a reply saves its partial text.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+        }
+    try:
+        config = dict(dj_database_url.parse(value, conn_max_age=60, conn_health_checks=True))
+    except Exception as exc:  # dj-database-url raises several types for a bad URL
+        raise ImproperlyConfigured(f"{name}: cannot read {value!r} as a database URL ({exc})") from None
+    if not config.get("ENGINE"):
+        raise ImproperlyConfigured(f"{name}: unknown database scheme in {value!r}")
+    if config["ENGINE"] != "django.db.backends.sqlite3" and not config.get("NAME"):
+        raise ImproperlyConfigured(f"{name}: the URL names no database: {value!r}")
+    return config
+
+
+def env_redis_url(name: str) -> str | None:
+    value = _raw(name)
+    if value is None or value == "":
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(
+            f"{name}: expected a redis://, rediss:// or unix:// URL, got {value!r}"
+        )
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ImproperlyConfigured(f"{name}: the URL names no host: {value!r}")
+    try:
+        parsed.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: the port is not a number in {value!r}") from None
+    return value

@@ -1,0 +1,185 @@
+"""Settings, all read from the environment (see README "Configuration").
+
+With nothing set the platform runs on its embedded default: SQLite, the in-memory channel layer,
+replies generated in-process by a bounded thread pool, on the bundled SmolLM2 GGUF.
+``DATABASE_URL`` and ``REDIS_URL`` switch to the distributed set-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from chatsite.env import (
+    env_bool,
+    env_database,
+    env_float,
+    env_int,
+    env_list,
+    env_path,
+    env_redis_url,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = env_path("CHATSITE_DATA_DIR", BASE_DIR / "var")
+
+DEBUG = env_bool("DEBUG", False)
+_INSECURE_KEY = "insecure-dev-key-set-SECRET_KEY-in-production"
+SECRET_KEY = env_str("SECRET_KEY", _INSECURE_KEY)
+if not DEBUG and SECRET_KEY == _INSECURE_KEY and env_bool("REQUIRE_SECRET_KEY", False):
+    raise ImproperlyConfigured("SECRET_KEY: must be set when REQUIRE_SECRET_KEY is on")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "inference",
+    "agents",
+    "sessions_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env_database("DATABASE_URL", DATA_DIR / "db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_redis_url("REDIS_URL")
+EMBEDDED = REDIS_URL is None
+
+if EMBEDDED:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+        }
+    }
+
+# --- Celery (distributed set-up) -------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # safe: every task claims its row with a conditional update
+CELERY_TASK_REJECT_ON_WORKER_LOST = False  # a lost reply is reaped as `interrupted`, not rerun
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600, minimum=1)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660, minimum=1)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "reap-replies": {"task": "inference.tasks.replies_reap", "schedule": 15.0, "options": {"queue": "default"}},
+}
+
+# --- Inference ----------------------------------------------------------------------------------
+MODELS_DIR = env_path("MODELS_DIR", DATA_DIR / "models")
+INFERENCE_BACKENDS = {
+    "llama_cpp": "inference.backends.llama_cpp.LlamaCppBackend",
+    "openvino": "inference.backends.openvino.OpenVINOBackend",
+    "openai_compat": "inference.backends.openai_compat.OpenAICompatBackend",
+    "vllm": "inference.backends.vllm.VLLMBackend",
+}
+# Loaded models stay in a worker process's memory, bounded in bytes and unloaded when idle.
+MODEL_CACHE_MAX_BYTES = env_int("MODEL_CACHE_MAX_BYTES", 4 * 1024**3, minimum=0)
+MODEL_CACHE_IDLE_SECONDS = env_int("MODEL_CACHE_IDLE_SECONDS", 900, minimum=1)
+# Embedded default: replies run in this many in-process threads.
+EMBEDDED_REPLY_THREADS = env_int("EMBEDDED_REPLY_THREADS", 2, minimum=1, maximum=64)
+# Streaming: broadcast at most one delta per this many ms per reply, save partial text this often.
+REPLY_BROADCAST_INTERVAL_MS = env_int("REPLY_BROADCAST_INTERVAL_MS", 20, minimum=1)
+REPLY_SAVE_INTERVAL_MS = env_int("REPLY_SAVE_INTERVAL_MS", 500, minimum=50)
+REPLY_STOP_POLL_MS = env_int("REPLY_STOP_POLL_MS", 100, minimum=10)
+# A `streaming` reply whose worker has not written for this long is marked `interrupted`.
+REPLY_STALE_SECONDS = env_int("REPLY_STALE_SECONDS", 60, minimum=1)
+MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
+DEFAULT_AGENT_SLUG = env_str("DEFAULT_AGENT_SLUG", "assistant")
+WEBSOCKET_ALLOWED_ORIGINS = env_list("WEBSOCKET_ALLOWED_ORIGINS", [])
+OPENAI_COMPAT_TIMEOUT = env_float("OPENAI_COMPAT_TIMEOUT", 120.0, minimum=1.0)
+
+# --- REST API -----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "chatsite API",
+    "DESCRIPTION": "Agents, sessions and messages of the self-hosted multi-agent chat platform.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env_path("STATIC_ROOT", DATA_DIR / "static")
+MEDIA_URL = "media/"
+MEDIA_ROOT = env_path("MEDIA_ROOT", DATA_DIR / "media")
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024, minimum=1024)
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
+
+DATA_DIR.mkdir(parents=True, exist_ok=True)

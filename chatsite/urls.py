@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import SimpleRouter
+
+from agents.apis import AgentViewSet
+from chatsite import views
+from sessions_app import apis as session_apis
+
+router = SimpleRouter()
+router.register("agents", AgentViewSet, basename="agent")
+
+api_patterns = [
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("", include(router.urls)),
+    path("sessions/", session_apis.SessionListApi.as_view(), name="session-list"),
+    path("sessions/<int:session_id>/", session_apis.SessionDetailApi.as_view(), name="session-detail"),
+    path("sessions/<int:session_id>/messages/", session_apis.MessageListApi.as_view(), name="message-list"),
+    path(
+        "sessions/<int:session_id>/messages/<int:message_id>/",
+        session_apis.MessageDetailApi.as_view(),
+        name="message-detail",
+    ),
+    path("sessions/<int:session_id>/stop/", session_apis.ReplyStopApi.as_view(), name="reply-stop"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/", include(api_patterns)),
+]
+
+if settings.DEBUG:
+    from django.conf.urls.static import static
+
+    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

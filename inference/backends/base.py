@@ -1,0 +1,142 @@
+"""The interface every inference backend implements.
+
+A backend wraps one loaded model. The worker creates it with the model's location and the
+agent's validated options, calls ``load()`` once (heavy imports happen there), then
+``stream_chat()`` for each reply, and ``close()`` when the model cache evicts it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+from pydantic import BaseModel
+
+
+class BackendError(Exception):
+    """A reply could not be generated. ``retryable`` says whether trying again can help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class BackendUnavailable(BackendError):
+    """The engine's package is not installed in this worker's environment."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed reply. The last chunk carries ``finish_reason`` and ``usage``."""
+
+    text: str = ""
+    finish_reason: str | None = None  # "stop", "length", "cancelled"
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    detail: str
+
+
+ChatMessage = dict[str, str]  # {"role": ..., "content": ...}
+StopFlag = Callable[[], bool]
+
+
+class Backend(ABC):
+    """Base class; subclasses set the capability flags and implement the abstract methods."""
+
+    name: ClassVar[str]
+    options_schema: ClassVar[type[BaseModel]]
+    # Capability flags.
+    supports_stop: ClassVar[bool] = True  # stops mid-generation when should_stop() turns true
+    supports_concurrent: ClassVar[bool] = False  # one loaded model serves many replies at once
+    counts_tokens: ClassVar[bool] = True  # count_tokens() uses the model's own tokenizer
+    reuses_kv_cache: ClassVar[bool] = False
+
+    def __init__(self, *, model_path: str, options: BaseModel, api_key: str = "") -> None:
+        self.model_path = model_path
+        self.options = options
+        self.api_key = api_key
+
+    @classmethod
+    def cache_key(cls, *, model_path: str, options: BaseModel, api_key: str = "") -> tuple[Any, ...]:
+        """Identity of a loaded model in the per-process cache."""
+        return (cls.name, model_path, options.model_dump_json(), api_key)
+
+    @abstractmethod
+    def load(self) -> None:
+        """Import the engine and load the model. Raises BackendUnavailable when not installed."""
+
+    @abstractmethod
+    def stream_chat(
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        *,
+        should_stop: StopFlag = lambda: False,
+        session_key: str | None = None,
+    ) -> Iterator[Chunk]:
+        """Yield the reply as chunks; the last one has ``finish_reason`` and ``usage``.
+
+        ``should_stop`` is polled between tokens; when it turns true the stream ends promptly
+        with ``finish_reason="cancelled"``. ``session_key`` lets a backend keep per-conversation
+        state (a KV cache) between turns.
+        """
+
+    @abstractmethod
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        """Tokens the prompt for these messages takes, template included."""
+
+    def context_length(self) -> int | None:
+        """The loaded model's own context window, when the engine knows it."""
+        return None
+
+    def memory_bytes(self) -> int:
+        """Approximate resident size, for the cache's memory bound."""
+        return 0
+
+    def close(self) -> None:
+        """Free the model. Safe to call twice."""
+
+    @classmethod
+    def check(cls) -> CheckResult:
+        """Whether this worker can run the backend at all (package importable, device present)."""
+        return CheckResult(True, "ok")
+
+
+def backend_class(name: str) -> type[Backend]:
+    path = settings.INFERENCE_BACKENDS.get(name)
+    if path is None:
+        raise BackendError(f"No backend named {name!r}; known: {', '.join(settings.INFERENCE_BACKENDS)}")
+    cls: type[Backend] = import_string(path)
+    return cls
+
+
+def missing_package(package: str, extra: str) -> BackendUnavailable:
+    return BackendUnavailable(
+        f"The {package} package is not installed in this worker's environment. "
+        f"Install it with: pip install -e '.[{extra}]' (or run this agent on a worker that has it)."
+    )

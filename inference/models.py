@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.db import models
+
+
+class Job(models.Model):
+    """A long job (convert, quantize, fine-tune, evaluate, benchmark) run on the `jobs` queue.
+
+    The pipeline issues fill in the kinds; the foundation needs the row so that an artifact can
+    name the job that made it.
+    """
+
+    class Kind(models.TextChoices):
+        CONVERT = "convert"
+        EXPORT_OPENVINO = "export_openvino"
+        QUANTIZE_GGUF = "quantize_gguf"
+        QUANTIZE_RTN = "quantize_rtn"
+        GPTQ = "gptq"
+        FINETUNE_LORA = "finetune_lora"
+        SYNTHESIZE = "synthesize"
+        EVALUATE = "evaluate"
+        BENCHMARK = "benchmark"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        INTERRUPTED = "interrupted"
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    stage = models.CharField(max_length=200, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+
+class ModelArtifact(models.Model):
+    """A model on disk (a GGUF file, an OpenVINO IR folder, a Hugging Face folder) or behind a URL."""
+
+    class Format(models.TextChoices):
+        GGUF = "gguf", "GGUF"
+        OPENVINO = "openvino", "OpenVINO IR"
+        HF = "hf", "Hugging Face"
+        SERVED = "served", "Served (URL)"
+
+    name = models.CharField(max_length=200, unique=True)
+    format = models.CharField(max_length=16, choices=Format.choices)
+    path = models.CharField(
+        max_length=1000, blank=True, help_text="File or folder on the worker, for on-disk formats."
+    )
+    url = models.URLField(max_length=1000, blank=True, help_text="Base URL, for served models.")
+    quantization = models.CharField(max_length=50, blank=True, help_text="e.g. Q4_1, int4, GPTQ")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    created_by_job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="artifacts"
+    )
+    size_bytes = models.BigIntegerField(null=True, blank=True, help_text="Size on disk.")
+    context_length = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The model's trained context window, when known."
+    )
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.format == self.Format.SERVED:
+            if not self.url:
+                raise ValidationError({"url": "A served model needs a URL."})
+        elif not self.path:
+            raise ValidationError({"path": "A model on disk needs a path."})
+
+    def lineage(self) -> list[ModelArtifact]:
+        """This artifact and its ancestors, oldest first."""
+        chain: list[ModelArtifact] = []
+        node: ModelArtifact | None = self
+        seen: set[int] = set()
+        while node is not None and node.pk not in seen:
+            seen.add(node.pk)
+            chain.append(node)
+            node = node.parent
+        return list(reversed(chain))
+
+    def measure_size(self) -> int | None:
+        """Bytes on disk of the file or folder at ``path``; None when it is not there."""
+        if not self.path:
+            return None
+        p = Path(self.path)
+        if p.is_file():
+            return p.stat().st_size
+        if p.is_dir():
+            return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        return None

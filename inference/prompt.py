@@ -1,0 +1,72 @@
+"""Build the prompt for a reply: system prompt plus the newest turns that fit the context."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from inference.backends.base import ChatMessage
+
+
+class PromptTooLong(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[ChatMessage]
+    prompt_tokens: int
+    max_tokens: int
+    dropped: int  # history messages left out to fit
+
+
+def prompt_build(
+    *,
+    system_prompt: str,
+    history: list[ChatMessage],
+    count_tokens: Callable[[list[ChatMessage]], int],
+    context_window: int,
+    max_tokens: int,
+    min_reply_tokens: int = 16,
+) -> Prompt:
+    """Keep the system prompt and the newest turns so that prompt plus reply fit the window.
+
+    ``history`` ends with the message being answered. The reply keeps ``max_tokens`` of room
+    (at most half the window), older turns are dropped first, and the returned ``max_tokens``
+    is cut to the room that is really left.
+    """
+    if not history:
+        raise PromptTooLong("There is no message to answer.")
+    system = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+    reserve = max(min_reply_tokens, min(max_tokens, context_window // 2))
+    budget = context_window - reserve
+
+    def build(start: int) -> list[ChatMessage]:
+        turns = history[start:]
+        # A chat template expects the conversation to open with a user turn.
+        while len(turns) > 1 and turns[0]["role"] != "user":
+            turns = turns[1:]
+        return system + turns
+
+    # The fewest dropped messages that fit: count_tokens grows as start falls, so bisect.
+    lo, hi = 0, len(history) - 1
+    if count_tokens(build(hi)) > budget:
+        needed = count_tokens(build(hi))
+        raise PromptTooLong(
+            f"The message and system prompt take {needed} tokens; this agent's context window is "
+            f"{context_window} tokens with {reserve} kept for the reply. Shorten the message."
+        )
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count_tokens(build(mid)) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    messages = build(lo)
+    used = count_tokens(messages)
+    return Prompt(
+        messages=messages,
+        prompt_tokens=used,
+        max_tokens=max(1, min(max_tokens, context_window - used)),
+        dropped=len(history) - (len(messages) - len(system)),
+    )

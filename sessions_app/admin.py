@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from sessions_app.models import Message, Session
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = ["role", "agent", "status", "content", "completion_tokens", "ttft_ms", "decode_tps", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    """Read-mostly: an admin may rename or archive a session, not rewrite what was said."""
+
+    list_display = ["id", "title", "owner", "agent", "archived", "updated_at"]
+    list_filter = ["archived", "agent"]
+    search_fields = ["title", "owner__username", "messages__content"]
+    readonly_fields = ["owner", "agent", "agents", "created_at", "updated_at"]
+    inlines = [MessageInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ["id", "session", "role", "agent", "status", "completion_tokens", "decode_tps", "created_at"]
+    list_filter = ["status", "role", "backend"]
+    search_fields = ["content", "session__title"]
+    list_select_related = ["session", "agent"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,121 @@
+"""REST: sessions of the caller, and their messages. Another user's session answers 404."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from sessions_app import services
+from sessions_app.models import Session
+from sessions_app.selectors import message_list, session_get_for_user, session_list_for_user
+from sessions_app.serializers import (
+    MessageOutputSerializer,
+    MessageCreateSerializer,
+    SessionCreateSerializer,
+    SessionOutputSerializer,
+    SessionUpdateSerializer,
+)
+
+
+def _session_or_404(request: Request, session_id: Any) -> Session:
+    session = session_get_for_user(user=request.user, session_id=session_id)
+    if session is None:
+        raise Http404("No such session.")
+    return session
+
+
+class SessionListApi(APIView):
+    @extend_schema(responses=SessionOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        archived = request.query_params.get("archived")
+        qs = session_list_for_user(
+            user=request.user, archived=None if archived is None else archived.lower() in ("1", "true", "yes")
+        )
+        paginator = generics.GenericAPIView.pagination_class()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(SessionOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=SessionCreateSerializer, responses={201: SessionOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = SessionCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        agent = None
+        if data.validated_data.get("agent"):
+            try:
+                agent = services.agent_get_for_user(user=request.user, slug=data.validated_data["agent"])
+            except services.ChatError as exc:
+                return Response({"agent": [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
+        session = services.session_create(owner=request.user, agent=agent, title=data.validated_data["title"])
+        return Response(SessionOutputSerializer(session).data, status=status.HTTP_201_CREATED)
+
+
+class SessionDetailApi(APIView):
+    @extend_schema(responses=SessionOutputSerializer)
+    def get(self, request: Request, session_id: int) -> Response:
+        return Response(SessionOutputSerializer(_session_or_404(request, session_id)).data)
+
+    @extend_schema(request=SessionUpdateSerializer, responses=SessionOutputSerializer)
+    def patch(self, request: Request, session_id: int) -> Response:
+        session = _session_or_404(request, session_id)
+        data = SessionUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        session = services.session_update(session=session, **data.validated_data)
+        return Response(SessionOutputSerializer(session).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, session_id: int) -> Response:
+        services.session_delete(session=_session_or_404(request, session_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageListApi(APIView):
+    @extend_schema(responses=MessageOutputSerializer(many=True))
+    def get(self, request: Request, session_id: int) -> Response:
+        session = _session_or_404(request, session_id)
+        paginator = generics.GenericAPIView.pagination_class()
+        page = paginator.paginate_queryset(message_list(session=session), request, view=self)
+        return paginator.get_paginated_response(MessageOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=MessageCreateSerializer, responses={202: MessageOutputSerializer(many=True)})
+    def post(self, request: Request, session_id: int) -> Response:
+        """Send a message; the reply is queued. Poll it, or watch it over the websocket."""
+        session = _session_or_404(request, session_id)
+        data = MessageCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            agent = None
+            if data.validated_data.get("agent"):
+                agent = services.agent_get_for_user(user=request.user, slug=data.validated_data["agent"])
+            sent, reply = services.message_send(
+                session=session,
+                content=data.validated_data["content"],
+                client_id=data.validated_data.get("client_id"),
+                agent=agent,
+            )
+        except services.ChatError as exc:
+            return Response({"code": exc.code, "detail": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(MessageOutputSerializer([sent, reply], many=True).data, status=status.HTTP_202_ACCEPTED)
+
+
+class MessageDetailApi(APIView):
+    @extend_schema(responses=MessageOutputSerializer)
+    def get(self, request: Request, session_id: int, message_id: int) -> Response:
+        session = _session_or_404(request, session_id)
+        message = message_list(session=session).filter(pk=message_id).first()
+        if message is None:
+            raise Http404("No such message.")
+        return Response(MessageOutputSerializer(message).data)
+
+
+class ReplyStopApi(APIView):
+    @extend_schema(request=None, responses={200: None})
+    def post(self, request: Request, session_id: int) -> Response:
+        """Stop the session's unfinished replies; their partial text is kept."""
+        session = _session_or_404(request, session_id)
+        return Response({"stopping": services.reply_stop(session=session)})

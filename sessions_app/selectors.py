@@ -1,0 +1,73 @@
+"""Reads. Every lookup of a user's object goes through here and checks its owner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from inference.backends.base import ChatMessage
+from sessions_app.models import Message, Session
+
+
+def session_list_for_user(*, user: Any, archived: bool | None = None) -> QuerySet[Session]:
+    qs = Session.objects.filter(owner=user).select_related("agent")
+    if archived is not None:
+        qs = qs.filter(archived=archived)
+    return qs
+
+
+def session_get_for_user(*, user: Any, session_id: int | str) -> Session | None:
+    """The session if ``user`` owns it; None otherwise (the caller answers 404)."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    try:
+        pk = int(session_id)
+    except (TypeError, ValueError):
+        return None
+    return Session.objects.select_related("agent").filter(pk=pk, owner=user).first()
+
+
+def message_list(*, session: Session) -> QuerySet[Message]:
+    return session.messages.select_related("agent").order_by("created_at", "pk")
+
+
+def history_for_reply(message: Message) -> list[ChatMessage]:
+    """The conversation up to the user message this reply answers, oldest first."""
+    earlier = (
+        Message.objects.filter(session_id=message.session_id, pk__lt=message.pk)
+        .exclude(role=Message.Role.ASSISTANT, status__in=[Message.Status.FAILED, Message.Status.QUEUED])
+        .exclude(content="")
+        .order_by("pk")
+        .values_list("role", "content")
+    )
+    return [{"role": role, "content": content} for role, content in earlier if role != Message.Role.SYSTEM]
+
+
+def message_payload(message: Message) -> dict[str, Any]:
+    """The JSON shape of a message in events and the API."""
+    agent = message.agent
+    return {
+        "id": message.pk,
+        "session": message.session_id,
+        "role": message.role,
+        "agent": agent.slug if agent is not None else None,
+        "agent_name": agent.name if agent is not None else None,
+        "reply_to": message.reply_to_id,
+        "content": message.content,
+        "status": message.status,
+        "error": message.error,
+        "client_id": message.client_id,
+        "seq": message.seq,
+        "backend": message.backend,
+        "model": message.model_name,
+        "stats": {
+            "prompt_tokens": message.prompt_tokens,
+            "completion_tokens": message.completion_tokens,
+            "ttft_ms": message.ttft_ms,
+            "decode_tps": message.decode_tps,
+        },
+        "created_at": message.created_at.isoformat() if message.created_at else None,
+        "started_at": message.started_at.isoformat() if message.started_at else None,
+        "finished_at": message.finished_at.isoformat() if message.finished_at else None,
+    }

@@ -1,0 +1,166 @@
+"""Writes. The websocket consumer, the REST views, the admin and the terminal chat all call these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.models import Agent
+from inference.dispatch import reply_enqueue
+from sessions_app import broadcast
+from sessions_app.models import Message, Session
+from sessions_app.selectors import message_payload
+
+
+class ChatError(Exception):
+    """Bad input from a client; ``code`` is machine-readable, the message is for a person."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def agent_get_for_user(*, user: Any, slug: str) -> Agent:
+    agent = Agent.objects.visible_to(user).filter(slug=slug, is_active=True).first()
+    if agent is None:
+        raise ChatError("unknown_agent", f"No agent {slug!r} that you may use.")
+    return agent
+
+
+def session_create(*, owner: Any, agent: Agent | None = None, title: str = "") -> Session:
+    if agent is None:
+        agent = Agent.objects.visible_to(owner).filter(slug=settings.DEFAULT_AGENT_SLUG, is_active=True).first()
+        if agent is None:
+            agent = Agent.objects.visible_to(owner).filter(is_active=True).first()
+    session = Session.objects.create(owner=owner, agent=agent, title=title.strip()[:200])
+    if agent is not None:
+        session.agents.add(agent)
+    return session
+
+
+def session_update(*, session: Session, title: str | None = None, archived: bool | None = None) -> Session:
+    fields = ["updated_at"]
+    if title is not None:
+        session.title = title.strip()[:200]
+        fields.append("title")
+    if archived is not None:
+        session.archived = archived
+        fields.append("archived")
+    session.save(update_fields=fields)
+    return session
+
+
+def session_delete(*, session: Session) -> None:
+    for message_id in session.messages.filter(
+        status__in=[Message.Status.QUEUED, Message.Status.STREAMING]
+    ).values_list("pk", flat=True):
+        Message.objects.filter(pk=message_id).update(cancel_requested=True)
+    session.delete()
+
+
+def _check_content(content: Any) -> str:
+    if not isinstance(content, str):
+        raise ChatError("invalid_content", "content must be a string.")
+    if not content.strip():
+        raise ChatError("empty_content", "The message is empty.")
+    if len(content) > settings.MESSAGE_MAX_CHARS:
+        raise ChatError(
+            "content_too_long",
+            f"The message has {len(content)} characters; the limit is {settings.MESSAGE_MAX_CHARS}.",
+        )
+    return content
+
+
+def message_send(
+    *, session: Session, content: Any, client_id: str | None = None, agent: Agent | None = None
+) -> tuple[Message, Message]:
+    """Store a user message and queue the agent's reply; return both.
+
+    A message resent with the same ``client_id`` is not stored twice: the first one and its reply
+    come back instead. The reply is queued only once the transaction has committed.
+    """
+    content = _check_content(content)
+    if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 100):
+        raise ChatError("invalid_client_id", "client_id must be a string of 1 to 100 characters.")
+    agent = agent or session.agent
+    if agent is None or not agent.is_active:
+        raise ChatError("no_agent", "This session has no active agent to answer.")
+    if client_id is not None:
+        existing = _resent(session, client_id)
+        if existing is not None:
+            return existing
+    try:
+        with transaction.atomic():
+            user_message = Message.objects.create(
+                session=session, role=Message.Role.USER, content=content, client_id=client_id
+            )
+            reply = Message.objects.create(
+                session=session,
+                role=Message.Role.ASSISTANT,
+                agent=agent,
+                reply_to=user_message,
+                status=Message.Status.QUEUED,
+                backend=agent.backend,
+                model_name=agent.model.name if agent.model_id else "",
+            )
+            session.agents.add(agent)
+            if not session.title:
+                session.title = " ".join(content.split())[:60]
+            session.updated_at = timezone.now()
+            session.save(update_fields=["title", "updated_at"])
+            transaction.on_commit(lambda: _announce_and_enqueue(session, user_message, reply, agent))
+    except IntegrityError:
+        # The same client_id raced in from another connection: answer with the stored one.
+        existing = _resent(session, client_id or "")
+        if existing is None:
+            raise
+        return existing
+    return user_message, reply
+
+
+def _resent(session: Session, client_id: str) -> tuple[Message, Message] | None:
+    first = session.messages.filter(client_id=client_id, role=Message.Role.USER).first()
+    if first is None:
+        return None
+    reply = first.replies.order_by("pk").first()
+    if reply is None:
+        return None
+    return first, reply
+
+
+def _announce_and_enqueue(session: Session, user_message: Message, reply: Message, agent: Agent) -> None:
+    try:
+        broadcast.message_send(session.pk, message_payload(user_message))
+        broadcast.message_send(session.pk, message_payload(reply))
+    finally:
+        reply_enqueue(message_id=reply.pk, queue=agent.queue)
+
+
+def reply_stop(*, session: Session, message_id: int | None = None) -> list[int]:
+    """Stop the session's unfinished replies (or one of them). Returns the ids asked to stop.
+
+    A queued reply is cancelled here and then; a streaming one is flagged, and its worker ends it
+    (keeping the partial text) the next time it polls.
+    """
+    pending = session.messages.filter(
+        role=Message.Role.ASSISTANT, status__in=[Message.Status.QUEUED, Message.Status.STREAMING]
+    )
+    if message_id is not None:
+        pending = pending.filter(pk=message_id)
+    ids = list(pending.values_list("pk", flat=True))
+    if not ids:
+        return []
+    Message.objects.filter(pk__in=ids).update(cancel_requested=True)
+    now = timezone.now()
+    for pk in ids:
+        cancelled = Message.objects.filter(pk=pk, status=Message.Status.QUEUED).update(
+            status=Message.Status.CANCELLED, finished_at=now
+        )
+        if cancelled:
+            message = Message.objects.select_related("agent").get(pk=pk)
+            transaction.on_commit(lambda m=message: broadcast.done_send(session.pk, message_payload(m)))
+    return ids
