@@ -182,4 +182,5 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
 
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+for _folder in (DATA_DIR, STATIC_ROOT, MEDIA_ROOT):
+    _folder.mkdir(parents=True, exist_ok=True)

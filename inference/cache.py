@@ -67,10 +67,12 @@ class ModelCache:
                     self._entries.move_to_end(key)
                     return entry
             backend = factory()
-            backend.load()
+            # Make room before loading, so two models never overlap past the bound.
             size = backend.memory_bytes()
             with self._lock:
                 self._make_room(size)
+            backend.load()
+            with self._lock:
                 entry = _Entry(backend=backend, size=size, last_used=self._clock(), users=1)
                 self._entries[key] = entry
             self._start_sweeper()

@@ -115,7 +115,7 @@ class Backend(ABC):
         return None
 
     def memory_bytes(self) -> int:
-        """Approximate resident size, for the cache's memory bound."""
+        """Approximate resident size, for the cache's memory bound; known before ``load()``."""
         return 0
 
     def close(self) -> None:

@@ -1,0 +1,307 @@
+"""Any server that speaks OpenAI's ``/v1/chat/completions``, through the official ``openai`` client.
+
+The model lives on the server (llama.cpp's server, ``vllm serve``, a hosted API), so ``load()``
+only builds a client and asks the server which models it serves. There is no local tokenizer:
+``count_tokens`` is an estimate, and ``usage`` is the server's own when it sends one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from inference.backends.base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    ChatMessage,
+    CheckResult,
+    Chunk,
+    GenerationParams,
+    StopFlag,
+    Usage,
+)
+from inference.backends.options import OpenAICompatOptions
+
+log = logging.getLogger(__name__)
+
+# Estimated tokens a chat template adds around each message (<|im_start|>role\n ... <|im_end|>\n)
+# and before the reply (<|im_start|>assistant\n).
+_PER_MESSAGE_OVERHEAD = 5
+_REPLY_PRIMING = 3
+# One retry rides out a dropped keep-alive connection; more would keep a person waiting behind a
+# server that is down, and the caller learns from ``retryable`` whether to try again later.
+_MAX_RETRIES = 1
+# A server that does not accept the connection within this many seconds is not coming.
+_CONNECT_TIMEOUT = 10.0
+# Statuses after which the same request can succeed later: timeout, busy, server-side failure.
+_RETRYABLE_STATUSES = frozenset({408, 429})
+_MAX_ERROR_TEXT = 500
+
+
+def estimate_tokens(messages: list[ChatMessage]) -> int:
+    """An estimate, not a count: a quarter of the UTF-8 bytes of each message plus the template.
+
+    Bytes rather than characters keep the estimate from falling far short on non-Latin scripts
+    (a CJK character is 3 bytes and roughly one token); English runs about 4 characters a token.
+    """
+    total = _REPLY_PRIMING
+    for message in messages:
+        size = len(message.get("content", "").encode("utf-8")) + len(message.get("role", ""))
+        total += _PER_MESSAGE_OVERHEAD + -(-size // 4)
+    return total
+
+
+class OpenAICompatBackend(Backend):
+    name = "openai_compat"
+    options_schema = OpenAICompatOptions
+    supports_stop = True
+    supports_concurrent = True  # one HTTP client serves many replies at once
+    counts_tokens = False  # no tokenizer here: count_tokens() estimates
+    reuses_kv_cache = False  # whatever prefix caching the server does is its own business
+
+    options: OpenAICompatOptions
+
+    def __init__(self, *, model_path: str, options: Any, api_key: str = "") -> None:
+        super().__init__(model_path=model_path, options=options, api_key=api_key)
+        self._client: Any = None
+        self._model: str = options.model
+        self._context: int | None = None
+
+    @classmethod
+    def cache_key(cls, *, model_path: str, options: Any, api_key: str = "") -> tuple[Any, ...]:
+        # The server is the model: a local path plays no part in which client serves a reply.
+        return (cls.name, str(options.base_url), options.model, api_key, options.model_dump_json())
+
+    @property
+    def base_url(self) -> str:
+        return str(self.options.base_url)
+
+    @property
+    def model(self) -> str:
+        """The model name requests carry (the server's first one when the options name none)."""
+        return self._model
+
+    def load(self) -> None:
+        try:
+            import openai
+        except ImportError:
+            raise BackendUnavailable(
+                "The openai package is not installed in this worker's environment; it is a core "
+                "dependency: pip install -e ."
+            ) from None
+        timeout = self.options.timeout
+        client = openai.OpenAI(
+            # The client refuses to start without a key; servers without auth ignore this one.
+            api_key=self.api_key or "none",
+            base_url=self.base_url,
+            timeout=openai.Timeout(timeout, connect=min(_CONNECT_TIMEOUT, timeout)),
+            max_retries=_MAX_RETRIES,
+        )
+        try:
+            models = list(client.models.list())
+        except openai.APIStatusError as exc:
+            if not self._model:
+                client.close()
+                raise self._error(exc, "listing its models") from exc
+            # A server may serve a named model without listing it; the first request will tell.
+            models = []
+            log.info("%s: listing models failed (%s); using %r", self.base_url, exc, self._model)
+        except openai.OpenAIError as exc:
+            client.close()
+            raise self._error(exc, "listing its models") from exc
+        if not self._model:
+            if not models:
+                client.close()
+                raise BackendError(
+                    f"The server at {self.base_url} lists no models; name one in the agent's "
+                    "'model' option."
+                )
+            self._model = models[0].id
+        listed = next((m for m in models if m.id == self._model), None)
+        if models and listed is None:
+            # llama.cpp's server answers any name with its default model; vLLM answers 404.
+            log.warning(
+                "%s does not list model %r (it lists %s)",
+                self.base_url,
+                self._model,
+                ", ".join(m.id for m in models),
+            )
+        if listed is not None:
+            # vLLM reports its context window here; most servers say nothing.
+            max_len = (listed.model_extra or {}).get("max_model_len")
+            self._context = max_len if isinstance(max_len, int) and max_len > 0 else None
+        self._client = client
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        return estimate_tokens(messages)
+
+    def context_length(self) -> int | None:
+        return self._context
+
+    def stream_chat(
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        *,
+        should_stop: StopFlag = lambda: False,
+        session_key: str | None = None,
+    ) -> Iterator[Chunk]:
+        if self._client is None:
+            raise BackendError("model not loaded")
+        import openai
+
+        if should_stop():
+            usage = Usage(prompt_tokens=self.count_tokens(messages), completion_tokens=0)
+            yield Chunk(finish_reason="cancelled", usage=usage)
+            return
+        extra: dict[str, Any] = {
+            "repetition_penalty": params.repetition_penalty,
+            **self.options.extra_body,
+            **params.extra,
+        }
+        # A seed in the options is the agent's default; one in the request wins over it.
+        default_seed = extra.pop("seed", None)
+        seed = params.seed if params.seed is not None else default_seed
+        try:
+            stream = self._client.chat.completions.create(
+                model=self._model,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                stop=list(params.stop) if params.stop else openai.omit,
+                seed=seed if seed is not None else openai.omit,
+                extra_body=extra,
+            )
+        except openai.OpenAIError as exc:
+            raise self._error(exc, "starting the reply") from exc
+        events = deltas = 0
+        finish: str | None = None
+        usage: Usage | None = None
+        try:
+            for event in stream:
+                events += 1
+                if event.usage is not None:
+                    usage = Usage(
+                        prompt_tokens=event.usage.prompt_tokens,
+                        completion_tokens=event.usage.completion_tokens,
+                    )
+                for choice in event.choices:
+                    text = choice.delta.content if choice.delta is not None else None
+                    if text:
+                        deltas += 1
+                        yield Chunk(text=text)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+                # Past the finish reason only the usage event is left: no stop can cut that short.
+                if finish is None and should_stop():
+                    finish = "cancelled"
+                    break
+        except openai.OpenAIError as exc:
+            raise self._error(exc, "streaming the reply") from exc
+        finally:
+            # Closing the response drops the connection: the server sees the client gone and
+            # stops generating.
+            stream.close()
+        if finish is None:
+            raise self._unfinished(events, deltas, messages)
+        if usage is None or finish == "cancelled":
+            # The server sent no usage (llama.cpp's server ignores stream_options; a stopped
+            # stream never gets one): the prompt is estimated, and servers stream about one
+            # token per delta, so the deltas stand in for the completion tokens.
+            usage = Usage(prompt_tokens=self.count_tokens(messages), completion_tokens=deltas)
+        yield Chunk(finish_reason=finish, usage=usage)
+
+    def _unfinished(self, events: int, deltas: int, messages: list[ChatMessage]) -> BackendError:
+        """A stream that ended without a finish reason, explained as far as the server allows."""
+        where = f"The server at {self.base_url}"
+        if events == 0:
+            # llama.cpp's server answers a streamed request it refuses once generation starts (a
+            # prompt past its context window) with an empty 200 response; the reason is only in
+            # its log. The same request would fail the same way.
+            return BackendError(
+                f"{where} answered with an empty stream and gave no reason. The prompt (about "
+                f"{self.count_tokens(messages)} tokens, estimated) may exceed the server's context "
+                "window: compare the agent's context window with the server's, or see its log."
+            )
+        # llama.cpp's server ends a stream with [DONE] and no finish reason when a newer request
+        # interrupts it (its interrupt_requests setting); asking again can succeed.
+        return BackendError(
+            f"{where} ended the reply without a finish reason after {deltas} pieces; another "
+            "request may have interrupted it.",
+            retryable=True,
+        )
+
+    def _error(self, exc: Exception, doing: str) -> BackendError:
+        """The openai client's error as one a person can act on, saying whether a retry helps."""
+        import openai
+
+        where = f"the server at {self.base_url}"
+        if isinstance(exc, openai.APITimeoutError):
+            return BackendError(
+                f"Timed out {doing}: {where} did not answer within {self.options.timeout:g} s.",
+                retryable=True,
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+            return BackendError(
+                f"Cannot reach {where} while {doing}{cause}. Is it running, and is base_url right?",
+                retryable=True,
+            )
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            text = _server_text(exc.body) or exc.message
+            if status >= 500 or status in _RETRYABLE_STATUSES:
+                return BackendError(
+                    f"{where.capitalize()} failed while {doing} (HTTP {status}): {text}",
+                    retryable=True,
+                )
+            if status in (401, 403):
+                return BackendError(
+                    f"{where.capitalize()} refused the agent's API key (HTTP {status}): {text}",
+                )
+            return BackendError(
+                f"{where.capitalize()} rejected the request (HTTP {status}): {text}"
+            )
+        # An error event inside an accepted stream: the server failed partway, not the request.
+        return BackendError(f"{where.capitalize()} failed while {doing}: {exc}", retryable=True)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @classmethod
+    def check(cls) -> CheckResult:
+        try:
+            import openai
+        except ImportError:
+            return CheckResult(False, "The openai package is not installed: pip install -e .")
+        return CheckResult(True, f"openai {openai.__version__}")
+
+
+def _server_text(body: object) -> str:
+    """The server's own words from an error body: OpenAI's ``message`` or FastAPI's ``detail``."""
+    if body is None:
+        return ""
+    if isinstance(body, dict):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message[:_MAX_ERROR_TEXT]
+        detail = body.get("detail")
+        if isinstance(detail, list):
+            parts = []
+            for item in detail:
+                if isinstance(item, dict):
+                    loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+                    parts.append(
+                        f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", ""))
+                    )
+            return "; ".join(parts)[:_MAX_ERROR_TEXT]
+        if detail:
+            return str(detail)[:_MAX_ERROR_TEXT]
+    return str(body)[:_MAX_ERROR_TEXT]

@@ -1,0 +1,274 @@
+"""OpenVINO GenAI's ``LLMPipeline`` on an OpenVINO IR folder (CPU, Intel GPU or NPU).
+
+The folder is what ``inference.convert`` (or ``optimum-cli export openvino``) writes: the model,
+openvino-tokenizers' tokenizer and detokenizer, and the chat template in their metadata.
+
+Streaming: ``LLMPipeline.generate`` blocks and reports text through a callback, so it runs in a
+thread that feeds a queue, and ``stream_chat`` reads the queue. ``should_stop`` is polled in the
+caller's thread (it may touch the caller's database connection); the callback only reads an
+event and answers ``StreamingStatus.STOP``, which ends generation after the current token.
+
+KV cache between turns: ``generate`` takes the whole conversation as a ``ChatHistory``. The
+stateful pipeline keeps the KV cache of the tokens it last saw and, given a history, keeps the
+longest common prefix of the cache and the new prompt and feeds only the rest. The cache belongs
+to one session at a time; a turn of another session (or any turn with ``kv_cache_reuse`` off)
+starts from an empty cache with ``finish_chat()``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from inference.backends.base import (
+    Backend,
+    BackendError,
+    ChatMessage,
+    CheckResult,
+    Chunk,
+    GenerationParams,
+    StopFlag,
+    Usage,
+    missing_package,
+)
+from inference.backends.options import OpenVINOOptions
+
+# How often the caller's should_stop() is polled while waiting for text.
+_POLL_SECONDS = 0.05
+_REQUIRED_FILES = ("openvino_model.xml", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    options_schema = OpenVINOOptions
+    supports_stop = True
+    supports_concurrent = False  # one pipeline, one KV cache: one sequence at a time
+    counts_tokens = True
+    reuses_kv_cache = True
+
+    options: OpenVINOOptions
+
+    def __init__(self, *, model_path: str, options: Any, api_key: str = "") -> None:
+        super().__init__(model_path=model_path, options=options, api_key=api_key)
+        self._genai: Any = None  # the openvino_genai module, imported in load()
+        self._pipe: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+        self._cache_session: str | None = None  # whose conversation the KV cache holds
+        self.last_prefill_tokens: int | None = None  # prompt tokens the last reply computed anew
+
+    def load(self) -> None:
+        try:
+            import openvino
+            import openvino_genai
+        except ImportError:
+            raise missing_package("openvino-genai", "openvino") from None
+        folder = Path(self.model_path)
+        if not folder.is_dir():
+            raise BackendError(f"OpenVINO IR folder not found on this worker: {folder}")
+        missing = [name for name in _REQUIRED_FILES if not (folder / name).is_file()]
+        if missing:
+            raise BackendError(
+                f"{folder} is not a complete OpenVINO IR folder (missing {', '.join(missing)}); "
+                "export it with: manage.py export_openvino"
+            )
+        device = self.options.device
+        available = list(openvino.Core().available_devices)
+        if device != "AUTO" and not any(d.split(".")[0] == device for d in available):
+            raise BackendError(
+                f"OpenVINO device {device} is not available on this worker (it has: "
+                f"{', '.join(available) or 'none'}); choose another device or run the agent elsewhere."
+            )
+        try:
+            self._pipe = openvino_genai.LLMPipeline(str(folder), device, **self._properties())
+        except RuntimeError as exc:
+            raise BackendError(f"OpenVINO could not load {folder} on {device}: {_reason(exc)}") from exc
+        self._genai = openvino_genai
+        self._tokenizer = self._pipe.get_tokenizer()
+        if not self._tokenizer.get_chat_template():
+            self.close()
+            raise BackendError(f"{folder} has no chat template in its tokenizer")
+
+    def _properties(self) -> dict[str, Any]:
+        opts = self.options
+        # The stateful (SDPA) pipeline: one KV cache that generate(ChatHistory) keeps between
+        # turns. The default paged-attention one re-prefills, keyed on content, not sessions.
+        props: dict[str, Any] = {"ATTENTION_BACKEND": "SDPA"}
+        if opts.cache_dir:
+            props["CACHE_DIR"] = opts.cache_dir
+        if opts.performance_hint:
+            props["PERFORMANCE_HINT"] = opts.performance_hint
+        return props
+
+    def _require(self) -> Any:
+        if self._pipe is None:
+            raise BackendError("model not loaded")
+        return self._pipe
+
+    def _history(self, messages: list[ChatMessage]) -> Any:
+        return self._genai.ChatHistory([{"role": m["role"], "content": m["content"]} for m in messages])
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        self._require()
+        prompt = self._tokenizer.apply_chat_template(self._history(messages), add_generation_prompt=True)
+        # The pipeline encodes the templated history without adding special tokens; so do we.
+        ids = self._tokenizer.encode(prompt, add_special_tokens=False).input_ids
+        return int(ids.get_shape()[1])
+
+    def context_length(self) -> int | None:
+        try:
+            config = json.loads((Path(self.model_path) / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        value = config.get("max_position_embeddings")
+        return int(value) if isinstance(value, int) else None
+
+    def memory_bytes(self) -> int:
+        folder = Path(self.model_path)
+        return sum(f.stat().st_size for f in folder.glob("*.bin")) if folder.is_dir() else 0
+
+    def _generation_config(self, params: GenerationParams) -> Any:
+        config = self._pipe.get_generation_config()  # keeps the model's eos / stop token ids
+        config.max_new_tokens = params.max_tokens
+        if params.temperature <= 0:
+            config.do_sample = False
+        else:
+            config.do_sample = True
+            config.temperature = params.temperature
+            config.top_p = params.top_p
+        config.repetition_penalty = params.repetition_penalty
+        config.stop_strings = set(params.stop)
+        config.include_stop_str_in_output = False
+        if params.seed is not None:
+            config.rng_seed = params.seed
+        return config
+
+    def _prepare_cache(self, session_key: str | None) -> None:
+        """Start from an empty KV cache unless it holds this session's earlier turns. Holds _lock."""
+        keep = self.options.kv_cache_reuse and session_key is not None and session_key == self._cache_session
+        if not keep:
+            self._pipe.finish_chat()
+        self._cache_session = session_key if self.options.kv_cache_reuse else None
+
+    def stream_chat(
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        *,
+        should_stop: StopFlag = lambda: False,
+        session_key: str | None = None,
+    ) -> Iterator[Chunk]:
+        pipe = self._require()
+        if not messages:
+            raise BackendError("no messages to answer")
+        prompt_tokens = self.count_tokens(messages)
+        limit = self.context_length()
+        if limit is not None and prompt_tokens >= limit:
+            raise BackendError(f"The prompt takes {prompt_tokens} tokens; the model's context is {limit}.")
+        config = self._generation_config(params)
+        history = self._history(messages)
+        genai = self._genai
+        with self._lock:
+            self._prepare_cache(session_key)
+            events: queue.Queue[tuple[str, Any]] = queue.Queue()
+            halt = threading.Event()
+
+            def on_text(text: str) -> Any:
+                if text:
+                    events.put(("text", text))
+                return genai.StreamingStatus.STOP if halt.is_set() else genai.StreamingStatus.RUNNING
+
+            def generate() -> None:
+                try:
+                    events.put(("done", pipe.generate(history, config, on_text)))
+                except Exception as exc:  # reported to the reader's thread, where it is raised
+                    events.put(("error", exc))
+
+            worker = threading.Thread(target=generate, name="openvino-generate", daemon=True)
+            worker.start()
+            streamed: list[str] = []
+            cancelled = False
+            last_poll = 0.0
+            try:
+                while True:
+                    try:
+                        kind, value = events.get(timeout=_POLL_SECONDS)
+                    except queue.Empty:
+                        kind, value = "", None
+                    now = time.monotonic()
+                    if not cancelled and now - last_poll >= _POLL_SECONDS:
+                        last_poll = now
+                        if should_stop():
+                            cancelled = True
+                            halt.set()
+                    if kind == "text":
+                        streamed.append(value)
+                        yield Chunk(text=value)
+                    elif kind == "error":
+                        self._forget_cache()
+                        raise BackendError(f"OpenVINO generation failed: {_reason(value)}") from value
+                    elif kind == "done":
+                        result = value
+                        break
+            finally:
+                # Also reached when the reader walks away: stop the engine before letting go.
+                halt.set()
+                worker.join()
+            text = result.texts[0] if result.texts else ""
+            sent = "".join(streamed)
+            if text.startswith(sent) and len(text) > len(sent):
+                # Text the streamer still held when generation ended (a partial UTF-8 sequence).
+                yield Chunk(text=text[len(sent) :])
+            metrics = result.perf_metrics
+            completion = int(metrics.get_num_generated_tokens())
+            self.last_prefill_tokens = int(metrics.get_num_input_tokens())
+            if cancelled:
+                finish = "cancelled"
+            elif completion >= params.max_tokens:
+                finish = "length"
+            else:
+                finish = "stop"
+            yield Chunk(
+                finish_reason=finish,
+                usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion),
+            )
+
+    def _forget_cache(self) -> None:
+        self._cache_session = None
+        try:
+            self._pipe.finish_chat()
+        except RuntimeError:
+            pass  # the next turn calls it again
+
+    def close(self) -> None:
+        # A generate thread still running keeps its own reference; the pipeline goes with it.
+        self._pipe = None
+        self._tokenizer = None
+        self._cache_session = None
+
+    @classmethod
+    def check(cls) -> CheckResult:
+        try:
+            import openvino
+            import openvino_genai
+        except ImportError:
+            return CheckResult(False, str(missing_package("openvino-genai", "openvino")))
+        try:
+            devices = list(openvino.Core().available_devices)
+        except RuntimeError as exc:
+            return CheckResult(False, f"OpenVINO found no devices: {_reason(exc)}")
+        version = getattr(openvino_genai, "__version__", None) or openvino_genai.get_version()
+        if not devices:
+            return CheckResult(False, f"openvino-genai {version}; OpenVINO lists no devices")
+        return CheckResult(True, f"openvino-genai {version}; devices: {', '.join(devices)}")
+
+
+def _reason(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # OpenVINO's messages start with the C++ source location; the reason is the last line.
+    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,468 @@
+"""Chat with an agent in the terminal: ``manage.py chat --agent assistant``.
+
+A thin door like the websocket consumer: it writes through ``sessions_app.services`` and hears
+the reply on the session's channel-layer group. So it works in the embedded default (the reply
+runs in this process's thread pool and sends into this command's event loop) and in the
+distributed set-up (Redis channel layer, the reply on a Celery worker) alike.
+
+Everything waits on one inbox: channel-layer events, lines read from stdin (one at a time, in a
+thread, only when the prompt asks) and Ctrl+C, which arrives through the loop's own SIGINT
+handler in every state. So Ctrl+C never lands as a KeyboardInterrupt in some random place: while
+a reply streams it stops the reply, at the prompt it prints a hint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from agents.models import Agent
+from sessions_app import broadcast, services
+from sessions_app.models import Message, Session
+from sessions_app.selectors import message_list, message_payload, session_get_for_user
+
+LOCAL_USERNAME = "terminal"
+HINT = "(Ctrl+C stops a reply while it streams; type exit or press Ctrl+D to quit)"
+# How long a reply may stay silent before the database is asked how it is doing: a lost event
+# (channel full, Redis blip) must not leave the chat waiting for ever.
+CHECK_AFTER_SECONDS = 5.0
+# Distributed set-up: say so when no worker has picked the reply up after this long.
+QUEUED_NOTICE_SECONDS = 15.0
+
+_EVENT, _LINE, _INTERRUPT = "event", "line", "interrupt"
+
+
+@dataclass(frozen=True)
+class Palette:
+    """ANSI colours, or none. ``readline`` must be told which prompt bytes take no room."""
+
+    enabled: bool
+    readline_prompt: bool = False
+
+    def paint(self, code: str, text: str) -> str:
+        if not self.enabled:
+            return text
+        return f"\033[{code}m{text}\033[0m"
+
+    def prompt(self, code: str, text: str) -> str:
+        if not (self.enabled and self.readline_prompt):
+            return self.paint(code, text)
+        return f"\001\033[{code}m\002{text}\001\033[0m\002"
+
+
+def colours_wanted(*, no_color: bool, force_color: bool, stream: Any) -> bool:
+    if force_color:
+        return True
+    if no_color or os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class Command(BaseCommand):
+    help = (
+        "Chat with an agent in the terminal, through the same services as the web chat. "
+        "Ctrl+C stops a reply; `clear` starts a new session; `exit`, `quit` or Ctrl+D quits."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--agent", help="The agent's slug (default: DEFAULT_AGENT_SLUG, or the session's)."
+        )
+        parser.add_argument(
+            "--user",
+            help=f"Chat as this user (default: the first superuser, else {LOCAL_USERNAME!r}).",
+        )
+        parser.add_argument(
+            "--session", help="Go on with this session of the user instead of starting one."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["verbosity"] < 2:
+            # The reply threads log model loads to stderr, in the middle of the conversation.
+            logging.getLogger().setLevel(logging.WARNING)
+        # A terminal on both ends: read with input() and readline; otherwise read plain lines.
+        tty = sys.stdin.isatty() and self.stdout.isatty()
+        if tty:
+            try:
+                import readline  # noqa: F401 - gives input() line editing and history
+            except ImportError:
+                pass
+        palette = Palette(
+            enabled=colours_wanted(
+                no_color=options["no_color"], force_color=options["force_color"], stream=self.stdout
+            ),
+            readline_prompt=tty,
+        )
+        chat = TerminalChat(
+            out=self.stdout,
+            palette=palette,
+            tty=tty,
+            agent_slug=options["agent"],
+            username=options["user"],
+            session_id=options["session"],
+        )
+        asyncio.run(chat.run())
+
+
+class TerminalChat:
+    def __init__(
+        self,
+        *,
+        out: Any,
+        palette: Palette,
+        tty: bool,
+        agent_slug: str | None,
+        username: str | None,
+        session_id: str | None,
+    ) -> None:
+        self.out = out
+        self.palette = palette
+        self.tty = tty
+        self.agent_slug = agent_slug
+        self.username = username
+        self.session_id = session_id
+        self.inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.user: Any = None
+        self.agent: Agent | None = None
+        self.session: Session | None = None
+        self.layer: BaseChannelLayer | None = None
+        self.channel = ""
+        self.reading = False  # a stdin thread is blocked on a line for us
+
+    # --- output ----------------------------------------------------------------------------
+
+    def write(self, text: str) -> None:
+        self.out.write(text, ending="")
+        self.out.flush()
+
+    def notice(self, text: str) -> None:
+        self.write(self.palette.paint("2", text) + "\n")
+
+    def error(self, text: str) -> None:
+        self.write(self.palette.paint("31", text) + "\n")
+
+    def agent_prompt(self, slug: str) -> str:
+        return self.palette.paint("1;36", f"{slug}> ")
+
+    # --- the conversation --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self.inbox.put_nowait, (_INTERRUPT, None))
+        # The embedded default's reply threads hand their channel-layer sends to this loop.
+        broadcast.loop_register(loop)
+        receiver: asyncio.Task[None] | None = None
+        try:
+            await sync_to_async(self._setup)()
+            self.layer = get_channel_layer()
+            if self.layer is None:
+                raise CommandError(
+                    "CHANNEL_LAYERS: no channel layer is configured, so replies cannot be heard."
+                )
+            self.channel = await self.layer.new_channel()
+            receiver = asyncio.create_task(self._receive())
+            await self.layer.group_add(self._session().group_name, self.channel)
+            await self._greet()
+            while True:
+                line = await self._prompt()
+                if line is None:
+                    self.write("\n")
+                    break
+                command = line.strip()
+                if command in ("exit", "quit"):
+                    break
+                if command == "clear":
+                    await self._clear()
+                elif command:
+                    await self._turn(line)
+        finally:
+            if receiver is not None:
+                receiver.cancel()
+            await self._leave()
+            loop.remove_signal_handler(signal.SIGINT)
+
+    def _setup(self) -> None:
+        self.user = self._user()
+        session = None
+        if self.session_id is not None:
+            session = session_get_for_user(user=self.user, session_id=self.session_id)
+            if session is None:
+                raise CommandError(f"No session {self.session_id} of user {self.user.username!r}.")
+        slug = self.agent_slug
+        if slug is None and session is not None and session.agent is not None:
+            slug = session.agent.slug
+        try:
+            self.agent = services.agent_get_for_user(
+                user=self.user, slug=slug or settings.DEFAULT_AGENT_SLUG
+            )
+        except services.ChatError as exc:
+            raise CommandError(
+                f"{exc.message} Create one with `manage.py bootstrap` or in the admin."
+            ) from None
+        self.session = session or services.session_create(owner=self.user, agent=self.agent)
+
+    def _user(self) -> Any:
+        User = get_user_model()
+        if self.username:
+            user = User.objects.filter(username=self.username).first()
+            if user is None:
+                raise CommandError(f"No user named {self.username!r}.")
+            return user
+        user = User.objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
+        if user is not None:
+            return user
+        user, made = User.objects.get_or_create(username=LOCAL_USERNAME)
+        if made:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+            self.notice(f"No superuser and no --user: created the local user {LOCAL_USERNAME!r}.")
+        return user
+
+    def _session(self) -> Session:
+        assert self.session is not None
+        return self.session
+
+    def _agent(self) -> Agent:
+        assert self.agent is not None
+        return self.agent
+
+    async def _greet(self) -> None:
+        agent, session = self._agent(), self._session()
+        self.notice(
+            f"Chatting with {agent.name} ({agent.slug}) as {self.user.username}, "
+            f"session {session.pk}. Ctrl+C stops a reply, `clear` starts a new session, "
+            "`exit` or Ctrl+D quits."
+        )
+        history = await sync_to_async(lambda: list(message_list(session=session)))()
+        for message in history:
+            if message.role == Message.Role.USER:
+                self.write(self.palette.paint("1;32", "you> ") + message.content + "\n")
+            elif message.role == Message.Role.ASSISTANT:
+                slug = message.agent.slug if message.agent else "agent"
+                self.write(self.agent_prompt(slug) + message.content + "\n")
+                if message.status != Message.Status.COMPLETE:
+                    self.notice(f"[{message.status}]")
+
+    async def _prompt(self) -> str | None:
+        """The next line from stdin, or None at end of input; Ctrl+C here only prints a hint."""
+        prompt = self.palette.prompt("1;32", "you> ")
+        if not self.tty:
+            self.write(prompt)
+        if not self.reading:
+            self.reading = True
+            loop = asyncio.get_running_loop()
+            threading.Thread(
+                target=self._read_line, args=(loop, prompt), name="chat-stdin", daemon=True
+            ).start()
+        while True:
+            kind, value = await self.inbox.get()
+            if kind == _LINE:
+                self.reading = False
+                if value is not None and not self.tty:
+                    self.write(value + "\n")  # piped input is not echoed by a terminal
+                return value
+            if kind == _INTERRUPT:
+                self.write("\n")
+                self.notice(HINT)
+                self.write(self.palette.paint("1;32", "you> ") + self._typed_so_far())
+            # Events at the prompt belong to replies already dealt with.
+
+    def _typed_so_far(self) -> str:
+        """What readline holds of the line being typed: Ctrl+C does not clear it, so show it."""
+        if not self.tty or "readline" not in sys.modules:
+            return ""
+        try:
+            return str(sys.modules["readline"].get_line_buffer())
+        except Exception:
+            return ""
+
+    def _read_line(self, loop: asyncio.AbstractEventLoop, prompt: str) -> None:
+        line: str | None
+        try:
+            if self.tty:
+                line = input(prompt)
+            else:
+                raw = sys.stdin.readline()
+                line = raw.rstrip("\r\n") if raw else None
+        except EOFError:
+            line = None
+        except (OSError, UnicodeDecodeError) as exc:
+            loop.call_soon_threadsafe(self.error, f"error: cannot read the terminal: {exc}")
+            line = None
+        loop.call_soon_threadsafe(self.inbox.put_nowait, (_LINE, line))
+
+    async def _clear(self) -> None:
+        old = self._session()
+        try:
+            self.session = await sync_to_async(services.session_create)(
+                owner=self.user, agent=self._agent()
+            )
+        except DatabaseError as exc:
+            self.error(f"error: could not start a new session: {exc}")
+            return
+        assert self.layer is not None
+        await self.layer.group_discard(old.group_name, self.channel)
+        await self.layer.group_add(self.session.group_name, self.channel)
+        self.notice(f"New session {self.session.pk}.")
+
+    async def _turn(self, content: str) -> None:
+        session = self._session()
+        assert self.layer is not None
+        # Joining again renews the membership, which a channel layer expires after a day.
+        await self.layer.group_add(session.group_name, self.channel)
+        try:
+            _, reply = await sync_to_async(services.message_send)(
+                session=session, content=content, agent=self._agent()
+            )
+        except services.ChatError as exc:
+            self.error(f"error: {exc.message}")
+            return
+        except DatabaseError as exc:
+            self.error(f"error: the message was not sent: {exc}")
+            return
+        self.write(self.agent_prompt(self._agent().slug))
+        await self._follow(reply.pk)
+
+    async def _follow(self, reply_id: int) -> None:
+        """Print the reply as it streams, until its ``chat.done``; Ctrl+C asks it to stop."""
+        loop = asyncio.get_running_loop()
+        printed = ""
+        seq = 0
+        stopping = False
+        streaming = False
+        queued_since = loop.time()
+        while True:
+            try:
+                kind, value = await asyncio.wait_for(self.inbox.get(), CHECK_AFTER_SECONDS)
+            except TimeoutError:
+                message = await self._reply_state(reply_id)
+                if message is None or message["status"] in Message.FINAL_STATUSES:
+                    self._finish(message, printed)
+                    return
+                if (
+                    not settings.EMBEDDED
+                    and not streaming
+                    and message["status"] == Message.Status.QUEUED
+                    and loop.time() - queued_since >= QUEUED_NOTICE_SECONDS
+                ):
+                    queued_since = float("inf")  # say it once
+                    self.write("\n")
+                    self.notice(
+                        f"(still queued: is a worker consuming the queue {self._agent().queue!r}?)"
+                    )
+                    self.write(self.agent_prompt(self._agent().slug))
+                continue
+            if kind == _INTERRUPT:
+                if stopping:
+                    self.write("\n")
+                    self.notice("[no longer waiting: the reply ends in the background]")
+                    return
+                stopping = True
+                try:
+                    await sync_to_async(services.reply_stop)(
+                        session=self._session(), message_id=reply_id
+                    )
+                except DatabaseError as exc:
+                    self.write("\n")
+                    self.error(f"error: could not stop the reply: {exc}")
+                # Its `chat.done` follows, `cancelled`, or `complete` if it had just ended.
+                continue
+            if kind != _EVENT:
+                continue
+            event = value
+            if event.get("type") == "chat.delta" and event.get("message_id") == reply_id:
+                streaming = True
+                if event["seq"] <= seq:
+                    continue
+                seq = event["seq"]
+                printed += event["text"]
+                self.write(event["text"])
+            elif event.get("type") == "chat.done" and event["message"].get("id") == reply_id:
+                self._finish(event["message"], printed)
+                return
+            elif event.get("type") == "chat.message" and event["message"].get("id") == reply_id:
+                streaming = streaming or event["message"]["status"] == Message.Status.STREAMING
+
+    async def _reply_state(self, reply_id: int) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            message = message_list(session=self._session()).filter(pk=reply_id).first()
+            return message_payload(message) if message is not None else None
+
+        try:
+            return await sync_to_async(read)()
+        except DatabaseError as exc:
+            self.write("\n")
+            self.error(f"error: cannot read the reply's state: {exc}")
+            return {"status": Message.Status.QUEUED}
+
+    def _finish(self, message: dict[str, Any] | None, printed: str) -> None:
+        if message is None:
+            self.write("\n")
+            self.error("error: the reply is gone (was the session deleted?)")
+            return
+        content = message.get("content") or ""
+        if len(content) > len(printed) and content.startswith(printed):
+            self.write(content[len(printed) :])  # deltas that never reached us
+        self.write("\n")
+        status = message["status"]
+        if status == Message.Status.CANCELLED:
+            self.notice("[stopped]")
+        elif status == Message.Status.FAILED:
+            self.error(f"error: {message.get('error') or 'the reply failed.'}")
+        elif status == Message.Status.INTERRUPTED:
+            self.error(f"[interrupted] {message.get('error') or ''}".rstrip())
+        stats = self._stats(message.get("stats") or {})
+        if stats:
+            self.notice(stats)
+
+    @staticmethod
+    def _stats(stats: dict[str, Any]) -> str:
+        parts = []
+        if stats.get("completion_tokens") is not None:
+            parts.append(f"{stats['completion_tokens']} tokens")
+        if stats.get("ttft_ms") is not None:
+            parts.append(f"TTFT {stats['ttft_ms']:.0f} ms")
+        if stats.get("decode_tps") is not None:
+            parts.append(f"{stats['decode_tps']:.1f} tokens/s")
+        return f"[ {' | '.join(parts)} ]" if parts else ""
+
+    async def _receive(self) -> None:
+        assert self.layer is not None
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except RedisTimeout:
+                # redis-py cuts a blocking read after its default socket timeout (5 s), the
+                # time channels-redis blocks for: an idle channel, nothing lost. Read again.
+                continue
+            except Exception as exc:  # Redis away: the database check in _follow carries on
+                logging.getLogger(__name__).warning("channel layer receive failed: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            self.inbox.put_nowait((_EVENT, event))
+
+    async def _leave(self) -> None:
+        if self.layer is None or not self.channel or self.session is None:
+            return
+        try:
+            await self.layer.group_discard(self.session.group_name, self.channel)
+            close_pools = getattr(self.layer, "close_pools", None)
+            if close_pools is not None:
+                await close_pools()
+        except Exception as exc:
+            logging.getLogger(__name__).warning("leaving the channel layer failed: %s", exc)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from agents.models import Agent
+from inference.models import ModelArtifact
+
+
+@pytest.fixture
+def user(db: Any) -> User:
+    return User.objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def other_user(db: Any) -> User:
+    return User.objects.create_user("mallory", password="mallory-password-1")
+
+
+@pytest.fixture
+def staff(db: Any) -> User:
+    return User.objects.create_user("stella", password="stella-password-1", is_staff=True)
+
+
+@pytest.fixture
+def superuser(db: Any) -> User:
+    return User.objects.create_superuser("root", "root@example.com", "root-password-1")
+
+
+def _client_for(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api(user: User) -> APIClient:
+    return _client_for(user)
+
+
+@pytest.fixture
+def other_api(other_user: User) -> APIClient:
+    return _client_for(other_user)
+
+
+@pytest.fixture
+def staff_api(staff: User) -> APIClient:
+    return _client_for(staff)
+
+
+@pytest.fixture
+def anon_api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def gguf_artifact(db: Any, tmp_path: Any) -> ModelArtifact:
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF")
+    return ModelArtifact.objects.create(name="tiny", format="gguf", path=str(path), quantization="Q4_1")
+
+
+@pytest.fixture
+def agent(gguf_artifact: ModelArtifact) -> Agent:
+    return Agent.objects.create(name="Helper", slug="helper", backend="llama_cpp", model=gguf_artifact)

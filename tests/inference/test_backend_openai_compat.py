@@ -1,0 +1,343 @@
+"""The openai_compat backend, and vLLM's external mode on top of it, against a real server.
+
+The server is llama-cpp-python's own OpenAI-compatible one serving the bundled GGUF, started once
+for this module. What that server really does, where it matters here:
+
+- it ignores ``stream_options``, so streamed replies carry no usage: the backend counts;
+- a streamed request it refuses (a prompt past its context window) gets an empty 200 response,
+  the reason only in its log;
+- it answers any model name with its default model rather than a 404;
+- it ignores unknown body fields (``repetition_penalty``: its own is ``repeat_penalty``) but
+  validates known ones, so vLLM's ``top_k=-1`` ("off") is a 422 there.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inference.backends.base import BackendError, Chunk, GenerationParams
+from inference.backends.openai_compat import OpenAICompatBackend
+from inference.backends.options import OptionsError, options_validate
+from inference.backends.vllm import VLLMBackend
+from inference.bundled import bundled_model_path
+
+SERVER_START_SECONDS = 180
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+STORY = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
+GREEDY = GenerationParams(max_tokens=48, temperature=0.0, seed=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until_serving(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:]
+            pytest.fail(f"llama.cpp's server exited with {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"llama.cpp's server did not answer {url} within {SERVER_START_SECONDS} s")
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(bundled_model_path()),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--n_ctx", "2048",
+        # Queue a second request instead of cutting off the running stream.
+        "--interrupt_requests", "False",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_serving(f"http://127.0.0.1:{port}/v1/models", proc, log)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _compat(url: str, **options: Any) -> OpenAICompatBackend:
+    return OpenAICompatBackend(
+        model_path="", options=options_validate("openai_compat", {"base_url": url, **options})
+    )
+
+
+@pytest.fixture(scope="module")
+def backend(server_url: str) -> Iterator[OpenAICompatBackend]:
+    loaded = _compat(server_url)
+    loaded.load()
+    yield loaded
+    loaded.close()
+
+
+def _reply(chunks: Iterator[Chunk]) -> tuple[str, Chunk, list[Chunk]]:
+    """The reply's text, its final chunk, and every chunk."""
+    every = list(chunks)
+    finals = [c for c in every if c.finish_reason is not None]
+    assert len(finals) == 1 and every[-1] is finals[0], "exactly one final chunk, and it is last"
+    return "".join(c.text for c in every), finals[0], every
+
+
+@pytest.mark.slow
+def test_a_greedy_answer_to_the_capital_of_france_names_paris(
+    backend: OpenAICompatBackend,
+) -> None:
+    text, final, _ = _reply(backend.stream_chat(QUESTION, GREEDY))
+    assert "Paris" in text
+    assert final.finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+def test_with_no_model_named_the_backend_uses_the_servers_first(
+    backend: OpenAICompatBackend, server_url: str
+) -> None:
+    with urllib.request.urlopen(f"{server_url}/models", timeout=5) as response:
+        served = response.read().decode()
+    assert backend.model and f'"{backend.model}"' in served
+
+
+@pytest.mark.slow
+def test_streamed_pieces_make_the_reply_and_one_final_chunk_carries_the_usage(
+    backend: OpenAICompatBackend,
+) -> None:
+    text, final, every = _reply(backend.stream_chat(QUESTION, GREEDY))
+    pieces = every[:-1]
+    assert pieces and all(c.text and c.finish_reason is None and c.usage is None for c in pieces)
+    assert final.text == "" and text == "".join(c.text for c in pieces)
+    assert final.usage is not None
+    assert final.usage.prompt_tokens > 0 and final.usage.completion_tokens > 0
+    # llama.cpp's server sends no usage in a stream, so the pieces are the count.
+    assert final.usage.completion_tokens == len(pieces)
+
+
+@pytest.mark.slow
+def test_max_tokens_cuts_the_reply_short_with_length(backend: OpenAICompatBackend) -> None:
+    params = GenerationParams(max_tokens=5, temperature=0.0)
+    text, final, _ = _reply(backend.stream_chat(STORY, params))
+    assert text
+    assert final.finish_reason == "length"
+    assert final.usage is not None and 0 < final.usage.completion_tokens <= 5
+
+
+@pytest.mark.slow
+def test_stop_ends_the_reply_promptly_with_the_text_so_far(backend: OpenAICompatBackend) -> None:
+    stop = threading.Event()
+    stopped_at = 0.0
+    pieces: list[str] = []
+    final: Chunk | None = None
+    params = GenerationParams(max_tokens=1500, temperature=0.0)
+    for chunk in backend.stream_chat(STORY, params, should_stop=stop.is_set):
+        if chunk.finish_reason is not None:
+            final = chunk
+            break
+        pieces.append(chunk.text)
+        if len(pieces) == 3:
+            stop.set()
+            stopped_at = time.monotonic()
+    latency = time.monotonic() - stopped_at
+    assert final is not None and final.finish_reason == "cancelled"
+    assert latency < 0.5, f"stop took {latency:.3f} s"
+    assert len(pieces) >= 3 and "".join(pieces).strip()
+    assert final.usage is not None and final.usage.completion_tokens == len(pieces)
+    # The dropped connection freed the server: the next reply comes as usual.
+    text, after, _ = _reply(backend.stream_chat(QUESTION, GREEDY))
+    assert "Paris" in text and after.finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+def test_a_stop_requested_before_the_reply_starts_sends_nothing(
+    backend: OpenAICompatBackend,
+) -> None:
+    text, final, _ = _reply(backend.stream_chat(QUESTION, GREEDY, should_stop=lambda: True))
+    assert text == "" and final.finish_reason == "cancelled"
+    assert final.usage is not None and final.usage.completion_tokens == 0
+
+
+@pytest.mark.slow
+def test_two_replies_stream_at_once_through_one_backend(backend: OpenAICompatBackend) -> None:
+    assert OpenAICompatBackend.supports_concurrent
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda _: _reply(backend.stream_chat(QUESTION, GREEDY)), range(2)))
+    assert [final.finish_reason in ("stop", "length") for _, final, _ in results] == [True, True]
+    assert results[0][0] == results[1][0] and "Paris" in results[0][0]
+
+
+def test_an_unreachable_server_is_a_retryable_error_that_names_the_url() -> None:
+    url = f"http://127.0.0.1:{_free_port()}/v1"  # bound, released: nothing listens there
+    unreachable = _compat(url, timeout=5)
+    with pytest.raises(BackendError) as caught:
+        unreachable.load()
+    assert caught.value.retryable
+    assert url in str(caught.value) and "reach" in str(caught.value)
+
+
+@pytest.mark.slow
+def test_a_prompt_past_the_context_window_fails_for_good_and_says_the_likely_cause(
+    backend: OpenAICompatBackend,
+) -> None:
+    # Streamed, llama.cpp's server answers this with an empty 200 and keeps the reason to its
+    # log (unstreamed it is a 400 "maximum context length is 2048 tokens").
+    too_long = [{"role": "user", "content": "dragon " * 3000}]
+    with pytest.raises(BackendError) as caught:
+        list(backend.stream_chat(too_long, GREEDY))
+    message = str(caught.value)
+    assert not caught.value.retryable
+    assert backend.base_url in message and "context window" in message
+
+
+@pytest.mark.slow
+def test_a_field_the_server_refuses_is_its_error_in_its_words(server_url: str) -> None:
+    # vLLM reads top_k=-1 as "no top-k"; llama.cpp's server requires top_k >= 0.
+    strict = _compat(server_url, extra_body={"top_k": -1})
+    strict.load()
+    try:
+        with pytest.raises(BackendError) as caught:
+            list(strict.stream_chat(QUESTION, GREEDY))
+    finally:
+        strict.close()
+    assert not caught.value.retryable
+    assert "HTTP 422" in str(caught.value) and "top_k" in str(caught.value)
+
+
+@pytest.mark.slow
+def test_llama_cpp_server_answers_an_unknown_model_name_with_its_default_model(
+    server_url: str,
+) -> None:
+    # Not an error there (vLLM answers 404): worth knowing when an agent names a model wrongly.
+    named = _compat(server_url, model="no-such-model")
+    named.load()
+    try:
+        text, _, _ = _reply(named.stream_chat(QUESTION, GREEDY))
+    finally:
+        named.close()
+    assert named.model == "no-such-model" and "Paris" in text
+
+
+@pytest.mark.slow
+def test_the_token_estimate_is_near_the_servers_count(
+    backend: OpenAICompatBackend, server_url: str
+) -> None:
+    import openai
+
+    messages: list[Any] = [
+        {"role": "system", "content": "You are a helpful assistant who answers briefly."},
+        {"role": "user", "content": "Name three rivers in Europe and the seas they flow into."},
+    ]
+    with openai.OpenAI(api_key="none", base_url=server_url) as client:
+        answer = client.chat.completions.create(
+            model=backend.model, messages=messages, max_tokens=1
+        )
+    assert answer.usage is not None
+    counted = answer.usage.prompt_tokens
+    estimated = backend.count_tokens(messages)
+    assert not OpenAICompatBackend.counts_tokens
+    assert 0.67 <= estimated / counted <= 1.5, f"estimated {estimated}, server counted {counted}"
+
+
+def test_options_need_a_base_url() -> None:
+    with pytest.raises(OptionsError) as caught:
+        options_validate("openai_compat", {"model": "x"})
+    assert any(line.startswith("base_url:") for line in caught.value.messages)
+
+
+def test_options_refuse_an_unknown_option() -> None:
+    with pytest.raises(OptionsError) as caught:
+        options_validate("openai_compat", {"base_url": "http://127.0.0.1:8000/v1", "top_k": 5})
+    assert any(line.startswith("top_k:") for line in caught.value.messages)
+
+
+def test_options_refuse_a_base_url_that_is_not_a_url() -> None:
+    with pytest.raises(OptionsError) as caught:
+        options_validate("openai_compat", {"base_url": "localhost port 8000"})
+    assert any(line.startswith("base_url:") for line in caught.value.messages)
+
+
+def test_hosted_vllm_says_it_is_not_in_this_build() -> None:
+    hosted = VLLMBackend(model_path="/models/qwen", options=options_validate("vllm", {}))
+    with pytest.raises(BackendError) as caught:
+        hosted.load()
+    assert not caught.value.retryable
+    assert "hosted vLLM engine runs on a vllm worker" in str(caught.value)
+    assert '"external"' in str(caught.value)
+
+
+def test_external_vllm_without_a_base_url_says_what_is_missing() -> None:
+    external = VLLMBackend(model_path="", options=options_validate("vllm", {"mode": "external"}))
+    with pytest.raises(BackendError, match="base_url"):
+        external.load()
+
+
+def _vllm(url: str, **options: Any) -> VLLMBackend:
+    opts = options_validate("vllm", {"mode": "external", "base_url": url, **options})
+    return VLLMBackend(model_path="", options=opts)
+
+
+@pytest.mark.slow
+def test_external_vllm_talks_to_an_openai_compatible_server(server_url: str) -> None:
+    external = _vllm(server_url, top_k=20, min_p=0.05, seed=7)
+    external.load()
+    try:
+        text, final, _ = _reply(external.stream_chat(QUESTION, GREEDY))
+    finally:
+        external.close()
+    assert "Paris" in text
+    assert final.usage is not None and final.usage.completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_external_vllm_sampling_fields_reach_the_server(
+    backend: OpenAICompatBackend, server_url: str
+) -> None:
+    # A hot sample with top_k=1 keeps only the likeliest token: the greedy reply, word for word.
+    hot = GenerationParams(max_tokens=24, temperature=1.5, top_p=1.0)
+    greedy, _, _ = _reply(
+        backend.stream_chat(STORY, GenerationParams(max_tokens=24, temperature=0.0))
+    )
+    top1 = _vllm(server_url, top_k=1)
+    seeded = _vllm(server_url, seed=1234)
+    top1.load()
+    seeded.load()
+    try:
+        assert _reply(top1.stream_chat(STORY, hot))[0] == greedy
+        # The options' seed travels too: the same seed draws the same hot sample twice.
+        first, _, _ = _reply(seeded.stream_chat(STORY, hot))
+        second, _, _ = _reply(seeded.stream_chat(STORY, hot))
+    finally:
+        top1.close()
+        seeded.close()
+    assert first == second and first != greedy
+    # Without a seed, the server's generator runs on: two hot samples differ.
+    assert _reply(backend.stream_chat(STORY, hot))[0] != _reply(backend.stream_chat(STORY, hot))[0]

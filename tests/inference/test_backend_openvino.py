@@ -1,0 +1,238 @@
+"""The OpenVINO GenAI backend on the bundled model, converted GGUF -> OpenVINO IR for real.
+
+The conversion runs once per machine (cached under ~/.cache/chatsite/models, or
+$CHATSITE_MODEL_CACHE) and once per test run at most; the engine and the model are real.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from inference.backends.base import BackendError, Chunk, GenerationParams
+from inference.backends.options import LlamaCppOptions, OpenVINOOptions
+from inference.bundled import BUNDLED_NAME, bundled_model_path
+from inference.models import ModelArtifact
+
+pytestmark = pytest.mark.slow
+
+openvino_genai = pytest.importorskip("openvino_genai")
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+GREEDY = GenerationParams(max_tokens=48, temperature=0.0)
+
+
+@pytest.fixture(scope="session")
+def ir_dir() -> Path:
+    from inference.convert import openvino_ir_for_bundled
+
+    return openvino_ir_for_bundled()
+
+
+@pytest.fixture(scope="session")
+def backend(ir_dir: Path) -> Iterator[Any]:
+    from inference.backends.openvino import OpenVINOBackend
+
+    b = OpenVINOBackend(model_path=str(ir_dir), options=OpenVINOOptions())
+    b.load()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="session")
+def llama() -> Iterator[Any]:
+    pytest.importorskip("llama_cpp")
+    from inference.backends.llama_cpp import LlamaCppBackend
+
+    b = LlamaCppBackend(model_path=str(bundled_model_path()), options=LlamaCppOptions())
+    b.load()
+    yield b
+    b.close()
+
+
+def collect(chunks: Iterator[Chunk]) -> tuple[str, list[Chunk]]:
+    parts = list(chunks)
+    return "".join(c.text for c in parts), parts
+
+
+def test_greedy_answer_names_paris_as_llama_cpp_does(backend: Any, llama: Any) -> None:
+    ov_text, ov_parts = collect(backend.stream_chat(QUESTION, GREEDY))
+    ref_text, _ = collect(llama.stream_chat(QUESTION, GREEDY))
+    assert "Paris" in ref_text, ref_text
+    assert "Paris" in ov_text, ov_text
+    # The same sentence in the same words (int4 re-quantization may change later words).
+    assert ov_text.split()[:3] == ref_text.split()[:3], (ov_text, ref_text)
+    assert ov_parts[-1].finish_reason == "stop"
+
+
+def test_prompt_tokens_match_llama_cpp_count_of_the_same_messages(backend: Any, llama: Any) -> None:
+    messages = [
+        {"role": "system", "content": "You are a terse geography tutor."},
+        {"role": "user", "content": "Name  two rivers in France, please."},
+    ]
+    assert backend.count_tokens(messages) == llama.count_tokens(messages) > 10
+
+
+def test_stream_comes_in_several_chunks_that_add_up_to_the_engine_answer(backend: Any, ir_dir: Path) -> None:
+    text, parts = collect(backend.stream_chat(QUESTION, GREEDY))
+    assert len([p for p in parts if p.text]) >= 3
+    assert [p.finish_reason for p in parts].count(None) == len(parts) - 1
+    # The engine's own, non-streamed answer to the same history.
+    pipe = openvino_genai.LLMPipeline(str(ir_dir), "CPU", ATTENTION_BACKEND="SDPA")
+    reference = pipe.generate(openvino_genai.ChatHistory(QUESTION), max_new_tokens=48, do_sample=False)
+    assert text == reference.texts[0]
+
+
+def test_usage_counts_the_prompt_with_the_model_tokenizer(backend: Any) -> None:
+    _, parts = collect(backend.stream_chat(QUESTION, GREEDY))
+    usage = parts[-1].usage
+    assert usage is not None
+    assert usage.prompt_tokens == backend.count_tokens(QUESTION) > 5
+    assert 0 < usage.completion_tokens <= GREEDY.max_tokens
+
+
+def test_max_tokens_ends_the_reply_with_length(backend: Any) -> None:
+    story = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
+    text, parts = collect(backend.stream_chat(story, GenerationParams(max_tokens=7, temperature=0.0)))
+    assert parts[-1].finish_reason == "length"
+    assert parts[-1].usage is not None and parts[-1].usage.completion_tokens == 7
+    assert text.strip()
+
+
+def test_stop_ends_the_stream_promptly_and_keeps_the_partial_text(backend: Any) -> None:
+    story = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
+    stop = threading.Event()
+    stopped_at = 0.0
+    parts: list[Chunk] = []
+    for chunk in backend.stream_chat(story, GenerationParams(max_tokens=400, temperature=0.0), should_stop=stop.is_set):
+        parts.append(chunk)
+        if len(parts) == 5:
+            stopped_at = time.monotonic()
+            stop.set()
+    took = time.monotonic() - stopped_at
+    assert took < 0.5, f"the stream went on for {took:.2f} s after stop"
+    last = parts[-1]
+    assert last.finish_reason == "cancelled"
+    assert "".join(p.text for p in parts).strip()
+    assert last.usage is not None and 5 <= last.usage.completion_tokens < 400
+
+
+def test_a_reader_that_walks_away_frees_the_model_for_the_next_reply(backend: Any) -> None:
+    story = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
+    stream = backend.stream_chat(story, GenerationParams(max_tokens=400, temperature=0.0))
+    next(stream)
+    started = time.monotonic()
+    stream.close()
+    assert time.monotonic() - started < 0.5
+    text, _ = collect(backend.stream_chat(QUESTION, GREEDY))
+    assert "Paris" in text
+
+
+def test_tokenizer_round_trip_keeps_spaces_and_matches_the_gguf(ir_dir: Path, llama: Any) -> None:
+    text = "The capital of France is Paris.  Two  spaces, a tab\tand a new line\nstay."
+    tokenizer = openvino_genai.Tokenizer(str(ir_dir))
+    ids = tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist()
+    assert tokenizer.decode(ids) == text
+    assert ids == llama._tokenize(text)
+
+
+def test_second_turn_of_a_session_reuses_the_cache_and_answers_sensibly(ir_dir: Path) -> None:
+    from inference.backends.openvino import OpenVINOBackend
+
+    reusing = OpenVINOBackend(model_path=str(ir_dir), options=OpenVINOOptions(kv_cache_reuse=True))
+    fresh = OpenVINOBackend(model_path=str(ir_dir), options=OpenVINOOptions(kv_cache_reuse=False))
+    reusing.load()
+    fresh.load()
+    try:
+        first, _ = collect(reusing.stream_chat(QUESTION, GREEDY, session_key="s1"))
+        assert "Paris" in first
+        turn2 = [
+            *QUESTION,
+            {"role": "assistant", "content": first},
+            {"role": "user", "content": "And what is the capital of Germany?"},
+        ]
+        second, parts = collect(reusing.stream_chat(turn2, GREEDY, session_key="s1"))
+        prompt_tokens = parts[-1].usage.prompt_tokens  # type: ignore[union-attr]
+        # Only the new turn was computed; the first turn came from the KV cache.
+        assert reusing.last_prefill_tokens is not None and reusing.last_prefill_tokens < prompt_tokens / 2
+        assert "Berlin" in second, second
+        # Reuse changes nothing in the answer: a backend that recomputes everything agrees.
+        again, _ = collect(fresh.stream_chat(turn2, GREEDY, session_key="s1"))
+        assert fresh.last_prefill_tokens == prompt_tokens
+        assert again == second
+        # Another session's turn starts from an empty cache and still answers correctly.
+        other, _ = collect(reusing.stream_chat(QUESTION, GREEDY, session_key="s2"))
+        assert reusing.last_prefill_tokens == reusing.count_tokens(QUESTION)
+        assert other == first
+    finally:
+        reusing.close()
+        fresh.close()
+
+
+def test_missing_folder_is_a_clear_backend_error(tmp_path: Path) -> None:
+    from inference.backends.openvino import OpenVINOBackend
+
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(BackendError, match="not found"):
+        OpenVINOBackend(model_path=str(missing), options=OpenVINOOptions()).load()
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "openvino_model.xml").write_text("<net/>")
+    with pytest.raises(BackendError, match="openvino_tokenizer.xml"):
+        OpenVINOBackend(model_path=str(tmp_path / "half"), options=OpenVINOOptions()).load()
+
+
+def test_a_device_this_machine_lacks_is_a_clear_backend_error(ir_dir: Path) -> None:
+    import openvino
+
+    from inference.backends.openvino import OpenVINOBackend
+
+    present = {d.split(".")[0] for d in openvino.Core().available_devices}
+    absent = [d for d in ("NPU", "GPU") if d not in present]
+    if not absent:
+        pytest.skip("this machine has every OpenVINO device")
+    with pytest.raises(BackendError, match=f"device {absent[0]} is not available.*CPU"):
+        OpenVINOBackend(model_path=str(ir_dir), options=OpenVINOOptions(device=absent[0])).load()
+
+
+def test_check_reports_the_devices() -> None:
+    from inference.backends.openvino import OpenVINOBackend
+
+    result = OpenVINOBackend.check()
+    assert result.ok and "CPU" in result.detail
+
+
+def test_export_command_registers_the_ir_with_its_gguf_parent(db: Any, ir_dir: Path) -> None:
+    gguf = ModelArtifact.objects.create(
+        name=BUNDLED_NAME, format="gguf", path=str(bundled_model_path()), quantization="Q4_1"
+    )
+    out = StringIO()
+    call_command("export_openvino", "bundled", stdout=out)
+    assert "reusing the complete export" in out.getvalue()
+    ir = ModelArtifact.objects.get(format="openvino")
+    assert ir.path == str(ir_dir) and ir.quantization == "int4"
+    assert ir.parent == gguf and ir.lineage() == [gguf, ir]
+    assert ir.size_bytes == ir.measure_size() and ir.size_bytes > 10_000_000
+    assert ir.context_length == 8192
+
+    again = StringIO()
+    call_command("export_openvino", "bundled", stdout=again)
+    assert "kept" in again.getvalue()
+    assert ModelArtifact.objects.filter(format="openvino").count() == 1
+
+
+def test_converting_a_file_that_is_no_gguf_names_the_step(tmp_path: Path) -> None:
+    from inference.convert import ConversionError, gguf_to_hf
+
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"this is not a GGUF file at all" * 100)
+    with pytest.raises(ConversionError) as raised:
+        gguf_to_hf(fake, tmp_path / "hf")
+    assert raised.value.step == "gguf_to_hf"
+    assert raised.value.output_tail

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from inference.prompt import PromptTooLong, prompt_build
+
+
+def words(messages: list[dict[str, str]]) -> int:
+    return sum(len(m["content"].split()) + 2 for m in messages)
+
+
+def turns(n: int) -> list[dict[str, str]]:
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "w " * 8} for i in range(n)]
+
+
+def test_everything_fits_in_a_large_window() -> None:
+    prompt = prompt_build(system_prompt="Be kind.", history=turns(5), count_tokens=words, context_window=4096, max_tokens=100)
+    assert prompt.messages[0] == {"role": "system", "content": "Be kind."}
+    assert len(prompt.messages) == 6 and prompt.dropped == 0
+    assert prompt.max_tokens == 100
+
+
+def test_oldest_turns_are_dropped_and_the_system_prompt_and_newest_kept() -> None:
+    history = turns(21)  # ends with a user turn
+    prompt = prompt_build(system_prompt="Sys", history=history, count_tokens=words, context_window=120, max_tokens=40)
+    assert prompt.messages[0]["role"] == "system"
+    assert prompt.messages[-1] == history[-1]
+    assert prompt.messages[1]["role"] == "user"  # the kept conversation opens with a user turn
+    assert prompt.dropped > 0
+    assert words(prompt.messages) <= 120 - 40
+    assert prompt.prompt_tokens + prompt.max_tokens <= 120
+
+
+def test_max_tokens_is_cut_to_the_room_left() -> None:
+    prompt = prompt_build(system_prompt="", history=turns(1), count_tokens=words, context_window=200, max_tokens=5000)
+    assert prompt.prompt_tokens + prompt.max_tokens == 200
+
+
+def test_a_message_bigger_than_the_window_is_a_clear_error() -> None:
+    history = [{"role": "user", "content": "w " * 500}]
+    with pytest.raises(PromptTooLong, match="context window is 256"):
+        prompt_build(system_prompt="", history=history, count_tokens=words, context_window=256, max_tokens=64)

@@ -1,0 +1,152 @@
+"""A message sent over the websocket is answered by the bundled model on a real Celery worker,
+streamed through daphne and Redis, and recorded in PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.integration.chat_client import Watcher, api, send, ws_open
+from tests.integration.conftest import Platform
+
+pytestmark = pytest.mark.slow
+
+
+def new_session(platform: Platform, user: str = "alice") -> int:
+    status, body = api(platform.http, platform.tokens[user], "POST", "/api/sessions/", {"agent": "assistant"})
+    assert status == 201, body
+    return int(body["id"])
+
+
+def stored(platform: Platform, session_id: int, message_id: int, user: str = "alice") -> dict:
+    status, body = api(
+        platform.http, platform.tokens[user], "GET", f"/api/sessions/{session_id}/messages/{message_id}/"
+    )
+    assert status == 200, body
+    return dict(body)
+
+
+def test_a_streamed_reply_lands_complete_and_equals_its_deltas(platform: Platform) -> None:
+    sid = new_session(platform)
+    watcher = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+    assert watcher.recv()["type"] == "session"
+    send(watcher.ws, type="message", content="What is the capital of France?", client_id=str(uuid.uuid4()))
+    reply_id = watcher.first_reply_id()
+    reply = watcher.until_done(reply_id)
+    watcher.close()
+
+    assert reply.done is not None and reply.done["status"] == "complete"
+    assert len(reply.deltas) >= 2
+    assert reply.seqs == list(range(1, len(reply.seqs) + 1))
+    row = stored(platform, sid, reply_id)
+    assert row["status"] == "complete"
+    assert row["content"] == reply.text
+    assert "Paris" in row["content"]
+    stats = row["stats"]
+    assert stats["prompt_tokens"] > 10 and stats["completion_tokens"] > 0
+    assert stats["ttft_ms"] > 0 and stats["decode_tps"] > 0
+
+
+def test_two_clients_on_one_session_see_the_same_text(platform: Platform) -> None:
+    sid = new_session(platform)
+    first = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+    second = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+    first.recv(), second.recv()
+    send(first.ws, type="message", content="Name three colours.", client_id=str(uuid.uuid4()))
+    reply_id = first.first_reply_id()
+    a = first.until_done(reply_id)
+    b = second.until_done(reply_id)
+    first.close(), second.close()
+    assert a.text == b.text != ""
+    assert stored(platform, sid, reply_id)["content"] == a.text
+
+
+def test_stop_ends_the_reply_and_keeps_its_partial_text(platform: Platform) -> None:
+    sid = new_session(platform)
+    watcher = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+    watcher.recv()
+    send(watcher.ws, type="message", content="Write a very long story about a lighthouse keeper and the sea.")
+    reply_id = watcher.first_reply_id()
+    watcher.until(lambda e: e["type"] == "delta" and e["seq"] >= 3)
+    stop_sent = time.monotonic()
+    send(watcher.ws, type="stop")
+    reply = watcher.until_done(reply_id, timeout=30)
+    stop_latency = time.monotonic() - stop_sent
+    watcher.close()
+    assert reply.done is not None and reply.done["status"] == "cancelled"
+    row = stored(platform, sid, reply_id)
+    assert row["status"] == "cancelled"
+    assert row["content"] == reply.text and len(row["content"]) > 0
+    # Well under the 512-token budget: generation really stopped (reported, not a timing test).
+    assert row["stats"]["completion_tokens"] < 500
+    print(f"stop latency (client-observed): {stop_latency * 1000:.0f} ms")
+
+
+def test_a_client_joining_mid_reply_gets_the_text_so_far_then_the_rest(platform: Platform) -> None:
+    sid = new_session(platform)
+    writer = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+    writer.recv()
+    send(writer.ws, type="message", content="Tell me a long story about a dragon who learns to bake bread.")
+    reply_id = writer.first_reply_id()
+    writer.until(lambda e: e["type"] == "delta" and e["seq"] >= 5)
+    # A reload: a new connection in the middle of the stream.
+    late = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+    snap = late.recv()
+    assert snap["type"] == "session"
+    joined = late.replies[reply_id]
+    assert joined.snapshot_seq >= 5 and joined.snapshot_text
+    full = writer.until_done(reply_id)
+    seen = late.until_done(reply_id)
+    writer.close(), late.close()
+    # Nothing missing, nothing doubled: deltas continue right after the snapshot.
+    assert seen.seqs == list(range(joined.snapshot_seq + 1, joined.snapshot_seq + 1 + len(seen.seqs)))
+    assert seen.text == full.text
+    assert stored(platform, sid, reply_id)["content"] == full.text
+
+
+def test_four_concurrent_sessions_on_one_worker_all_complete(platform: Platform) -> None:
+    sessions = [new_session(platform) for _ in range(4)]
+    results: dict[int, tuple[str, str]] = {}
+    errors: list[BaseException] = []
+
+    def chat(sid: int, n: int) -> None:
+        try:
+            watcher = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+            watcher.recv()
+            send(watcher.ws, type="message", content=f"Count from 1 to {n + 3}.")
+            rid = watcher.first_reply_id()
+            reply = watcher.until_done(rid, timeout=300)
+            watcher.close()
+            row = stored(platform, sid, rid)
+            results[sid] = (reply.text, row["content"])
+            assert row["status"] == "complete"
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=chat, args=(sid, i)) for i, sid in enumerate(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(400)
+    assert not errors, errors
+    assert len(results) == 4
+    for streamed, saved in results.values():
+        assert streamed == saved != ""
+
+
+def test_a_resent_message_is_stored_once(platform: Platform) -> None:
+    sid = new_session(platform)
+    watcher = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+    watcher.recv()
+    send(watcher.ws, type="message", content="Say hi.", client_id="same-id")
+    reply_id = watcher.first_reply_id()
+    watcher.until_done(reply_id)
+    send(watcher.ws, type="message", content="Say hi.", client_id="same-id")
+    time.sleep(1.0)
+    watcher.close()
+    status, body = api(platform.http, platform.tokens["alice"], "GET", f"/api/sessions/{sid}/messages/")
+    assert status == 200
+    assert [m["role"] for m in body["results"]] == ["user", "assistant"]
