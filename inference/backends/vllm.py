@@ -45,22 +45,17 @@ class VLLMBackend(Backend):
                 "To use a vLLM server you run yourself (vllm serve ...), set the agent's option "
                 '"mode" to "external" and "base_url" to the server\'s /v1 URL.'
             )
-        if opts.base_url is None:
-            raise BackendError(
-                'vLLM in mode "external" needs "base_url", the server\'s /v1 URL '
-                "(e.g. http://gpu-host:8000/v1)."
-            )
+        assert opts.base_url is not None  # VLLMOptions refuses external mode without one
         sampling = {"top_k": opts.top_k, "min_p": opts.min_p, "seed": opts.seed}
         remote_options = OpenAICompatOptions.model_validate(
             {
                 "base_url": str(opts.base_url),
                 "model": opts.served_model_name,
+                "timeout": opts.timeout,
                 "extra_body": {k: v for k, v in sampling.items() if v is not None},
             }
         )
-        remote = OpenAICompatBackend(
-            model_path=self.model_path, options=remote_options, api_key=self.api_key
-        )
+        remote = OpenAICompatBackend(model_path=self.model_path, options=remote_options, api_key=self.api_key)
         remote.load()
         self._remote = remote
 
@@ -77,9 +72,7 @@ class VLLMBackend(Backend):
         should_stop: StopFlag = lambda: False,
         session_key: str | None = None,
     ) -> Iterator[Chunk]:
-        yield from self._loaded().stream_chat(
-            messages, params, should_stop=should_stop, session_key=session_key
-        )
+        yield from self._loaded().stream_chat(messages, params, should_stop=should_stop, session_key=session_key)
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         return self._loaded().count_tokens(messages)

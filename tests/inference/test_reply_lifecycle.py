@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from inference.cache import model_cache
-from inference.replies import reply_generate, replies_reap
+from inference.replies import replies_reap, reply_generate
 from inference.streambuf import stream_buffer
 from sessions_app import services
 from sessions_app.models import Message, Session

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from chatsite.launch import Platform, free_port, platform_env, prepare
 from tests.integration.chat_client import Watcher, api, send, ws_open
-from tests.integration.conftest import VENV_BIN, Platform, free_port, manage, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -17,21 +16,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     data = tmp_path_factory.mktemp("embedded")
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(DJANGO_SETTINGS_MODULE="chatsite.settings", CHATSITE_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
-    manage(env, "migrate", "--noinput")
-    manage(env, "bootstrap")
-    token = manage(
-        env, "shell", "-c",
-        "from django.contrib.auth.models import User\n"
-        "from rest_framework.authtoken.models import Token\n"
-        "print(Token.objects.create(user=User.objects.create_user('alice', password='x-password-1')).key)",
-    ).split()[-1]  # fmt: skip
+    env = platform_env(data_dir=data, database_url=None, redis_url=None)
     logs = data / "logs"
     logs.mkdir()
-    platform = Platform(env=env, port=free_port(), tokens={"alice": token}, log_dir=logs)
-    platform.start("daphne", [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(platform.port), "chatsite.asgi:application"])
-    wait_for_port(platform.port)
+    platform = Platform(env=env, port=free_port(), log_dir=logs)
+    platform.tokens = prepare(env, ("alice",))
+    platform.start_daphne()
     yield platform
     platform.stop_all()
 

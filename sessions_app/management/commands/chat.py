@@ -80,16 +80,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--agent", help="The agent's slug (default: DEFAULT_AGENT_SLUG, or the session's)."
-        )
+        parser.add_argument("--agent", help="The agent's slug (default: DEFAULT_AGENT_SLUG, or the session's).")
         parser.add_argument(
             "--user",
             help=f"Chat as this user (default: the first superuser, else {LOCAL_USERNAME!r}).",
         )
-        parser.add_argument(
-            "--session", help="Go on with this session of the user instead of starting one."
-        )
+        parser.add_argument("--session", help="Go on with this session of the user instead of starting one.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["verbosity"] < 2:
@@ -143,6 +139,8 @@ class TerminalChat:
         self.layer: BaseChannelLayer | None = None
         self.channel = ""
         self.reading = False  # a stdin thread is blocked on a line for us
+        # Replies asked to stop that we no longer wait for, with their session.
+        self.abandoned: dict[int, Session] = {}
 
     # --- output ----------------------------------------------------------------------------
 
@@ -171,9 +169,7 @@ class TerminalChat:
             await sync_to_async(self._setup)()
             self.layer = get_channel_layer()
             if self.layer is None:
-                raise CommandError(
-                    "CHANNEL_LAYERS: no channel layer is configured, so replies cannot be heard."
-                )
+                raise CommandError("CHANNEL_LAYERS: no channel layer is configured, so replies cannot be heard.")
             self.channel = await self.layer.new_channel()
             receiver = asyncio.create_task(self._receive())
             await self.layer.group_add(self._session().group_name, self.channel)
@@ -191,6 +187,7 @@ class TerminalChat:
                 elif command:
                     await self._turn(line)
         finally:
+            await self._settle()
             if receiver is not None:
                 receiver.cancel()
             await self._leave()
@@ -207,13 +204,9 @@ class TerminalChat:
         if slug is None and session is not None and session.agent is not None:
             slug = session.agent.slug
         try:
-            self.agent = services.agent_get_for_user(
-                user=self.user, slug=slug or settings.DEFAULT_AGENT_SLUG
-            )
+            self.agent = services.agent_get_for_user(user=self.user, slug=slug or settings.DEFAULT_AGENT_SLUG)
         except services.ChatError as exc:
-            raise CommandError(
-                f"{exc.message} Create one with `manage.py bootstrap` or in the admin."
-            ) from None
+            raise CommandError(f"{exc.message} Create one with `manage.py bootstrap` or in the admin.") from None
         self.session = session or services.session_create(owner=self.user, agent=self.agent)
 
     def _user(self) -> Any:
@@ -266,9 +259,7 @@ class TerminalChat:
         if not self.reading:
             self.reading = True
             loop = asyncio.get_running_loop()
-            threading.Thread(
-                target=self._read_line, args=(loop, prompt), name="chat-stdin", daemon=True
-            ).start()
+            threading.Thread(target=self._read_line, args=(loop, prompt), name="chat-stdin", daemon=True).start()
         while True:
             kind, value = await self.inbox.get()
             if kind == _LINE:
@@ -309,9 +300,7 @@ class TerminalChat:
     async def _clear(self) -> None:
         old = self._session()
         try:
-            self.session = await sync_to_async(services.session_create)(
-                owner=self.user, agent=self._agent()
-            )
+            self.session = await sync_to_async(services.session_create)(owner=self.user, agent=self._agent())
         except DatabaseError as exc:
             self.error(f"error: could not start a new session: {exc}")
             return
@@ -326,9 +315,7 @@ class TerminalChat:
         # Joining again renews the membership, which a channel layer expires after a day.
         await self.layer.group_add(session.group_name, self.channel)
         try:
-            _, reply = await sync_to_async(services.message_send)(
-                session=session, content=content, agent=self._agent()
-            )
+            _, reply = await sync_to_async(services.message_send)(session=session, content=content, agent=self._agent())
         except services.ChatError as exc:
             self.error(f"error: {exc.message}")
             return
@@ -350,7 +337,7 @@ class TerminalChat:
             try:
                 kind, value = await asyncio.wait_for(self.inbox.get(), CHECK_AFTER_SECONDS)
             except TimeoutError:
-                message = await self._reply_state(reply_id)
+                message = await self._reply_state(reply_id, self._session())
                 if message is None or message["status"] in Message.FINAL_STATUSES:
                     self._finish(message, printed)
                     return
@@ -362,21 +349,18 @@ class TerminalChat:
                 ):
                     queued_since = float("inf")  # say it once
                     self.write("\n")
-                    self.notice(
-                        f"(still queued: is a worker consuming the queue {self._agent().queue!r}?)"
-                    )
+                    self.notice(f"(still queued: is a worker consuming the queue {self._agent().queue!r}?)")
                     self.write(self.agent_prompt(self._agent().slug))
                 continue
             if kind == _INTERRUPT:
                 if stopping:
                     self.write("\n")
                     self.notice("[no longer waiting: the reply ends in the background]")
+                    self.abandoned[reply_id] = self._session()
                     return
                 stopping = True
                 try:
-                    await sync_to_async(services.reply_stop)(
-                        session=self._session(), message_id=reply_id
-                    )
+                    await sync_to_async(services.reply_stop)(session=self._session(), message_id=reply_id)
                 except DatabaseError as exc:
                     self.write("\n")
                     self.error(f"error: could not stop the reply: {exc}")
@@ -398,9 +382,23 @@ class TerminalChat:
             elif event.get("type") == "chat.message" and event["message"].get("id") == reply_id:
                 streaming = streaming or event["message"]["status"] == Message.Status.STREAMING
 
-    async def _reply_state(self, reply_id: int) -> dict[str, Any] | None:
+    async def _settle(self, timeout: float = 10.0) -> None:
+        """In the embedded default the replies run in this process: let stopped ones end first.
+
+        Otherwise one would go on through the interpreter's shutdown, its sends failing.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while settings.EMBEDDED and self.abandoned and loop.time() < deadline:
+            for reply_id, session in list(self.abandoned.items()):
+                message = await self._reply_state(reply_id, session)
+                if message is None or message["status"] in Message.FINAL_STATUSES:
+                    del self.abandoned[reply_id]
+            await asyncio.sleep(0.2)
+
+    async def _reply_state(self, reply_id: int, session: Session) -> dict[str, Any] | None:
         def read() -> dict[str, Any] | None:
-            message = message_list(session=self._session()).filter(pk=reply_id).first()
+            message = message_list(session=session).filter(pk=reply_id).first()
             return message_payload(message) if message is not None else None
 
         try:

@@ -1,0 +1,152 @@
+"""Start the platform's processes (daphne, Celery workers) on loopback, for the integration tests
+and the benchmarks. Not used in production: there, a process manager or docker-compose does this.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run ``manage.py`` with ``env``; return its stdout, raising with its stderr on failure."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+@dataclass
+class Platform:
+    env: dict[str, str]
+    port: int
+    log_dir: Path
+    tokens: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.procs[name] = proc
+        return proc
+
+    def start_daphne(self) -> None:
+        self.start("daphne", [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"])
+        wait_for_port(self.port)
+
+    def start_worker(
+        self, name: str = "worker", queues: str = "llama_cpp,default", concurrency: int = 1, pool: str = "prefork"
+    ) -> None:
+        self.start(
+            name,
+            [
+                str(VENV_BIN / "celery"), "-A", "chatsite", "worker", "-Q", queues, "-P", pool,
+                "--concurrency", str(concurrency), "--prefetch-multiplier", "1", "-l", "INFO",
+                "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
+            ],
+        )  # fmt: skip
+        self.wait_worker_ready(name)
+
+    def wait_worker_ready(self, name: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        log = self.log_dir / f"{name}.log"
+        while time.monotonic() < deadline:
+            if log.exists() and b" ready." in log.read_bytes():
+                return
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} not ready: {log.read_text()[-3000:]}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        proc.wait(30)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs.pop(name)
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def platform_env(*, data_dir: Path, database_url: str | None, redis_url: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="chatsite.settings", CHATSITE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+CREATE_USERS = (
+    "import json\n"
+    "from django.contrib.auth.models import User\n"
+    "from rest_framework.authtoken.models import Token\n"
+    "out = dict()\n"
+    "for n in NAMES:\n"
+    "    u, _ = User.objects.get_or_create(username=n)\n"
+    "    u.set_password(n + '-password-1'); u.save()\n"
+    "    out[n] = Token.objects.get_or_create(user=u)[0].key\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def prepare(env: dict[str, str], users: tuple[str, ...]) -> dict[str, str]:
+    """Migrate, bootstrap and create ``users``; return their API tokens."""
+    import json
+
+    manage(env, "migrate", "--noinput")
+    manage(env, "bootstrap")
+    out = manage(env, "shell", "-c", f"NAMES = {list(users)!r}\n" + CREATE_USERS)
+    tokens: dict[str, str] = json.loads(out.strip().splitlines()[-1])
+    return tokens
