@@ -16,7 +16,8 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 LLAMA_VERSION := 0.3.36
 WHEELHOUSE ?= $(HOME)/.cache/chatsite/wheels/avx2
 
-.PHONY: install run test lint worker clean
+.PHONY: install run test lint worker clean chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed
 
@@ -40,8 +41,15 @@ run: install
 worker: install
 	$(VENV)/bin/celery -A chatsite worker -Q $${QUEUES:-llama_cpp,default} --concurrency $${CONCURRENCY:-1} -l INFO
 
-test: install
+test: install chromium
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's chromium (Playwright's own browser download is not used).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v /usr/bin/chromium >/dev/null 2>&1 || \
+		{ echo "installing Debian's chromium for the browser tests"; \
+		  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 lint: install
 	$(VENV)/bin/ruff check .

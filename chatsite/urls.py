@@ -31,10 +31,10 @@ api_patterns = [
 ]
 
 urlpatterns = [
-    path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    path("", include("chatsite.ui_urls")),
 ]
 
 if settings.DEBUG:

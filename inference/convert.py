@@ -218,12 +218,16 @@ def openvino_ir_from_gguf(
         out = Path(out_dir).expanduser().resolve()
     info = export_info(out)
     if info is not None:
-        if info.get("gguf_fingerprint") == fingerprint and info.get("settings") == asdict(settings):
+        same = info.get("gguf_fingerprint") == fingerprint and info.get("settings") == asdict(settings)
+        if same and info.get("recipe_version") == RECIPE_VERSION:
             say(f"reusing the complete export in {out}")
             return out
-        raise ConversionError(
-            "prepare", f"{out} holds an export of another GGUF or other settings; choose another folder"
-        )
+        if not (same and out_dir is None):
+            raise ConversionError(
+                "prepare", f"{out} holds an export of another GGUF, settings or recipe; choose another folder"
+            )
+        say(f"the cached export in {out} was made by an older recipe; converting again")
+        shutil.rmtree(out)
     if out.exists() and any(out.iterdir()):
         raise ConversionError("prepare", f"{out} exists, is not empty and holds no complete export")
 

@@ -124,7 +124,8 @@ def _stop_requested(stream: _Stream) -> bool:
         return True
     if now - stream.last_poll >= settings.REPLY_STOP_POLL_MS / 1000:
         stream.last_poll = now
-        stream.stop_seen = Message.objects.filter(pk=stream.message.pk, cancel_requested=True).exists()
+        flag = Message.objects.filter(pk=stream.message.pk).values_list("cancel_requested", flat=True).first()
+        stream.stop_seen = flag is not False  # stop asked for, or the reply was deleted (an edit)
     return stream.stop_seen
 
 

@@ -133,3 +133,8 @@ def delta_send(session_id: int, message_id: int, seq: int, text: str) -> None:
 def done_send(session_id: int, message: dict[str, Any]) -> None:
     """A reply ended: complete, cancelled, failed or interrupted. Sent once per reply."""
     group_send(session_group(session_id), {"type": "chat.done", "message": message})
+
+
+def deleted_send(session_id: int, message_ids: list[int]) -> None:
+    """Messages were removed (an edit or a regenerate replaced the end of the conversation)."""
+    group_send(session_group(session_id), {"type": "chat.deleted", "message_ids": message_ids})

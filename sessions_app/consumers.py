@@ -4,6 +4,8 @@ Client -> server::
 
     {"type": "message", "content": "...", "client_id": "...", "agent": "slug"?}
     {"type": "stop", "message_id": 12?}
+    {"type": "regenerate"}                                   replace the last reply
+    {"type": "edit", "message_id": 11, "content": "..."}     change a message; later ones are replaced
 
 Server -> client::
 
@@ -11,6 +13,7 @@ Server -> client::
     {"type": "message", "message": {...}}                      a message was created / changed state
     {"type": "delta", "message_id": 12, "seq": 3, "text": "..."}
     {"type": "done", "message_id": 12, "status": "complete", "stats": {...}, "message": {...}}
+    {"type": "deleted", "message_ids": [...]}                  replaced by an edit or a regenerate
     {"type": "error", "code": "...", "message": "..."}
 
 Each client gets every delta of a reply once, in order: the snapshot sent on connect carries the
@@ -110,10 +113,16 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
                 await self._message(content)
             elif kind == "stop":
                 await self._stop(content)
+            elif kind == "regenerate":
+                await self._call(services.reply_regenerate)
+            elif kind == "edit":
+                await self._call(services.message_edit, message_id=content.get("message_id"), content=content.get("content"))
             elif kind == "ping":
                 await self.send_json({"type": "pong"})
             else:
-                await self._error("unknown_type", f"Unknown message type {kind!r}; use 'message' or 'stop'.")
+                await self._error(
+                    "unknown_type", f"Unknown message type {kind!r}; use message, stop, regenerate or edit."
+                )
         except services.ChatError as exc:
             await self._error(exc.code, exc.message)
 
@@ -146,6 +155,14 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def _stop(self, content: dict[str, Any]) -> None:
         await self._stop_replies(content.get("message_id"))
 
+    @database_sync_to_async
+    def _call(self, service: Any, **kwargs: Any) -> None:
+        assert self.session is not None
+        session = session_get_for_user(user=self.scope["user"], session_id=self.session.pk)
+        if session is None:
+            raise services.ChatError("not_found", "This session no longer exists.")
+        service(session=session, **kwargs)
+
     async def _error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "code": code, "message": message})
 
@@ -163,6 +180,11 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             return  # already in the snapshot this client got
         self.sent_seq[message_id] = seq
         await self.send_json({"type": "delta", "message_id": message_id, "seq": seq, "text": event["text"]})
+
+    async def chat_deleted(self, event: dict[str, Any]) -> None:
+        for message_id in event["message_ids"]:
+            self.sent_seq.pop(message_id, None)
+        await self.send_json({"type": "deleted", "message_ids": event["message_ids"]})
 
     async def chat_done(self, event: dict[str, Any]) -> None:
         message = event["message"]

@@ -98,21 +98,11 @@ def message_send(
             user_message = Message.objects.create(
                 session=session, role=Message.Role.USER, content=content, client_id=client_id
             )
-            reply = Message.objects.create(
-                session=session,
-                role=Message.Role.ASSISTANT,
-                agent=agent,
-                reply_to=user_message,
-                status=Message.Status.QUEUED,
-                backend=agent.backend,
-                model_name=agent.model.name if agent.model_id else "",
-            )
-            session.agents.add(agent)
             if not session.title:
                 session.title = " ".join(content.split())[:60]
-            session.updated_at = timezone.now()
-            session.save(update_fields=["title", "updated_at"])
-            transaction.on_commit(lambda: _announce_and_enqueue(session, user_message, reply, agent))
+                session.save(update_fields=["title", "updated_at"])
+            transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(user_message)))
+            reply = _reply_create(session, user_message, agent)
     except IntegrityError:
         # The same client_id raced in from another connection: answer with the stored one.
         existing = _resent(session, client_id or "")
@@ -130,14 +120,6 @@ def _resent(session: Session, client_id: str) -> tuple[Message, Message] | None:
     if reply is None:
         return None
     return first, reply
-
-
-def _announce_and_enqueue(session: Session, user_message: Message, reply: Message, agent: Agent) -> None:
-    try:
-        broadcast.message_send(session.pk, message_payload(user_message))
-        broadcast.message_send(session.pk, message_payload(reply))
-    finally:
-        reply_enqueue(message_id=reply.pk, queue=agent.queue)
 
 
 def reply_stop(*, session: Session, message_id: int | None = None) -> list[int]:
@@ -164,3 +146,77 @@ def reply_stop(*, session: Session, message_id: int | None = None) -> list[int]:
             message = Message.objects.select_related("agent").get(pk=pk)
             transaction.on_commit(lambda m=message: broadcast.done_send(session.pk, message_payload(m)))
     return ids
+
+
+def _truncate_after(session: Session, message: Message, *, keep: bool) -> list[int]:
+    """Delete the messages after ``message`` (and it too unless ``keep``); stop their replies first."""
+    later = session.messages.filter(pk__gt=message.pk) if keep else session.messages.filter(pk__gte=message.pk)
+    ids = list(later.values_list("pk", flat=True))
+    if not ids:
+        return []
+    Message.objects.filter(pk__in=ids).update(cancel_requested=True)
+    # A worker still streaming one of these finds its row gone and stops writing.
+    Message.objects.filter(pk__in=ids).delete()
+    transaction.on_commit(lambda: broadcast.deleted_send(session.pk, ids))
+    return ids
+
+
+def reply_regenerate(*, session: Session) -> Message:
+    """Replace the session's last reply with a new one to the same user message."""
+    last_user = session.messages.filter(role=Message.Role.USER).order_by("-pk").first()
+    if last_user is None:
+        raise ChatError("nothing_to_regenerate", "This session has no message to answer again.")
+    previous = last_user.replies.order_by("-pk").first()
+    agent = (previous.agent if previous is not None else None) or session.agent
+    if agent is None or not agent.is_active:
+        raise ChatError("no_agent", "This session has no active agent to answer.")
+    with transaction.atomic():
+        _truncate_after(session, last_user, keep=True)
+        reply = _reply_create(session, last_user, agent)
+    return reply
+
+
+def message_edit(*, session: Session, message_id: Any, content: Any) -> tuple[Message, Message]:
+    """Change a user message and answer it again. The conversation after it is replaced, not
+    branched: later messages are deleted, as in most chat UIs."""
+    content = _check_content(content)
+    if not isinstance(message_id, int):
+        raise ChatError("invalid_message_id", "message_id must be an integer.")
+    message = session.messages.filter(pk=message_id, role=Message.Role.USER).first()
+    if message is None:
+        raise ChatError("not_found", "No such message of yours in this session.")
+    previous = message.replies.order_by("-pk").first()
+    agent = (previous.agent if previous is not None else None) or session.agent
+    if agent is None or not agent.is_active:
+        raise ChatError("no_agent", "This session has no active agent to answer.")
+    with transaction.atomic():
+        _truncate_after(session, message, keep=True)
+        message.content = content
+        message.save(update_fields=["content"])
+        transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(message)))
+        reply = _reply_create(session, message, agent)
+    return message, reply
+
+
+def _reply_create(session: Session, user_message: Message, agent: Agent) -> Message:
+    """A queued reply to ``user_message``; announced and enqueued on commit. Call in a transaction."""
+    reply = Message.objects.create(
+        session=session,
+        role=Message.Role.ASSISTANT,
+        agent=agent,
+        reply_to=user_message,
+        status=Message.Status.QUEUED,
+        backend=agent.backend,
+        model_name=agent.model.name if agent.model_id else "",
+    )
+    session.agents.add(agent)
+    Session.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+
+    def announce() -> None:
+        try:
+            broadcast.message_send(session.pk, message_payload(reply))
+        finally:
+            reply_enqueue(message_id=reply.pk, queue=agent.queue)
+
+    transaction.on_commit(announce)
+    return reply

@@ -150,3 +150,23 @@ def test_a_resent_message_is_stored_once(platform: Platform) -> None:
     status, body = api(platform.http, platform.tokens["alice"], "GET", f"/api/sessions/{sid}/messages/")
     assert status == 200
     assert [m["role"] for m in body["results"]] == ["user", "assistant"]
+
+
+def test_editing_a_message_mid_reply_replaces_the_reply(platform: Platform) -> None:
+    sid = new_session(platform)
+    watcher = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+    watcher.recv()
+    send(watcher.ws, type="message", content="Write a very long story about a lighthouse keeper.")
+    first_reply = watcher.first_reply_id()
+    user_id = next(e["message"]["id"] for e in watcher.events if e["type"] == "message" and e["message"]["role"] == "user")
+    watcher.until(lambda e: e["type"] == "delta" and e["seq"] >= 3)
+    send(watcher.ws, type="edit", message_id=user_id, content="What is the capital of France?")
+    deleted = watcher.until(lambda e: e["type"] == "deleted")
+    assert first_reply in deleted["message_ids"]
+    new_reply = watcher.until(lambda e: e["type"] == "message" and e["message"]["role"] == "assistant")["message"]["id"]
+    assert watcher.until_done(new_reply).done["status"] == "complete"  # type: ignore[index]
+    watcher.close()
+    status, body = api(platform.http, platform.tokens["alice"], "GET", f"/api/sessions/{sid}/messages/")
+    rows = [(m["role"], m["content"]) for m in body["results"]]
+    assert rows[0] == ("user", "What is the capital of France?")
+    assert len(rows) == 2 and "Paris" in rows[1][1]
