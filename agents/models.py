@@ -80,12 +80,18 @@ class Agent(models.Model):
     temperature = models.FloatField(default=0.7, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
     top_p = models.FloatField(default=0.95, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
     max_tokens = models.PositiveIntegerField(
+        help_text="Default reply length, and the most an API caller may ask for.",
         default=512, validators=[MinValueValidator(1), MaxValueValidator(131072)]
     )
     repetition_penalty = models.FloatField(
         default=1.1, validators=[MinValueValidator(0.5), MaxValueValidator(2.0)]
     )
     stop = models.JSONField(default=list, blank=True, validators=[_validate_stop])
+    max_prompt_chars = models.PositiveIntegerField(
+        default=32000,
+        validators=[MinValueValidator(1)],
+        help_text="Longest prompt (all messages of an API call, or one chat message) this agent accepts.",
+    )
     context_window = models.PositiveIntegerField(
         default=2048, validators=[MinValueValidator(128), MaxValueValidator(1_048_576)]
     )

@@ -22,7 +22,7 @@ class AgentSerializer(serializers.ModelSerializer):
             "id", "name", "slug", "description", "avatar_emoji", "avatar_image", "system_prompt",
             "backend", "model", "model_name", "backend_options", "api_key", "has_api_key",
             "temperature", "top_p", "max_tokens", "repetition_penalty", "stop", "context_window",
-            "node", "queue", "is_active", "visibility", "allowed_users", "allowed_groups",
+            "max_prompt_chars", "node", "queue", "is_active", "visibility", "allowed_users", "allowed_groups",
             "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["avatar_image", "created_at", "updated_at"]
@@ -56,6 +56,6 @@ class AgentPublicSerializer(serializers.ModelSerializer):
         model = Agent
         fields = [
             "id", "name", "slug", "description", "avatar_emoji", "avatar_image", "backend",
-            "model_name", "node", "context_window", "max_tokens",
+            "model_name", "node", "context_window", "max_tokens", "max_prompt_chars",
         ]  # fmt: skip
         read_only_fields = fields

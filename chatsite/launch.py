@@ -131,12 +131,12 @@ def platform_env(*, data_dir: Path, database_url: str | None, redis_url: str | N
 CREATE_USERS = (
     "import json\n"
     "from django.contrib.auth.models import User\n"
-    "from rest_framework.authtoken.models import Token\n"
+    "from sessions_app.tokens import token_create\n"
     "out = dict()\n"
     "for n in NAMES:\n"
     "    u, _ = User.objects.get_or_create(username=n)\n"
     "    u.set_password(n + '-password-1'); u.save()\n"
-    "    out[n] = Token.objects.get_or_create(user=u)[0].key\n"
+    "    out[n] = token_create(user=u, name='launch')[1]\n"
     "print(json.dumps(out))\n"
 )
 

@@ -42,7 +42,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "channels",
     "inference",
@@ -145,13 +144,33 @@ OPENAI_COMPAT_TIMEOUT = env_float("OPENAI_COMPAT_TIMEOUT", 120.0, minimum=1.0)
 # --- REST API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "sessions_app.tokens.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "chatsite.api_errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("API_RATE_LIMIT", "600/minute"),
+        "anon": env_str("API_ANON_RATE_LIMIT", "30/minute"),
+    },
+}
+for _name in ("API_RATE_LIMIT", "API_ANON_RATE_LIMIT"):
+    _rate = REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][{"API_RATE_LIMIT": "user", "API_ANON_RATE_LIMIT": "anon"}[_name]]
+    _num, _, _period = _rate.partition("/")
+    if not _num.isdigit() or _period[:1] not in ("s", "m", "h", "d"):
+        raise ImproperlyConfigured(f"{_name}: expected a rate like 600/minute, got {_rate!r}")
+
+# Rate-limit counters live in Redis when there is one, so every daphne process shares them.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        if EMBEDDED
+        else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    )
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",

@@ -4,18 +4,20 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import SimpleRouter
 
 from agents.apis import AgentViewSet
 from chatsite import views
 from sessions_app import apis as session_apis
+from sessions_app import token_apis
 
 router = SimpleRouter()
 router.register("agents", AgentViewSet, basename="agent")
 
 api_patterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", token_apis.LoginApi.as_view(), name="api-token"),
+    path("tokens/", token_apis.TokenListApi.as_view(), name="token-list"),
+    path("tokens/<int:token_id>/", token_apis.TokenDetailApi.as_view(), name="token-detail"),
     path("", include(router.urls)),
     path("sessions/", session_apis.SessionListApi.as_view(), name="session-list"),
     path("sessions/<int:session_id>/", session_apis.SessionDetailApi.as_view(), name="session-detail"),

@@ -17,13 +17,10 @@ from django.http.request import validate_host
 
 
 @database_sync_to_async
-def _user_for_token(key: str) -> Any:
-    from rest_framework.authtoken.models import Token
+def _token_for(secret: str) -> Any:
+    from sessions_app.tokens import token_authenticate
 
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
-        return None
-    return token.user
+    return token_authenticate(secret)
 
 
 class TokenHeaderAuthMiddleware(BaseMiddleware):
@@ -35,10 +32,11 @@ class TokenHeaderAuthMiddleware(BaseMiddleware):
         if raw:
             scheme, _, key = raw.partition(" ")
             if scheme.lower() in ("token", "bearer") and key.strip():
-                user = await _user_for_token(key.strip())
+                token = await _token_for(key.strip())
                 scope = dict(scope)
-                if user is not None:
-                    scope["user"] = user
+                if token is not None:
+                    scope["user"] = token.user
+                    scope["api_token"] = token
                 else:
                     # A bad token must not fall back to a cookie: say so by leaving no user.
                     scope["auth_error"] = "invalid_token"

@@ -101,19 +101,21 @@ def _generate(stream: _Stream) -> None:
         if not backend.counts_tokens:
             # Token counts are estimates here: keep a tenth of the window spare.
             context = int(context * 0.9)
+        overrides = message.params or {}
         prompt = prompt_build(
-            system_prompt=agent.system_prompt,
+            system_prompt=overrides.get("system_prompt", agent.system_prompt),
             history=history_for_reply(message),
             count_tokens=backend.count_tokens,
             context_window=context,
-            max_tokens=agent.max_tokens,
+            max_tokens=min(overrides.get("max_tokens", agent.max_tokens), agent.max_tokens),
         )
         params = GenerationParams(
             max_tokens=prompt.max_tokens,
-            temperature=agent.temperature,
-            top_p=agent.top_p,
-            repetition_penalty=agent.repetition_penalty,
-            stop=tuple(agent.stop or ()),
+            temperature=overrides.get("temperature", agent.temperature),
+            top_p=overrides.get("top_p", agent.top_p),
+            repetition_penalty=overrides.get("repetition_penalty", agent.repetition_penalty),
+            stop=tuple(overrides.get("stop", agent.stop) or ()),
+            seed=overrides.get("seed"),
         )
         _stream_into(stream, backend, prompt.messages, params)
 

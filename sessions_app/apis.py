@@ -50,7 +50,7 @@ class SessionListApi(APIView):
             try:
                 agent = services.agent_get_for_user(user=request.user, slug=data.validated_data["agent"])
             except services.ChatError as exc:
-                return Response({"agent": [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
+                return Response({"code": exc.code, "message": exc.message, "errors": {"agent": [exc.message]}}, status=status.HTTP_400_BAD_REQUEST)
         session = services.session_create(owner=request.user, agent=agent, title=data.validated_data["title"])
         return Response(SessionOutputSerializer(session).data, status=status.HTTP_201_CREATED)
 
@@ -99,7 +99,7 @@ class MessageListApi(APIView):
                 agent=agent,
             )
         except services.ChatError as exc:
-            return Response({"code": exc.code, "detail": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+            return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
         return Response(MessageOutputSerializer([sent, reply], many=True).data, status=status.HTTP_202_ACCEPTED)
 
 

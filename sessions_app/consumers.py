@@ -22,12 +22,14 @@ text up to some ``seq``, and later deltas with a ``seq`` at or below it are drop
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.utils import timezone
 
 from inference.streambuf import stream_buffer
 from sessions_app import services
@@ -42,6 +44,8 @@ MAX_FRAME_BYTES = 256 * 1024
 class SessionConsumer(AsyncJsonWebsocketConsumer):
     session: Session | None = None
     group: str = ""
+    token_group: str = ""
+    _expiry: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -58,12 +62,33 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         self.sent_seq: dict[int, int] = {}
         # Join before reading the state: whatever is broadcast from here on reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        token = self.scope.get("api_token")
+        if token is not None:
+            # Revoking the token closes this socket at once; so does its expiry.
+            self.token_group = token.group_name
+            await self.channel_layer.group_add(self.token_group, self.channel_name)
+            if token.expires_at is not None:
+                delay = (token.expires_at - timezone.now()).total_seconds()
+                self._expiry = asyncio.get_running_loop().call_later(
+                    max(0.0, delay), lambda: asyncio.ensure_future(self._token_ended())
+                )
         await self.accept()
         await self.send_json(await self._snapshot())
+
+    async def _token_ended(self) -> None:
+        await self.send_json({"type": "error", "code": "token_revoked", "message": "Your API token was revoked or expired."})
+        await self.close(code=4401)
+
+    async def token_revoked(self, event: dict[str, Any]) -> None:
+        await self._token_ended()
 
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.token_group:
+            await self.channel_layer.group_discard(self.token_group, self.channel_name)
+        if self._expiry is not None:
+            self._expiry.cancel()
 
     @database_sync_to_async
     def _snapshot(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from typing import Any
 
 
 class Session(models.Model):
@@ -60,7 +61,10 @@ class Message(models.Model):
     content = models.TextField(blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True, default="")
-    client_id = models.CharField(max_length=100, null=True, blank=True)
+    client_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 - NULL: not unique
+    params = models.JSONField(
+        default=dict, blank=True, help_text="Per-reply generation overrides (API calls), already capped."
+    )
 
     # Stream bookkeeping, written by the worker.
     seq = models.PositiveIntegerField(default=0, help_text="Sequence number of the last delta sent.")
@@ -97,3 +101,37 @@ class Message(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
+
+
+class ApiToken(models.Model):
+    """A named API token. Only a SHA-256 hash of the secret is stored; the secret is shown once.
+
+    The secrets are 256-bit random strings, so a plain hash (as GitHub and PyPI store tokens)
+    resists guessing; a slow password hash would only slow down every request.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="The secret's first characters, to tell tokens apart.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def group_name(self) -> str:
+        """Websockets opened with this token listen here, to close the moment it is revoked."""
+        return f"token.{self.pk}"
+
+    def is_usable(self, now: Any = None) -> bool:
+        from django.utils import timezone
+
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)

@@ -76,7 +76,12 @@ def _check_content(content: Any) -> str:
 
 
 def message_send(
-    *, session: Session, content: Any, client_id: str | None = None, agent: Agent | None = None
+    *,
+    session: Session,
+    content: Any,
+    client_id: str | None = None,
+    agent: Agent | None = None,
+    params: dict[str, Any] | None = None,
 ) -> tuple[Message, Message]:
     """Store a user message and queue the agent's reply; return both.
 
@@ -89,6 +94,11 @@ def message_send(
     agent = agent or session.agent
     if agent is None or not agent.is_active:
         raise ChatError("no_agent", "This session has no active agent to answer.")
+    if len(content) > agent.max_prompt_chars:
+        raise ChatError(
+            "content_too_long",
+            f"The message has {len(content)} characters; {agent.slug} accepts at most {agent.max_prompt_chars}.",
+        )
     if client_id is not None:
         existing = _resent(session, client_id)
         if existing is not None:
@@ -102,7 +112,7 @@ def message_send(
                 session.title = " ".join(content.split())[:60]
                 session.save(update_fields=["title", "updated_at"])
             transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(user_message)))
-            reply = _reply_create(session, user_message, agent)
+            reply = _reply_create(session, user_message, agent, params=params)
     except IntegrityError:
         # The same client_id raced in from another connection: answer with the stored one.
         existing = _resent(session, client_id or "")
@@ -198,9 +208,12 @@ def message_edit(*, session: Session, message_id: Any, content: Any) -> tuple[Me
     return message, reply
 
 
-def _reply_create(session: Session, user_message: Message, agent: Agent) -> Message:
+def _reply_create(
+    session: Session, user_message: Message, agent: Agent, *, params: dict[str, Any] | None = None
+) -> Message:
     """A queued reply to ``user_message``; announced and enqueued on commit. Call in a transaction."""
     reply = Message.objects.create(
+        params=params or {},
         session=session,
         role=Message.Role.ASSISTANT,
         agent=agent,

@@ -4,11 +4,11 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from agents.models import Agent
 from inference.models import ModelArtifact
+from sessions_app.tokens import token_create
 
 
 @pytest.fixture
@@ -34,8 +34,8 @@ def superuser(db: Any) -> User:
 def _client_for(user: User | None) -> APIClient:
     client = APIClient()
     if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        _, secret = token_create(user=user, name="tests")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
     return client
 
 

@@ -19,7 +19,7 @@ PAGES = [
     "/admin/sessions_app/session/",
     "/admin/sessions_app/message/",
     "/admin/auth/user/",
-    "/admin/authtoken/tokenproxy/",
+    "/admin/sessions_app/apitoken/",
 ]
 
 

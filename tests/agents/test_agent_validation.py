@@ -34,7 +34,7 @@ def test_an_unknown_or_out_of_range_option_is_a_field_error(
         "/api/agents/", _payload(gguf_artifact, backend_options={"n_threads": 0, "flux_capacitor": 1}), format="json"
     )
     assert bad.status_code == 400
-    errors = " ".join(bad.json()["backend_options"])
+    errors = " ".join(bad.json()["errors"]["backend_options"])
     assert "n_threads" in errors and "flux_capacitor" in errors
     assert not Agent.objects.filter(slug="edge-bot").exists()
 
@@ -46,14 +46,14 @@ def test_a_model_in_the_wrong_format_for_the_backend_is_refused(
         "/api/agents/", _payload(gguf_artifact, backend="openvino", backend_options={"device": "CPU"}), format="json"
     )
     assert response.status_code == 400
-    assert "gguf" in " ".join(response.json()["model"])
+    assert "gguf" in " ".join(response.json()["errors"]["model"])
 
 
 def test_openai_compat_needs_a_base_url_and_never_shows_its_key(staff_api: APIClient) -> None:
     missing = staff_api.post(
         "/api/agents/", {"name": "Remote", "slug": "remote", "backend": "openai_compat"}, format="json"
     )
-    assert missing.status_code == 400 and "base_url" in " ".join(missing.json()["backend_options"])
+    assert missing.status_code == 400 and "base_url" in " ".join(missing.json()["errors"]["backend_options"])
     made = staff_api.post(
         "/api/agents/",
         {

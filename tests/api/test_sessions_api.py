@@ -53,7 +53,7 @@ def test_empty_and_oversized_messages_are_refused(api: APIClient, agent: Agent, 
     empty = api.post(f"/api/sessions/{sid}/messages/", {"content": "   "}, format="json")
     assert empty.status_code == 400 and empty.json()["code"] == "empty_content"
     long = api.post(f"/api/sessions/{sid}/messages/", {"content": "x" * 11}, format="json")
-    assert long.status_code == 400 and "limit is 10" in long.json()["detail"]
+    assert long.status_code == 400 and "limit is 10" in long.json()["message"]
     assert Message.objects.filter(session_id=sid).count() == 0
 
 

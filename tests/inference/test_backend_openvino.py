@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from inference.backends.base import BackendError, Chunk, GenerationParams
 from inference.backends.options import LlamaCppOptions, OpenVINOOptions, OptionsError, options_validate
@@ -246,6 +246,15 @@ def test_export_command_registers_the_ir_with_its_gguf_parent(db: Any, ir_dir: P
     call_command("export_openvino", "bundled", stdout=again)
     assert "kept" in again.getvalue()
     assert ModelArtifact.objects.filter(format="openvino").count() == 1
+
+
+def test_export_command_refuses_contradictory_or_impossible_settings() -> None:
+    with pytest.raises(CommandError, match="either"):
+        call_command("export_openvino", "bundled", "--gguf", str(bundled_model_path()), stdout=StringIO())
+    with pytest.raises(CommandError, match="group_size"):
+        call_command("export_openvino", "--group-size", "0", stdout=StringIO())
+    with pytest.raises(CommandError, match="not found"):
+        call_command("export_openvino", "--gguf", "/no/such/model.gguf", stdout=StringIO())
 
 
 def test_converting_a_file_that_is_no_gguf_names_the_step(tmp_path: Path) -> None:

@@ -28,7 +28,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
-from redis.exceptions import TimeoutError as RedisTimeout
 
 from agents.models import Agent
 from sessions_app import broadcast, services
@@ -166,7 +165,10 @@ class TerminalChat:
         broadcast.loop_register(loop)
         receiver: asyncio.Task[None] | None = None
         try:
-            await sync_to_async(self._setup)()
+            try:
+                await sync_to_async(self._setup)()
+            except DatabaseError as exc:
+                raise CommandError(f"The database is not ready ({exc}): run `manage.py migrate`.") from None
             self.layer = get_channel_layer()
             if self.layer is None:
                 raise CommandError("CHANNEL_LAYERS: no channel layer is configured, so replies cannot be heard.")
@@ -444,10 +446,6 @@ class TerminalChat:
         while True:
             try:
                 event = await self.layer.receive(self.channel)
-            except RedisTimeout:
-                # redis-py cuts a blocking read after its default socket timeout (5 s), the
-                # time channels-redis blocks for: an idle channel, nothing lost. Read again.
-                continue
             except Exception as exc:  # Redis away: the database check in _follow carries on
                 logging.getLogger(__name__).warning("channel layer receive failed: %s", exc)
                 await asyncio.sleep(1)
