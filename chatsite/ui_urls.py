@@ -1,5 +1,23 @@
+"""The browser pages, included at the site root by ``chatsite.urls``."""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from chatsite import views
 
-urlpatterns = [path("", views.home, name="home")]
+urlpatterns = [
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", views.chat, name="chat"),
+    path("s/new/", views.session_new, name="chat-session-new"),
+    path("s/list.json", views.session_list, name="chat-session-list"),
+    path("s/<int:session_id>/", views.chat, name="chat-session"),
+    path("s/<int:session_id>/export.md", views.session_export_markdown, name="chat-export-md"),
+    path("s/<int:session_id>/export.json", views.session_export_json, name="chat-export-json"),
+]

@@ -9,7 +9,7 @@ from rest_framework.routers import SimpleRouter
 from agents.apis import AgentViewSet
 from chatsite import views
 from sessions_app import apis as session_apis
-from sessions_app import token_apis
+from sessions_app import sse, token_apis
 
 router = SimpleRouter()
 router.register("agents", AgentViewSet, basename="agent")
@@ -27,7 +27,13 @@ api_patterns = [
         session_apis.MessageDetailApi.as_view(),
         name="message-detail",
     ),
+    path(
+        "sessions/<int:session_id>/messages/<int:message_id>/stream/",
+        sse.message_stream,
+        name="message-stream",
+    ),
     path("sessions/<int:session_id>/stop/", session_apis.ReplyStopApi.as_view(), name="reply-stop"),
+    path("sessions/<int:session_id>/regenerate/", session_apis.ReplyRegenerateApi.as_view(), name="reply-regenerate"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
@@ -36,6 +42,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    path("v1/", include("chatsite.openai_urls")),
     path("", include("chatsite.ui_urls")),
 ]
 

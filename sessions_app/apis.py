@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from sessions_app import services
-from sessions_app.models import Session
+from sessions_app.models import Message, Session
 from sessions_app.selectors import message_list, session_get_for_user, session_list_for_user
 from sessions_app.serializers import (
     MessageCreateSerializer,
+    MessageEditSerializer,
     MessageOutputSerializer,
     SessionCreateSerializer,
     SessionOutputSerializer,
@@ -31,11 +32,20 @@ def _session_or_404(request: Request, session_id: Any) -> Session:
 
 
 class SessionListApi(APIView):
-    @extend_schema(responses=SessionOutputSerializer(many=True))
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("archived", bool, description="Only archived (true) or active (false) sessions."),
+            OpenApiParameter("search", str, description="Match the title or any message's text."),
+            OpenApiParameter("page", int),
+        ],
+        responses=SessionOutputSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         archived = request.query_params.get("archived")
         qs = session_list_for_user(
-            user=request.user, archived=None if archived is None else archived.lower() in ("1", "true", "yes")
+            user=request.user,
+            archived=None if archived is None else archived.lower() in ("1", "true", "yes"),
+            search=request.query_params.get("search", ""),
         )
         paginator = generics.GenericAPIView.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self)
@@ -75,11 +85,23 @@ class SessionDetailApi(APIView):
 
 
 class MessageListApi(APIView):
-    @extend_schema(responses=MessageOutputSerializer(many=True))
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("role", str, enum=["user", "assistant", "system"]),
+            OpenApiParameter("status", str, enum=[s.value for s in Message.Status]),
+            OpenApiParameter("page", int),
+        ],
+        responses=MessageOutputSerializer(many=True),
+    )
     def get(self, request: Request, session_id: int) -> Response:
         session = _session_or_404(request, session_id)
         paginator = generics.GenericAPIView.pagination_class()
-        page = paginator.paginate_queryset(message_list(session=session), request, view=self)
+        qs = message_list(
+            session=session,
+            role=request.query_params.get("role", ""),
+            status=request.query_params.get("status", ""),
+        )
+        page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(MessageOutputSerializer(page, many=True).data)
 
     @extend_schema(request=MessageCreateSerializer, responses={202: MessageOutputSerializer(many=True)})
@@ -104,6 +126,22 @@ class MessageListApi(APIView):
 
 
 class MessageDetailApi(APIView):
+    @extend_schema(request=MessageEditSerializer, responses={202: MessageOutputSerializer(many=True)})
+    def patch(self, request: Request, session_id: int, message_id: int) -> Response:
+        """Edit a user message and answer it again; the messages after it are replaced."""
+        session = _session_or_404(request, session_id)
+        data = MessageEditSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not message_list(session=session).filter(pk=message_id).exists():
+            raise Http404("No such message.")
+        try:
+            edited, reply = services.message_edit(
+                session=session, message_id=message_id, content=data.validated_data["content"]
+            )
+        except services.ChatError as exc:
+            return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(MessageOutputSerializer([edited, reply], many=True).data, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(responses=MessageOutputSerializer)
     def get(self, request: Request, session_id: int, message_id: int) -> Response:
         session = _session_or_404(request, session_id)
@@ -119,3 +157,15 @@ class ReplyStopApi(APIView):
         """Stop the session's unfinished replies; their partial text is kept."""
         session = _session_or_404(request, session_id)
         return Response({"stopping": services.reply_stop(session=session)})
+
+
+class ReplyRegenerateApi(APIView):
+    @extend_schema(request=None, responses={202: MessageOutputSerializer})
+    def post(self, request: Request, session_id: int) -> Response:
+        """Replace the session's last reply with a new one; returns the queued reply."""
+        session = _session_or_404(request, session_id)
+        try:
+            reply = services.reply_regenerate(session=session)
+        except services.ChatError as exc:
+            return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(MessageOutputSerializer(reply).data, status=status.HTTP_202_ACCEPTED)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from inference.backends.base import ChatMessage
 from sessions_app.models import Message, Session
 
 
-def session_list_for_user(*, user: Any, archived: bool | None = None) -> QuerySet[Session]:
+def session_list_for_user(*, user: Any, archived: bool | None = None, search: str = "") -> QuerySet[Session]:
+    """The user's sessions, newest first; ``search`` matches the title or any message's text."""
     qs = Session.objects.filter(owner=user).select_related("agent")
     if archived is not None:
         qs = qs.filter(archived=archived)
+    if search.strip():
+        term = search.strip()
+        matching = Message.objects.filter(session__owner=user, content__icontains=term).values("session_id")
+        qs = qs.filter(Q(title__icontains=term) | Q(pk__in=matching))
     return qs
 
 
@@ -28,8 +33,13 @@ def session_get_for_user(*, user: Any, session_id: int | str) -> Session | None:
     return Session.objects.select_related("agent").filter(pk=pk, owner=user).first()
 
 
-def message_list(*, session: Session) -> QuerySet[Message]:
-    return session.messages.select_related("agent").order_by("created_at", "pk")
+def message_list(*, session: Session, role: str = "", status: str = "") -> QuerySet[Message]:
+    qs = session.messages.select_related("agent").order_by("created_at", "pk")
+    if role:
+        qs = qs.filter(role=role)
+    if status:
+        qs = qs.filter(status=status)
+    return qs
 
 
 def history_for_reply(message: Message) -> list[ChatMessage]:
@@ -70,4 +80,34 @@ def message_payload(message: Message) -> dict[str, Any]:
         "created_at": message.created_at.isoformat() if message.created_at else None,
         "started_at": message.started_at.isoformat() if message.started_at else None,
         "finished_at": message.finished_at.isoformat() if message.finished_at else None,
+    }
+
+
+def session_search_for_user(*, user: Any, query: str = "", archived: bool | None = None) -> QuerySet[Session]:
+    """The user's sessions whose title or any message contains ``query`` (case-insensitive),
+    newest first; every session of theirs when ``query`` is blank."""
+    from django.db.models import Q
+
+    sessions = session_list_for_user(user=user, archived=archived)
+    query = query.strip()
+    if not query:
+        return sessions
+    # A subquery, not a join: a session with many matching messages is listed once.
+    matching = Message.objects.filter(session__owner=user, content__icontains=query).values("session_id")
+    return sessions.filter(Q(title__icontains=query) | Q(pk__in=matching))
+
+
+def session_export(*, session: Session) -> dict[str, Any]:
+    """The whole session as plain data: what the JSON export holds and the Markdown one renders."""
+    return {
+        "session": {
+            "id": session.pk,
+            "title": session.title,
+            "agent": session.agent.slug if session.agent else None,
+            "agents": sorted(session.agents.values_list("slug", flat=True)),
+            "archived": session.archived,
+            "created_at": session.created_at.isoformat(),
+            "updated_at": session.updated_at.isoformat(),
+        },
+        "messages": [message_payload(message) for message in message_list(session=session)],
     }

@@ -57,3 +57,7 @@ class MessageCreateSerializer(serializers.Serializer):
     content = serializers.CharField(trim_whitespace=False)
     client_id = serializers.CharField(max_length=100, required=False)
     agent = serializers.SlugField(required=False)
+
+
+class MessageEditSerializer(serializers.Serializer):
+    content = serializers.CharField(trim_whitespace=False)

@@ -34,6 +34,8 @@ from sessions_app import broadcast, services
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_list, message_payload, session_get_for_user
 
+log = logging.getLogger(__name__)
+
 LOCAL_USERNAME = "terminal"
 HINT = "(Ctrl+C stops a reply while it streams; type exit or press Ctrl+D to quit)"
 # How long a reply may stay silent before the database is asked how it is doing: a lost event
@@ -447,7 +449,7 @@ class TerminalChat:
             try:
                 event = await self.layer.receive(self.channel)
             except Exception as exc:  # Redis away: the database check in _follow carries on
-                logging.getLogger(__name__).warning("channel layer receive failed: %s", exc)
+                log.warning("channel layer receive failed: %s", exc)
                 await asyncio.sleep(1)
                 continue
             self.inbox.put_nowait((_EVENT, event))
@@ -461,4 +463,4 @@ class TerminalChat:
             if close_pools is not None:
                 await close_pools()
         except Exception as exc:
-            logging.getLogger(__name__).warning("leaving the channel layer failed: %s", exc)
+            log.warning("leaving the channel layer failed: %s", exc)
