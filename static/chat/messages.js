@@ -1,0 +1,354 @@
+// The conversation view: one <article> per message, kept in step with the server's events.
+// Streaming text is re-rendered at most once per animation frame, whatever the delta rate.
+
+import { loadImage, renderMarkdown } from "./markdown.js";
+import { copyText, flashCopied, h, iconButton, timeLabel } from "./util.js";
+
+export const STATUS_WORDS = {
+  sending: "sending",
+  unsent: "not sent",
+  queued: "queued",
+  streaming: "generating",
+  complete: "done",
+  cancelled: "stopped",
+  failed: "failed",
+  interrupted: "interrupted",
+};
+const ACTIVE = new Set(["queued", "streaming"]);
+const NEAR_BOTTOM_PX = 80;
+
+export class MessageList {
+  /**
+   * @param {HTMLElement} root      the role=log container
+   * @param {HTMLElement} scroller  the element that scrolls
+   * @param {object} options        agents (by slug), username, and the actions' callbacks
+   */
+  constructor(root, scroller, { agents, username, onStop, onRegenerate, onEdit, onChange }) {
+    this.root = root;
+    this.scroller = scroller;
+    this.agents = agents;
+    this.username = username;
+    this.callbacks = { onStop, onRegenerate, onEdit, onChange };
+    this.items = new Map(); // message id -> item
+    this.pending = new Map(); // client_id -> item, a message sent but not yet stored
+    this.dirty = new Set();
+    this.frame = 0;
+    this.stick = true; // follow the stream while the reader is at the bottom
+    root.addEventListener("click", (event) => this.onClick(event));
+    scroller.addEventListener("scroll", () => {
+      this.stick = this.nearBottom();
+      this.callbacks.onChange?.();
+    }, { passive: true });
+  }
+
+  nearBottom() {
+    const s = this.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  scrollToBottom() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.stick = true;
+  }
+
+  /** The persisted state sent on every (re)connect: replace ours with it. */
+  loadSnapshot(messages) {
+    const seen = new Set();
+    const fragment = document.createDocumentFragment();
+    for (const message of messages) {
+      seen.add(message.id);
+      let item = this.items.get(message.id) || this.adoptPending(message);
+      if (item) {
+        this.update(item, message, { replaceText: true });
+      } else {
+        item = this.create(message);
+      }
+      fragment.append(item.el); // moves existing nodes into server order
+    }
+    for (const [id, item] of this.items) {
+      if (!seen.has(id)) {
+        item.el.remove();
+        this.items.delete(id);
+      }
+    }
+    for (const item of this.pending.values()) fragment.append(item.el);
+    this.root.append(fragment);
+    this.flush();
+    this.markLast();
+    this.scrollToBottom();
+  }
+
+  /** A `message` event: created, or changed state (an edit, a reply starting). */
+  upsert(message) {
+    const item = this.items.get(message.id) || this.adoptPending(message);
+    if (item) {
+      this.update(item, message, { replaceText: message.role === "user" || !ACTIVE.has(message.status) });
+    } else {
+      this.root.append(this.create(message).el);
+    }
+    this.markLast();
+  }
+
+  /** A `delta` event. Returns false when a delta is missing (the caller resyncs). */
+  delta({ message_id: id, seq, text }) {
+    const item = this.items.get(id);
+    if (!item) return true; // a reply of a message we have not seen: the next snapshot has it
+    if (seq <= item.seq) return true; // already in the text we have
+    if (seq !== item.seq + 1) return false;
+    item.text += text;
+    item.seq = seq;
+    if (item.data.status === "queued") this.setStatus(item, "streaming");
+    this.schedule(item);
+    return true;
+  }
+
+  /** A `done` event: the final text, status and stats. */
+  done(event) {
+    const item = this.items.get(event.message_id);
+    if (!item) {
+      this.upsert(event.message);
+      return;
+    }
+    this.update(item, event.message, { replaceText: true });
+    this.markLast();
+  }
+
+  remove(ids) {
+    for (const id of ids) {
+      const item = this.items.get(id);
+      if (item) {
+        item.el.remove();
+        this.items.delete(id);
+        this.dirty.delete(item);
+      }
+    }
+    this.markLast();
+  }
+
+  /** Show a message the user just sent, before the server has stored it. */
+  addPending(clientId, content) {
+    const item = this.create({ id: null, role: "user", content, status: "sending", client_id: clientId });
+    this.pending.set(clientId, item);
+    this.root.append(item.el);
+    this.scrollToBottom();
+    return item;
+  }
+
+  failPending(clientId, reason) {
+    const item = this.pending.get(clientId);
+    if (!item) return;
+    this.pending.delete(clientId);
+    this.setStatus(item, "unsent");
+    item.errorEl.textContent = reason;
+    item.errorEl.hidden = false;
+  }
+
+  hasPending(clientId) {
+    return this.pending.has(clientId);
+  }
+
+  hasActive() {
+    for (const item of this.items.values()) if (ACTIVE.has(item.data.status)) return true;
+    return false;
+  }
+
+  get size() {
+    return this.items.size + this.pending.size;
+  }
+
+  adoptPending(message) {
+    if (message.role !== "user" || !message.client_id) return null;
+    const item = this.pending.get(message.client_id);
+    if (!item) return null;
+    this.pending.delete(message.client_id);
+    this.items.set(message.id, item);
+    return item;
+  }
+
+  // --- building and updating elements --------------------------------------------------------
+
+  create(message) {
+    const user = message.role === "user";
+    const agent = this.agents.get(message.agent) || null;
+    const avatar = h("div", { class: user ? "avatar avatar-user" : "avatar", "aria-hidden": "true" });
+    if (user) avatar.textContent = (this.username[0] || "?").toUpperCase();
+    else if (agent?.image) avatar.append(h("img", { src: agent.image, alt: "" }));
+    else avatar.textContent = agent?.emoji || "🤖";
+    const who = user ? "You" : message.agent_name || agent?.name || message.agent || "Assistant";
+    const statusEl = h("span", { class: "status" });
+    const body = h("div", { class: user ? "msg-body" : "msg-body markdown" });
+    const errorEl = h("p", { class: "msg-error", role: "alert", hidden: true });
+    const noteEl = h("p", { class: "msg-note", hidden: true });
+    const statsEl = h("span", { class: "msg-stats" });
+    const actions = h("div", { class: "msg-actions" }, iconButton("copy", "Copy message", { "data-action": "copy" }));
+    if (user) {
+      actions.append(iconButton("edit", "Edit and resend", { "data-action": "edit" }));
+    } else {
+      actions.append(
+        iconButton("refresh", "Regenerate this reply", { "data-action": "regenerate", class: "icon-button act-regenerate" }),
+        iconButton("stop", "Stop this reply", { "data-action": "stop", class: "icon-button act-stop" }),
+      );
+    }
+    const el = h("article", { class: `msg ${user ? "msg-user" : "msg-assistant"}`, "aria-label": `${who} said` },
+      avatar,
+      h("div", { class: "msg-main" },
+        h("header", { class: "msg-head" },
+          h("span", { class: "msg-who", text: who }),
+          user ? null : statusEl,
+          h("time", { class: "msg-time", datetime: message.created_at || "", text: timeLabel(message.created_at) })),
+        body, errorEl, noteEl,
+        h("footer", { class: "msg-foot" }, statsEl, actions)));
+    const item = { data: {}, el, body, statusEl, errorEl, noteEl, statsEl, text: "", seq: 0, rendered: null };
+    this.update(item, message, { replaceText: true });
+    if (message.id !== null) this.items.set(message.id, item);
+    return item;
+  }
+
+  update(item, message, { replaceText }) {
+    const wasActive = ACTIVE.has(item.data.status);
+    item.data = { ...item.data, ...message };
+    if (message.id) item.el.dataset.id = message.id;
+    if (replaceText) {
+      item.text = message.content || "";
+      item.seq = message.seq || 0;
+    }
+    this.setStatus(item, message.status);
+    const failed = message.status === "failed" || message.status === "unsent";
+    item.errorEl.hidden = !(failed && message.error);
+    item.errorEl.textContent = failed ? message.error || "" : "";
+    item.noteEl.hidden = message.status !== "interrupted";
+    item.noteEl.textContent = message.status === "interrupted"
+      ? "This reply was interrupted (its worker stopped); the text so far is kept." : "";
+    item.statsEl.textContent = message.role === "assistant" ? this.statsLine(item.data) : "";
+    this.schedule(item);
+    if (wasActive && !ACTIVE.has(message.status)) this.flushItem(item); // final text, highlighted now
+  }
+
+  setStatus(item, status) {
+    item.data.status = status;
+    item.el.dataset.status = status;
+    item.statusEl.className = `status status-${status}`;
+    item.statusEl.textContent = STATUS_WORDS[status] || status;
+    // Screen readers announce a streaming reply once, when it is complete.
+    item.body.setAttribute("aria-busy", ACTIVE.has(status) ? "true" : "false");
+  }
+
+  statsLine(data) {
+    const agent = this.agents.get(data.agent);
+    const parts = [data.agent_name || agent?.name || data.agent, agent?.backend_label || data.backend];
+    const s = data.stats || {};
+    if (s.completion_tokens != null) parts.push(`${s.completion_tokens} tokens`);
+    if (s.prompt_tokens != null) parts.push(`${s.prompt_tokens} prompt`);
+    if (s.ttft_ms != null) parts.push(`TTFT ${Math.round(s.ttft_ms)} ms`);
+    if (s.decode_tps != null) parts.push(`${s.decode_tps.toFixed(1)} tokens/s`);
+    if (data.model) parts.push(data.model);
+    return parts.filter(Boolean).join(" · ");
+  }
+
+  markLast() {
+    let last = null;
+    for (const item of this.items.values()) {
+      item.el.classList.remove("is-last");
+      if (item.data.role === "assistant") last = item;
+    }
+    last?.el.classList.add("is-last");
+    this.callbacks.onChange?.();
+  }
+
+  // --- rendering -----------------------------------------------------------------------------
+
+  schedule(item) {
+    this.dirty.add(item);
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+  }
+
+  flush() {
+    if (this.frame) cancelAnimationFrame(this.frame);
+    this.frame = 0;
+    const follow = this.stick;
+    for (const item of this.dirty) this.flushItem(item);
+    this.dirty.clear();
+    if (follow) this.scrollToBottom();
+  }
+
+  flushItem(item) {
+    this.dirty.delete(item);
+    const key = `${item.data.status}|${item.seq}|${item.text.length}`;
+    if (item.rendered === key) return;
+    item.rendered = key;
+    const active = ACTIVE.has(item.data.status);
+    if (item.data.role === "user") {
+      item.body.textContent = item.text;
+    } else if (!item.text && active) {
+      item.body.replaceChildren(h("span", { class: "typing", "aria-label": "Thinking" },
+        h("span"), h("span"), h("span")));
+    } else {
+      renderMarkdown(item.body, item.text, { final: !active });
+    }
+    item.body.dataset.seq = item.seq; // what the screen shows, for tests and the benchmark
+  }
+
+  // --- actions -------------------------------------------------------------------------------
+
+  async onClick(event) {
+    const target = event.target.closest("button");
+    if (!target || !this.root.contains(target)) return;
+    if (target.classList.contains("copy-code")) {
+      const code = target.closest(".code-block")?.querySelector("pre")?.textContent || "";
+      flashCopied(target, await copyText(code));
+      return;
+    }
+    if (target.classList.contains("remote-image")) {
+      loadImage(target);
+      return;
+    }
+    const action = target.dataset.action;
+    const article = target.closest("article");
+    const id = Number(article?.dataset.id);
+    const item = this.items.get(id);
+    if (!action || !item) return;
+    if (action === "copy") flashCopied(target, await copyText(item.text));
+    else if (action === "stop") this.callbacks.onStop(id);
+    else if (action === "regenerate") this.callbacks.onRegenerate(id);
+    else if (action === "edit") this.startEdit(item);
+  }
+
+  startEdit(item) {
+    if (item.el.querySelector(".edit-form")) return;
+    const area = h("textarea", { "aria-label": "Edit your message" });
+    area.value = item.text;
+    const cancel = h("button", { type: "button", class: "button small", text: "Cancel" });
+    const form = h("form", { class: "edit-form" }, area,
+      h("div", { class: "edit-actions" },
+        h("span", { class: "muted", text: "Sending replaces the replies after this message." }),
+        cancel,
+        h("button", { type: "submit", class: "button small primary", text: "Save & send" })));
+    const close = () => {
+      form.remove();
+      item.body.hidden = false;
+      item.el.querySelector('[data-action="edit"]')?.focus();
+    };
+    cancel.addEventListener("click", close);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const content = area.value;
+      if (!content.trim()) return;
+      this.callbacks.onEdit(item.data.id, content);
+      item.text = content;
+      item.rendered = null;
+      close();
+      this.schedule(item);
+    });
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") close();
+      else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    item.body.hidden = true;
+    item.body.after(form);
+    area.focus();
+    area.setSelectionRange(area.value.length, area.value.length);
+  }
+}

@@ -1,0 +1,193 @@
+// The list of the user's chats: search, rename, archive, delete. Links are plain page loads.
+
+import { apiFetch, debounce, h, icon } from "./util.js";
+
+export class Sidebar {
+  /**
+   * @param {object} config  sessions (first page), current session id or null, agents (by slug)
+   */
+  constructor({ sessions, currentId, agents, onRenamed }) {
+    this.list = document.getElementById("session-list");
+    this.empty = document.getElementById("session-empty");
+    this.search = document.getElementById("session-search");
+    this.activeTab = document.getElementById("show-active");
+    this.archivedTab = document.getElementById("show-archived");
+    this.dialog = document.getElementById("confirm-delete");
+    this.currentId = currentId;
+    this.agents = agents;
+    this.onRenamed = onRenamed;
+    this.archived = false;
+    this.sessions = sessions;
+    this.request = 0;
+    this.render();
+
+    this.search.addEventListener("input", debounce(() => this.refresh(), 200));
+    this.search.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.search.value) {
+        this.search.value = "";
+        this.refresh();
+      }
+    });
+    this.activeTab.addEventListener("click", () => this.showArchived(false));
+    this.archivedTab.addEventListener("click", () => this.showArchived(true));
+    this.list.addEventListener("click", (event) => this.onClick(event));
+    document.addEventListener("click", (event) => {
+      // One open menu at a time; a click elsewhere closes it.
+      for (const menu of this.list.querySelectorAll("details[open]")) {
+        if (!menu.contains(event.target)) menu.open = false;
+      }
+    });
+    this.setupDrawer();
+  }
+
+  showArchived(archived) {
+    this.archived = archived;
+    this.activeTab.setAttribute("aria-pressed", String(!archived));
+    this.archivedTab.setAttribute("aria-pressed", String(archived));
+    this.refresh();
+  }
+
+  /** Fetch the list again with the current search and tab; the newest answer wins. */
+  async refresh() {
+    const ticket = ++this.request;
+    const params = new URLSearchParams({ q: this.search.value.trim(), archived: this.archived ? "1" : "0" });
+    try {
+      const data = await apiFetch("GET", `/s/list.json?${params}`);
+      if (ticket !== this.request) return;
+      this.sessions = data.sessions;
+      this.render();
+    } catch (error) {
+      console.warn("could not load the chat list:", error);
+    }
+  }
+
+  render() {
+    const rows = this.sessions.map((session) => this.row(session));
+    this.list.replaceChildren(...rows);
+    this.empty.hidden = rows.length > 0;
+    this.empty.textContent = this.search.value.trim()
+      ? "No chat matches."
+      : this.archived ? "No archived chats." : "No chats yet.";
+  }
+
+  row(session) {
+    const agent = this.agents.get(session.agent);
+    const title = session.title || "New chat";
+    const current = session.id === this.currentId;
+    const link = h("a", { class: "session-link", href: `/s/${session.id}/`, "aria-current": current ? "page" : null },
+      h("span", { class: "session-emoji", "aria-hidden": "true", text: agent?.emoji || "💬" }),
+      h("span", { class: "session-title", text: title }));
+    const menuButton = h("summary", { class: "icon-button", "aria-label": `Actions for ${title}`, title: "Actions" }, icon("more"));
+    const menu = h("details", { class: "item-menu" }, menuButton,
+      h("div", { class: "menu" },
+        h("button", { type: "button", "data-action": "rename" }, icon("edit"), "Rename"),
+        h("button", { type: "button", "data-action": "archive" }, icon("archive"), session.archived ? "Unarchive" : "Archive"),
+        h("button", { type: "button", "data-action": "delete", class: "danger" }, icon("trash"), "Delete")));
+    return h("li", { class: current ? "session-item current" : "session-item", dataset: { id: session.id } }, link, menu);
+  }
+
+  onClick(event) {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    const li = button.closest("li");
+    const session = this.sessions.find((s) => String(s.id) === li.dataset.id);
+    button.closest("details").open = false;
+    if (!session) return;
+    if (button.dataset.action === "rename") this.rename(li, session);
+    else if (button.dataset.action === "archive") this.archive(session);
+    else if (button.dataset.action === "delete") this.confirmDelete(session);
+  }
+
+  rename(li, session) {
+    const link = li.querySelector(".session-link");
+    const input = h("input", { class: "session-rename", "aria-label": "New title", maxlength: 200 });
+    input.value = session.title;
+    let finished = false;
+    const finish = async (save) => {
+      if (finished) return;
+      finished = true;
+      const title = input.value.trim();
+      input.replaceWith(link);
+      if (!save || title === session.title) return;
+      try {
+        await apiFetch("PATCH", `/api/sessions/${session.id}/`, { title });
+        session.title = title;
+        link.querySelector(".session-title").textContent = title || "New chat";
+        this.onRenamed?.(session.id, title);
+      } catch (error) {
+        window.alert(`Could not rename: ${error.message}`);
+      }
+      link.focus();
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        finish(true);
+      } else if (event.key === "Escape") {
+        finish(false);
+      }
+    });
+    input.addEventListener("blur", () => finish(true));
+    link.replaceWith(input);
+    input.focus();
+    input.select();
+  }
+
+  async archive(session) {
+    try {
+      await apiFetch("PATCH", `/api/sessions/${session.id}/`, { archived: !session.archived });
+    } catch (error) {
+      window.alert(`Could not archive: ${error.message}`);
+      return;
+    }
+    this.refresh();
+  }
+
+  confirmDelete(session) {
+    document.getElementById("confirm-delete-name").textContent = session.title || "New chat";
+    this.dialog.returnValue = "";
+    this.dialog.addEventListener("close", async () => {
+      if (this.dialog.returnValue !== "delete") return;
+      try {
+        await apiFetch("DELETE", `/api/sessions/${session.id}/`);
+      } catch (error) {
+        window.alert(`Could not delete: ${error.message}`);
+        return;
+      }
+      if (session.id === this.currentId) window.location.assign("/");
+      else this.refresh();
+    }, { once: true });
+    this.dialog.showModal();
+  }
+
+  /** Move the current chat to the top with its (possibly new) title, as the server orders it. */
+  touch(id, title) {
+    const index = this.sessions.findIndex((s) => s.id === id);
+    if (index < 0 || this.archived || this.search.value.trim()) return;
+    const [session] = this.sessions.splice(index, 1);
+    if (title !== undefined) session.title = title;
+    this.sessions.unshift(session);
+    this.render();
+  }
+
+  /** On phones the list is a drawer over the page. */
+  setupDrawer() {
+    const app = document.getElementById("app");
+    const open = document.getElementById("sidebar-open");
+    const scrim = app.querySelector(".scrim");
+    const setShown = (shown) => {
+      app.classList.toggle("sidebar-shown", shown);
+      scrim.hidden = !shown;
+      open.setAttribute("aria-expanded", String(shown));
+      if (shown) this.search.focus();
+      else open.focus();
+    };
+    open.addEventListener("click", () => setShown(true));
+    for (const closer of document.querySelectorAll("[data-sidebar-close]")) {
+      closer.addEventListener("click", () => setShown(false));
+    }
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && app.classList.contains("sidebar-shown")) setShown(false);
+    });
+  }
+}
