@@ -16,7 +16,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 LLAMA_VERSION := 0.3.36
 WHEELHOUSE ?= $(HOME)/.cache/chatsite/wheels/avx2
 
-.PHONY: install run test lint worker clean chromium
+.PHONY: install run test lint worker clean chromium vllm-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed
@@ -56,6 +56,15 @@ chromium:
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# vLLM's worker gets its own environment: the project's core plus vLLM, without the OpenVINO tools.
+VLLM_VENV ?= .venv-vllm
+VLLM_REQUIREMENTS ?= requirements/vllm.txt
+vllm-venv:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip wheel
+	$(VLLM_VENV)/bin/pip install -r $(VLLM_REQUIREMENTS) -e .
+	@echo "start it with: $(VLLM_VENV)/bin/celery -A chatsite worker -Q vllm -P threads --concurrency 16"
 
 clean:
 	rm -rf $(VENV) var

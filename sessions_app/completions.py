@@ -79,7 +79,9 @@ def _number(body: dict[str, Any], name: str, low: float, high: float) -> float |
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise CompletionError(f"{name} must be a number.", code="invalid_type", param=name)
     if not low <= value <= high:
-        raise CompletionError(f"{name} must be between {low:g} and {high:g}; got {value}.", code="invalid_value", param=name)
+        raise CompletionError(
+            f"{name} must be between {low:g} and {high:g}; got {value}.", code="invalid_value", param=name
+        )
     return float(value)
 
 
@@ -158,7 +160,9 @@ def completion_validate(*, user: Any, body: Any) -> CompletionRequest:
             raise CompletionError(f"{name} is not supported by this server.", code="unsupported_parameter", param=name)
     response_format = body.get("response_format")
     if response_format is not None and response_format != {"type": "text"}:
-        raise CompletionError("Only the text response_format is supported.", code="unsupported_parameter", param="response_format")
+        raise CompletionError(
+            "Only the text response_format is supported.", code="unsupported_parameter", param="response_format"
+        )
     for name, (low, high) in IGNORED_NUMBERS.items():
         _number(body, name, low, high)
 
@@ -173,7 +177,8 @@ def completion_validate(*, user: Any, body: Any) -> CompletionRequest:
         )  # fmt: skip
     if len(messages[-1]["content"]) > settings.MESSAGE_MAX_CHARS:
         raise CompletionError(
-            f"The last message has {len(messages[-1]['content'])} characters; the limit is {settings.MESSAGE_MAX_CHARS}.",
+            f"The last message has {len(messages[-1]['content'])} characters; "
+            f"the limit is {settings.MESSAGE_MAX_CHARS}.",
             code="prompt_too_long", param="messages",
         )  # fmt: skip
 
@@ -269,6 +274,6 @@ def completion_reply_state(*, message_id: int) -> dict[str, Any] | None:
 
 
 def completion_finish_reason(*, request: CompletionRequest, reply: dict[str, Any]) -> str:
-    """"length" when the reply used every token it was allowed, else "stop"."""
+    """ "length" when the reply used every token it was allowed, else "stop"."""
     produced = reply["stats"]["completion_tokens"] or 0
     return "length" if produced >= request.max_tokens else "stop"

@@ -88,16 +88,16 @@ def _caller(request: HttpRequest) -> Any:
     if header:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() not in ApiTokenAuthentication.keywords:
-            raise CompletionError("Send your API token as 'Authorization: Bearer <token>'.", code="invalid_api_key", status=401)
+            raise CompletionError(
+                "Send your API token as 'Authorization: Bearer <token>'.", code="invalid_api_key", status=401
+            )
         token = token_authenticate(secret.strip())
         if token is None:
             raise CompletionError("Invalid, expired or revoked token.", code="invalid_api_key", status=401)
         return token.user
     user = request.user
     if not user.is_authenticated:
-        raise CompletionError(
-            "No API token: send 'Authorization: Bearer <token>'.", code="missing_api_key", status=401
-        )
+        raise CompletionError("No API token: send 'Authorization: Bearer <token>'.", code="missing_api_key", status=401)
     if request.method not in SAFE_METHODS:
         check = _CsrfCheck(lambda r: HttpResponse())
         check.process_request(request)
@@ -254,7 +254,7 @@ class _Call:
         # A delta lost on the way (a full channel, a Redis hiccup) still reaches the caller.
         content = final["content"]
         if len(content) > len(text) and content.startswith(text):
-            yield content[len(text):]
+            yield content[len(text) :]
         yield final
 
     @staticmethod
@@ -299,9 +299,11 @@ class _Call:
                     final = item
             if final["status"] in FAILED:
                 failure = _failure(final)
-                yield _sse({"error": {"message": failure.message, "type": failure.kind, "param": None, "code": failure.code}})
+                error = {"message": failure.message, "type": failure.kind, "param": None, "code": failure.code}
+                yield _sse({"error": error})
             else:
-                yield self._chunk({}, finish_reason=completions.completion_finish_reason(request=self.request, reply=final))
+                reason = completions.completion_finish_reason(request=self.request, reply=final)
+                yield self._chunk({}, finish_reason=reason)
                 if self.request.include_usage:
                     yield _sse({**self._head("chat.completion.chunk"), "choices": [], "usage": self._usage(final)})
             yield b"data: [DONE]\n\n"

@@ -171,15 +171,21 @@ def _truncate_after(session: Session, message: Message, *, keep: bool) -> list[i
     return ids
 
 
+def _answering_agent(session: Session, user_message: Message) -> Agent:
+    """The agent that answered this message before, else the session's; it must be active."""
+    previous = user_message.replies.order_by("-pk").first()
+    agent = (previous.agent if previous is not None else None) or session.agent
+    if agent is None or not agent.is_active:
+        raise ChatError("no_agent", "This session has no active agent to answer.")
+    return agent
+
+
 def reply_regenerate(*, session: Session) -> Message:
     """Replace the session's last reply with a new one to the same user message."""
     last_user = session.messages.filter(role=Message.Role.USER).order_by("-pk").first()
     if last_user is None:
         raise ChatError("nothing_to_regenerate", "This session has no message to answer again.")
-    previous = last_user.replies.order_by("-pk").first()
-    agent = (previous.agent if previous is not None else None) or session.agent
-    if agent is None or not agent.is_active:
-        raise ChatError("no_agent", "This session has no active agent to answer.")
+    agent = _answering_agent(session, last_user)
     with transaction.atomic():
         _truncate_after(session, last_user, keep=True)
         reply = _reply_create(session, last_user, agent)
@@ -195,10 +201,7 @@ def message_edit(*, session: Session, message_id: Any, content: Any) -> tuple[Me
     message = session.messages.filter(pk=message_id, role=Message.Role.USER).first()
     if message is None:
         raise ChatError("not_found", "No such message of yours in this session.")
-    previous = message.replies.order_by("-pk").first()
-    agent = (previous.agent if previous is not None else None) or session.agent
-    if agent is None or not agent.is_active:
-        raise ChatError("no_agent", "This session has no active agent to answer.")
+    agent = _answering_agent(session, message)
     with transaction.atomic():
         _truncate_after(session, message, keep=True)
         message.content = content

@@ -1,0 +1,247 @@
+"""Benchmark: the same chats streamed through the platform's ``/v1/chat/completions`` and through
+llama-cpp-python's own OpenAI server on the same GGUF, with the official ``openai`` client on
+both sides, in one run. One side runs after the other: they would fight for the cores.
+
+Raw: ``python -m llama_cpp.server`` on the bundled model. Platform: daphne → Redis → a Celery
+worker process → llama.cpp, started here as in production. Prints output tokens/s and TTFT for
+each side, the ratio and the TTFT added, and saves JSON.
+
+    manage.py bench_openai --runs 5 --max-tokens 200
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform as pyplatform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from chatsite.launch import ROOT, Platform, free_port, manage, platform_env, prepare, wait_for_port
+from inference.bundled import bundled_model_path
+
+PROMPTS = [
+    "Write a long story about a lighthouse keeper who befriends a seagull.",
+    "Explain in detail how a steam engine works.",
+    "Describe a walk through a busy market in a city by the sea.",
+    "Write a long letter from a sailor to his sister about his travels.",
+    "Explain why the sky is blue, step by step, for a curious child.",
+]
+SYSTEM = "You are a helpful assistant. Answer clearly and briefly."
+REPETITION_PENALTY = 1.1
+
+
+def _p50(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _stream(client: Any, model: str, prompt: str, max_tokens: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """One streamed chat, timed as its caller sees it."""
+    start = time.perf_counter()
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+        temperature=0.0, top_p=1.0, max_tokens=max_tokens, stream=True, extra_body=extra,
+    )  # fmt: skip
+    first = last = None
+    pieces: list[str] = []
+    finish, usage_tokens, completion_id = None, None, ""
+    for chunk in stream:
+        now = time.perf_counter()
+        completion_id = chunk.id
+        if chunk.choices:
+            content = chunk.choices[0].delta.content
+            if content:
+                first = first or now
+                last = now
+                pieces.append(content)
+            finish = chunk.choices[0].finish_reason or finish
+        if getattr(chunk, "usage", None):
+            usage_tokens = chunk.usage.completion_tokens
+    end = time.perf_counter()
+    if first is None or last is None:
+        raise CommandError(f"{model}: no text came back for {prompt!r}")
+    # llama.cpp's server sends no usage when streaming; it sends one chunk per token.
+    tokens = usage_tokens if usage_tokens is not None else (max_tokens if finish == "length" else len(pieces))
+    return {
+        "ttft_ms": (first - start) * 1000,
+        "tokens": tokens,
+        "output_tps": (tokens - 1) / max(last - first, 1e-9),
+        "end_to_end_tps": tokens / (end - start),
+        "text": "".join(pieces),
+        "id": completion_id,
+    }
+
+
+def _server_side(base: str, token: str, result: dict[str, Any]) -> dict[str, float]:
+    """Where the platform's TTFT went, from the stored reply: from the reply row's creation to a
+    worker claiming it (commit, Celery, claim), and from the claim to the first token."""
+
+    def get(path: str) -> Any:
+        request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    reply_id = int(result["id"].removeprefix("chatcmpl-"))
+    session_id = get("/api/sessions/")["results"][0]["id"]
+    message = get(f"/api/sessions/{session_id}/messages/{reply_id}/")
+    created, started = (datetime.fromisoformat(message[k]) for k in ("created_at", "started_at"))
+    return {"queue_ms": (started - created).total_seconds() * 1000, "worker_ttft_ms": message["stats"]["ttft_ms"]}
+
+
+class Command(BaseCommand):
+    help = "Compare /v1/chat/completions with llama-cpp-python's own OpenAI server (prints, saves JSON)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--runs", type=int, default=5, help="Prompts per side (after one warm-up).")
+        parser.add_argument("--max-tokens", type=int, default=200)
+        parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11"))
+        parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""))
+        parser.add_argument(
+            "--threads", type=int, default=max((os.cpu_count() or 2) // 2, 1),
+            help="llama.cpp threads on both sides (default: half the cores, llama.cpp's own default).",
+        )  # fmt: skip
+        parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "bench_openai.json"))
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)  # one line per request otherwise
+        runs, max_tokens, threads = opts["runs"], opts["max_tokens"], opts["threads"]
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(runs)]
+        data = Path(tempfile.mkdtemp(prefix="chatsite-bench-openai-"))
+        self.stdout.write(
+            f"bundled model: {bundled_model_path().name}; {runs} prompts, max_tokens={max_tokens}, threads={threads}"
+        )
+        raw = self._raw(prompts, max_tokens, threads, data)
+        plat = self._platform(prompts, max_tokens, threads, data, opts)
+        result = self._report(raw, plat, runs, max_tokens, threads)
+        out = Path(opts["out"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        self.stdout.write(f"saved {out}")
+
+    def _run(
+        self, side: str, client: Any, model: str, prompts: list[str], max_tokens: int, extra: dict[str, Any],
+        inspect: Callable[[dict[str, Any]], dict[str, float]] | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        results = []
+        for i, prompt in enumerate(["Say hi.", *prompts]):
+            result = _stream(client, model, prompt, max_tokens, extra)
+            if i == 0:
+                continue  # warm-up: loads the model on the platform's worker
+            if inspect is not None:
+                result.update(inspect(result))
+            results.append(result)
+            where = "".join(f", {k} {v:.1f}" for k, v in result.items() if k.endswith("_ms") and k != "ttft_ms")
+            self.stdout.write(
+                f"  {side:9}#{i}: {result['tokens']} tokens, {result['output_tps']:.1f} tok/s, "
+                f"TTFT {result['ttft_ms']:.1f} ms{where}"
+            )
+        return results
+
+    # --- llama-cpp-python's own OpenAI server ------------------------------------------------
+
+    def _raw(self, prompts: list[str], max_tokens: int, threads: int, data: Path) -> list[dict[str, Any]]:
+        from openai import OpenAI
+
+        port = free_port()
+        argv = [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()), "--n_ctx", "2048",
+            "--n_threads", str(threads), "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        with open(data / "llama_cpp_server.log", "ab") as log:
+            server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_port(port, timeout=120)
+            client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
+            model = client.models.list().data[0].id
+            return self._run("raw", client, model, prompts, max_tokens, {"repeat_penalty": REPETITION_PENALTY})
+        finally:
+            server.terminate()
+            server.wait(30)
+
+    # --- the platform ------------------------------------------------------------------------
+
+    def _platform(
+        self, prompts: list[str], max_tokens: int, threads: int, data: Path, opts: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        import redis
+        from openai import OpenAI
+
+        redis.Redis.from_url(opts["redis_url"]).flushdb()
+        # No URL: the platform's own SQLite set-up (WAL, a busy timeout) in the data folder.
+        database_url = opts["database_url"] or None
+        env = platform_env(data_dir=data, database_url=database_url, redis_url=opts["redis_url"])
+        (data / "logs").mkdir(exist_ok=True)
+        plat = Platform(env=env, port=free_port(), log_dir=data / "logs")
+        tokens = prepare(env, ("bench",))
+        manage(
+            env, "shell", "-c",
+            "from agents.models import Agent\n"
+            f"Agent.objects.filter(slug='assistant').update(max_tokens=max(Agent.objects.get(slug='assistant')"
+            f".max_tokens, {max_tokens}), backend_options={{'n_threads': {threads}}})\n",
+        )  # fmt: skip
+        try:
+            plat.start_daphne()
+            plat.start_worker()
+            client = OpenAI(base_url=f"{plat.http}/v1", api_key=tokens["bench"], max_retries=0, timeout=600)
+            extra = {"repetition_penalty": REPETITION_PENALTY, "stream_options": {"include_usage": True}}
+            return self._run(
+                "platform", client, "assistant", prompts, max_tokens, extra,
+                inspect=lambda result: _server_side(plat.http, tokens["bench"], result),
+            )  # fmt: skip
+        finally:
+            plat.stop_all()
+            redis.Redis.from_url(opts["redis_url"]).flushdb()
+
+    def _report(
+        self, raw: list[dict[str, Any]], plat: list[dict[str, Any]], runs: int, max_tokens: int, threads: int
+    ) -> dict[str, Any]:
+        raw_tps, plat_tps = _p50([r["output_tps"] for r in raw]), _p50([r["output_tps"] for r in plat])
+        raw_e2e, plat_e2e = _p50([r["end_to_end_tps"] for r in raw]), _p50([r["end_to_end_tps"] for r in plat])
+        raw_ttft, plat_ttft = _p50([r["ttft_ms"] for r in raw]), _p50([r["ttft_ms"] for r in plat])
+        same = sum(a["text"] == b["text"] for a, b in zip(raw, plat, strict=True))
+        summary = {
+            "raw_output_tps_p50": round(raw_tps, 1),
+            "platform_output_tps_p50": round(plat_tps, 1),
+            "output_tps_ratio": round(plat_tps / raw_tps, 3),
+            "output_tps_ratio_target": 0.95,
+            "raw_end_to_end_tps_p50": round(raw_e2e, 1),
+            "platform_end_to_end_tps_p50": round(plat_e2e, 1),
+            "raw_ttft_ms_p50": round(raw_ttft, 1),
+            "platform_ttft_ms_p50": round(plat_ttft, 1),
+            "ttft_added_ms_p50": round(plat_ttft - raw_ttft, 1),
+            "ttft_added_ms_target": 30,
+            "same_text": f"{same}/{len(raw)}",
+        }
+        self.stdout.write("")
+        self.stdout.write(f"{'':30}{'llama_cpp.server':>18}{'platform /v1':>14}{'ratio / added':>16}")
+        self.stdout.write(f"{'output tokens/s (p50)':30}{raw_tps:18.1f}{plat_tps:14.1f}{plat_tps / raw_tps:16.3f}")
+        self.stdout.write(f"{'end-to-end tokens/s (p50)':30}{raw_e2e:18.1f}{plat_e2e:14.1f}{plat_e2e / raw_e2e:16.3f}")
+        self.stdout.write(f"{'TTFT ms (p50)':30}{raw_ttft:18.1f}{plat_ttft:14.1f}{plat_ttft - raw_ttft:+16.1f}")
+        self.stdout.write(f"same greedy text on both sides: {same}/{len(raw)}")
+        strip = (
+            [{k: v for k, v in r.items() if k != "text"} for r in raw],
+            [{k: v for k, v in r.items() if k != "text"} for r in plat],
+        )
+        return {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpus": os.cpu_count(), "python": pyplatform.python_version()},
+            "runs": runs,
+            "max_tokens": max_tokens,
+            "threads": threads,
+            "summary": summary,
+            "raw": strip[0],
+            "platform": strip[1],
+        }

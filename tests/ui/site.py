@@ -1,0 +1,109 @@
+"""Start a real embedded platform and a headless Chromium: shared by the browser tests, the
+benchmark and the screenshot program."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright
+
+from chatsite.launch import Platform, free_port, manage, platform_env, prepare
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+USERS = ("alice", "bob")
+
+
+# A second agent, so the picker has a choice; in the embedded default its node changes nothing.
+SECOND_AGENT = """
+from agents.models import Agent
+bundled = Agent.objects.get(slug="assistant")
+Agent.objects.update_or_create(slug="pirate", defaults=dict(
+    name="Pirate", description="Answers every question like an old sea captain.", avatar_emoji="🏴‍☠️",
+    system_prompt="You are a pirate captain. Answer in pirate speak.", backend=bundled.backend,
+    model=bundled.model, node="edge-01", max_tokens=96))
+"""
+
+
+def password(user: str) -> str:
+    return f"{user}-password-1"  # what chatsite.launch.prepare sets
+
+
+@contextmanager
+def running_platform(data: Path, **env: str) -> Iterator[Platform]:
+    """daphne on a loopback port, SQLite in ``data``, replies from the bundled model in-process."""
+    environ = platform_env(data_dir=data, database_url=None, redis_url=None, **env)
+    logs = data / "logs"
+    logs.mkdir(exist_ok=True)
+    platform = Platform(env=environ, port=free_port(), log_dir=logs)
+    platform.tokens = prepare(environ, USERS)
+    manage(environ, "collectstatic", "--noinput", "-v0")  # whitenoise serves STATIC_ROOT
+    manage(environ, "shell", "-c", SECOND_AGENT)
+    platform.start_daphne()
+    try:
+        yield platform
+    finally:
+        platform.stop_all()
+
+
+def launch(playwright: Playwright) -> Browser:
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def log_in(context: BrowserContext, platform: Platform, user: str) -> Page:
+    page = context.new_page()
+    page.goto(f"{platform.http}/login/")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(password(user))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{platform.http}/")
+    return page
+
+
+def shell(platform: Platform, code: str) -> Any:
+    """Run Python in ``manage.py shell`` against the platform's database; return the JSON it prints last."""
+    out = manage(platform.env, "shell", "-c", code)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+SEED = """
+import json
+from django.contrib.auth.models import User
+from agents.models import Agent
+from sessions_app.models import Message, Session
+owner = User.objects.get(username=OWNER)
+agent = Agent.objects.get(slug="assistant")
+session = Session.objects.create(owner=owner, agent=agent, title=TITLE)
+session.agents.add(agent)
+rows = []
+for role, content in MESSAGES:
+    rows.append(Message(session=session, role=role, content=content,
+                        agent=agent if role == "assistant" else None,
+                        status="complete", backend=agent.backend,
+                        completion_tokens=len(content.split()) if role == "assistant" else None))
+Message.objects.bulk_create(rows)
+print(json.dumps(session.pk))
+"""
+
+
+def seed_session(platform: Platform, owner: str, title: str, messages: list[tuple[str, str]]) -> int:
+    """A session stored straight in the database, with finished messages (no reply is generated)."""
+    code = f"OWNER = {owner!r}\nTITLE = {title!r}\nMESSAGES = {messages!r}\n" + SEED
+    return int(shell(platform, code))
+
+
+def open_session(page: Page, platform: Platform, session_id: int) -> None:
+    """Open a chat and wait until the server's snapshot is on screen."""
+    page.goto(f"{platform.http}/s/{session_id}/")
+    page.wait_for_selector("body[data-ready='1']")
