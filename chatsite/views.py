@@ -126,9 +126,8 @@ def session_new(request: HttpRequest) -> HttpResponse:
 def session_list(request: HttpRequest) -> JsonResponse:
     """The sidebar: the user's sessions, newest first, filtered by ``q`` (title or content)."""
     archived = request.GET.get("archived", "").lower() in ("1", "true", "yes")
-    sessions = session_search_for_user(
-        user=request.user, query=request.GET.get("q", "")[:200], archived=archived
-    )[:SIDEBAR_LIMIT]
+    query = request.GET.get("q", "")[:200]
+    sessions = session_search_for_user(user=request.user, query=query, archived=archived)[:SIDEBAR_LIMIT]
     return JsonResponse({"sessions": [_session_row(s) for s in sessions]})
 
 
@@ -148,9 +147,8 @@ def _attachment(body: str, content_type: str, filename: str) -> HttpResponse:
 def session_export_json(request: HttpRequest, session_id: int) -> HttpResponse:
     session = _session_or_404(request, session_id)
     data = {"exported_at": timezone.now().isoformat(), **session_export(session=session)}
-    return _attachment(
-        json.dumps(data, indent=2, ensure_ascii=False), "application/json", _filename(session, "json")
-    )
+    body = json.dumps(data, indent=2, ensure_ascii=False)
+    return _attachment(body, "application/json", _filename(session, "json"))
 
 
 def export_markdown(data: dict[str, Any]) -> str:

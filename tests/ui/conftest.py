@@ -27,19 +27,19 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="package")
-def alice_state(browser: Browser, platform: Platform) -> dict[str, Any]:
+def alice_state(browser: Browser, platform: Platform) -> Any:
     """Alice's signed-in cookies, so each test starts signed in without the form."""
     context = browser.new_context()
     log_in(context, platform, "alice")
     state = context.storage_state()
     context.close()
-    return state  # type: ignore[return-value]
+    return state
 
 
 @pytest.fixture
-def page(browser: Browser, platform: Platform, alice_state: dict[str, Any]) -> Iterator[Page]:
+def page(browser: Browser, platform: Platform, alice_state: Any) -> Iterator[Page]:
     """A fresh tab signed in as alice; a page error (an exception in our script) fails the test."""
-    context = browser.new_context(storage_state=alice_state, viewport={"width": 1280, "height": 860})  # type: ignore[arg-type]
+    context = browser.new_context(storage_state=alice_state, viewport={"width": 1280, "height": 860})
     context.set_default_timeout(20_000)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=platform.http)
     tab = context.new_page()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -25,11 +27,11 @@ def test_the_theme_follows_the_system_and_the_toggle_is_remembered(page: Page, p
 
 
 def test_the_chat_fits_a_phone_and_the_list_opens_as_a_drawer(
-    browser: Browser, platform: Platform, alice_state: dict[str, object]
+    browser: Browser, platform: Platform, alice_state: Any
 ) -> None:
     session_id = seed_session(platform, "alice", "On the phone", [("user", "hi"), ("assistant", "Hello! " * 80)])
     context = browser.new_context(
-        storage_state=alice_state, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True  # type: ignore[arg-type]
+        storage_state=alice_state, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
     )
     page = context.new_page()
     open_session(page, platform, session_id)
