@@ -7,10 +7,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.utils import timezone
 
 log = logging.getLogger(__name__)
 
 _pool: ThreadPoolExecutor | None = None
+_started = timezone.now()
 _pool_lock = threading.Lock()
 
 
@@ -22,7 +24,26 @@ def embedded_pool() -> ThreadPoolExecutor:
                 max_workers=settings.EMBEDDED_REPLY_THREADS, thread_name_prefix="reply"
             )
             _start_embedded_reaper()
+            _pool.submit(_recover_after_restart, _pool)
         return _pool
+
+
+def _recover_after_restart(pool: ThreadPoolExecutor) -> None:
+    """The embedded default runs replies in this process only: whatever a previous process left
+    `streaming` died with it, and whatever it left `queued` was never started."""
+    from django.db import close_old_connections
+
+    from inference.replies import replies_reap, reply_generate
+    from sessions_app.models import Message
+
+    try:
+        replies_reap(stale_seconds=0, started_before=_started)
+        for message_id in Message.objects.filter(status=Message.Status.QUEUED).values_list("pk", flat=True):
+            pool.submit(_run_logged, reply_generate, message_id)  # a second submit finds nothing to claim
+    except Exception:
+        log.exception("recovering replies of a previous process failed")
+    finally:
+        close_old_connections()
 
 
 def reply_enqueue(*, message_id: int, queue: str) -> None:

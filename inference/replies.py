@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
@@ -79,6 +80,13 @@ def reply_generate(*, message_id: int) -> None:
         _finish(stream, Message.Status.FAILED, error=f"{exc}{hint}")
     except PromptTooLong as exc:
         _finish(stream, Message.Status.FAILED, error=str(exc))
+    except SoftTimeLimitExceeded:
+        _finish(
+            stream,
+            Message.Status.FAILED,
+            error=f"The reply ran past the worker's time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s); "
+            "its text so far is kept. Ask for a shorter answer or raise CELERY_TASK_SOFT_TIME_LIMIT.",
+        )
     except Exception as exc:  # the reply must end, whatever broke
         log.exception("reply %s failed", message_id)
         _finish(stream, Message.Status.FAILED, error=f"Internal error in the worker: {type(exc).__name__}: {exc}")
@@ -217,12 +225,18 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None)
     _live(broadcast.done_send, message.session_id, message_payload(message))
 
 
-def replies_reap(*, stale_seconds: int | None = None) -> int:
-    """Mark replies whose worker stopped writing as ``interrupted``, keeping their latest text."""
+def replies_reap(*, stale_seconds: int | None = None, started_before: Any = None) -> int:
+    """Mark replies whose worker stopped writing as ``interrupted``, keeping their latest text.
+
+    ``started_before`` limits it to replies claimed before that time (a restarted process's).
+    """
     stale = stale_seconds if stale_seconds is not None else settings.REPLY_STALE_SECONDS
     cutoff = timezone.now() - timezone.timedelta(seconds=stale)
     reaped = 0
-    for message in Message.objects.filter(status=Message.Status.STREAMING, heartbeat_at__lt=cutoff):
+    candidates = Message.objects.filter(status=Message.Status.STREAMING, heartbeat_at__lte=cutoff)
+    if started_before is not None:
+        candidates = candidates.filter(started_at__lt=started_before)
+    for message in candidates:
         snapshot = None
         try:
             snapshot = stream_buffer().snapshot(message.pk)

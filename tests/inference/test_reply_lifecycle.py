@@ -148,3 +148,22 @@ def test_the_reaper_interrupts_stale_replies_and_keeps_the_latest_text(session: 
     # A late-running worker cannot overwrite the reaped reply.
     reply_generate(message_id=reply.pk)
     assert Message.objects.get(pk=reply.pk).status == "interrupted"
+
+
+def test_a_restarted_embedded_process_recovers_what_the_last_one_left(session: Session) -> None:
+    from inference import dispatch
+
+    orphan = queued_reply(session, "left streaming")
+    Message.objects.filter(pk=orphan.pk).update(
+        status="streaming", started_at=timezone.now() - timezone.timedelta(minutes=1), heartbeat_at=timezone.now()
+    )
+    never_started = queued_reply(session, "left queued")
+
+    class InlinePool:
+        def submit(self, fn: Any, *args: Any) -> None:
+            fn(*args)
+
+    dispatch._recover_after_restart(InlinePool())  # type: ignore[arg-type]
+    assert Message.objects.get(pk=orphan.pk).status == "interrupted"
+    recovered = Message.objects.get(pk=never_started.pk)
+    assert (recovered.status, recovered.content) == ("complete", "Hello, world.")
