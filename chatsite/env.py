@@ -111,9 +111,7 @@ def env_redis_url(name: str) -> str | None:
         return None
     parsed = urlparse(value)
     if parsed.scheme not in {"redis", "rediss", "unix"}:
-        raise ImproperlyConfigured(
-            f"{name}: expected a redis://, rediss:// or unix:// URL, got {value!r}"
-        )
+        raise ImproperlyConfigured(f"{name}: expected a redis://, rediss:// or unix:// URL, got {value!r}")
     if parsed.scheme != "unix" and not parsed.hostname:
         raise ImproperlyConfigured(f"{name}: the URL names no host: {value!r}")
     try:

@@ -69,7 +69,9 @@ class Platform:
         return proc
 
     def start_daphne(self) -> None:
-        self.start("daphne", [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"])
+        self.start(
+            "daphne", [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"]
+        )
         wait_for_port(self.port)
 
     def start_worker(

@@ -103,9 +103,7 @@ class ModelCache:
         """Unload models idle past the keep-alive; returns how many were unloaded."""
         now = self._clock()
         with self._lock:
-            idle = [
-                k for k, e in self._entries.items() if not e.users and now - e.last_used >= self.idle_seconds
-            ]
+            idle = [k for k, e in self._entries.items() if not e.users and now - e.last_used >= self.idle_seconds]
             for key in idle:
                 self._close(key)
         return len(idle)

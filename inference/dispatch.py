@@ -20,9 +20,7 @@ def embedded_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(
-                max_workers=settings.EMBEDDED_REPLY_THREADS, thread_name_prefix="reply"
-            )
+            _pool = ThreadPoolExecutor(max_workers=settings.EMBEDDED_REPLY_THREADS, thread_name_prefix="reply")
             _start_embedded_reaper()
             _pool.submit(_recover_after_restart, _pool)
         return _pool

@@ -38,9 +38,7 @@ class Job(models.Model):
     stage = models.CharField(max_length=200, blank=True)
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
-    )
+    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -64,17 +62,11 @@ class ModelArtifact(models.Model):
 
     name = models.CharField(max_length=200, unique=True)
     format = models.CharField(max_length=16, choices=Format.choices)
-    path = models.CharField(
-        max_length=1000, blank=True, help_text="File or folder on the worker, for on-disk formats."
-    )
+    path = models.CharField(max_length=1000, blank=True, help_text="File or folder on the worker, for on-disk formats.")
     url = models.URLField(max_length=1000, blank=True, help_text="Base URL, for served models.")
     quantization = models.CharField(max_length=50, blank=True, help_text="e.g. Q4_1, int4, GPTQ")
-    parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
-    )
-    created_by_job = models.ForeignKey(
-        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="artifacts"
-    )
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    created_by_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="artifacts")
     size_bytes = models.BigIntegerField(null=True, blank=True, help_text="Size on disk.")
     context_length = models.PositiveIntegerField(
         null=True, blank=True, help_text="The model's trained context window, when known."

@@ -60,7 +60,10 @@ class SessionListApi(APIView):
             try:
                 agent = services.agent_get_for_user(user=request.user, slug=data.validated_data["agent"])
             except services.ChatError as exc:
-                return Response({"code": exc.code, "message": exc.message, "errors": {"agent": [exc.message]}}, status=status.HTTP_400_BAD_REQUEST)
+                return Response(
+                    {"code": exc.code, "message": exc.message, "errors": {"agent": [exc.message]}},
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
         session = services.session_create(owner=request.user, agent=agent, title=data.validated_data["title"])
         return Response(SessionOutputSerializer(session).data, status=status.HTTP_201_CREATED)
 

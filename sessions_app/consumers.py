@@ -76,7 +76,9 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(await self._snapshot())
 
     async def _token_ended(self) -> None:
-        await self.send_json({"type": "error", "code": "token_revoked", "message": "Your API token was revoked or expired."})
+        await self.send_json(
+            {"type": "error", "code": "token_revoked", "message": "Your API token was revoked or expired."}
+        )
         await self.close(code=4401)
 
     async def token_revoked(self, event: dict[str, Any]) -> None:
@@ -141,7 +143,9 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             elif kind == "regenerate":
                 await self._call(services.reply_regenerate)
             elif kind == "edit":
-                await self._call(services.message_edit, message_id=content.get("message_id"), content=content.get("content"))
+                await self._call(
+                    services.message_edit, message_id=content.get("message_id"), content=content.get("content")
+                )
             elif kind == "ping":
                 await self.send_json({"type": "pong"})
             else:

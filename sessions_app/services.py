@@ -55,9 +55,9 @@ def session_update(*, session: Session, title: str | None = None, archived: bool
 
 
 def session_delete(*, session: Session) -> None:
-    for message_id in session.messages.filter(
-        status__in=[Message.Status.QUEUED, Message.Status.STREAMING]
-    ).values_list("pk", flat=True):
+    for message_id in session.messages.filter(status__in=[Message.Status.QUEUED, Message.Status.STREAMING]).values_list(
+        "pk", flat=True
+    ):
         Message.objects.filter(pk=message_id).update(cancel_requested=True)
     session.delete()
 

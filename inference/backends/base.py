@@ -118,7 +118,7 @@ class Backend(ABC):
         """Approximate resident size, for the cache's memory bound; known before ``load()``."""
         return 0
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model. Safe to call twice."""
 
     @classmethod

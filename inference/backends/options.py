@@ -30,12 +30,8 @@ class LlamaCppOptions(_Options):
 class OpenVINOOptions(_Options):
     device: Literal["CPU", "GPU", "NPU", "AUTO"] = Field("CPU", description="OpenVINO device.")
     cache_dir: str | None = Field(None, description="Folder for compiled-model cache (speeds GPU/NPU loads).")
-    performance_hint: Literal["LATENCY", "THROUGHPUT"] | None = Field(
-        None, description="OpenVINO performance hint."
-    )
-    kv_cache_reuse: bool = Field(
-        True, description="Keep the KV cache between turns of the same session."
-    )
+    performance_hint: Literal["LATENCY", "THROUGHPUT"] | None = Field(None, description="OpenVINO performance hint.")
+    kv_cache_reuse: bool = Field(True, description="Keep the KV cache between turns of the same session.")
 
 
 class OpenAICompatOptions(_Options):

@@ -33,8 +33,12 @@ export class Sidebar {
     this.list.addEventListener("click", (event) => this.onClick(event));
     document.addEventListener("click", (event) => {
       // One open menu at a time; a click elsewhere closes it.
-      for (const menu of this.list.querySelectorAll("details[open]")) {
-        if (!menu.contains(event.target)) menu.open = false;
+      if (!event.target.closest(".item-menu")) this.closeMenus();
+    });
+    this.list.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.list.querySelector(".menu:not([hidden])")) {
+        event.stopPropagation();
+        this.closeMenus(true);
       }
     });
     this.setupDrawer();
@@ -77,21 +81,44 @@ export class Sidebar {
     const link = h("a", { class: "session-link", href: `/s/${session.id}/`, "aria-current": current ? "page" : null },
       h("span", { class: "session-emoji", "aria-hidden": "true", text: agent?.emoji || "💬" }),
       h("span", { class: "session-title", text: title }));
-    const menuButton = h("summary", { class: "icon-button", "aria-label": `Actions for ${title}`, title: "Actions" }, icon("more"));
-    const menu = h("details", { class: "item-menu" }, menuButton,
-      h("div", { class: "menu" },
+    const menuId = `session-menu-${session.id}`;
+    const menuButton = h("button", {
+      type: "button", class: "icon-button menu-button", "aria-label": `Actions for ${title}`, title: "Actions",
+      "aria-haspopup": "true", "aria-expanded": "false", "aria-controls": menuId,
+    }, icon("more"));
+    const menu = h("div", { class: "item-menu" }, menuButton,
+      h("div", { class: "menu", id: menuId, hidden: true },
         h("button", { type: "button", "data-action": "rename" }, icon("edit"), "Rename"),
         h("button", { type: "button", "data-action": "archive" }, icon("archive"), session.archived ? "Unarchive" : "Archive"),
         h("button", { type: "button", "data-action": "delete", class: "danger" }, icon("trash"), "Delete")));
     return h("li", { class: current ? "session-item current" : "session-item", dataset: { id: session.id } }, link, menu);
   }
 
+  closeMenus(refocus = false) {
+    for (const menu of this.list.querySelectorAll(".menu:not([hidden])")) {
+      menu.hidden = true;
+      const toggle = menu.parentElement.querySelector(".menu-button");
+      toggle.setAttribute("aria-expanded", "false");
+      if (refocus) toggle.focus();
+    }
+  }
+
   onClick(event) {
+    const toggle = event.target.closest(".menu-button");
+    if (toggle) {
+      const menu = toggle.nextElementSibling;
+      const opening = menu.hidden;
+      this.closeMenus();
+      menu.hidden = !opening;
+      toggle.setAttribute("aria-expanded", String(opening));
+      if (opening) menu.querySelector("button").focus();
+      return;
+    }
     const button = event.target.closest("button[data-action]");
     if (!button) return;
     const li = button.closest("li");
     const session = this.sessions.find((s) => String(s.id) === li.dataset.id);
-    button.closest("details").open = false;
+    this.closeMenus();
     if (!session) return;
     if (button.dataset.action === "rename") this.rename(li, session);
     else if (button.dataset.action === "archive") this.archive(session);

@@ -27,9 +27,7 @@ def test_staff_create_an_agent_with_valid_options(staff_api: APIClient, gguf_art
     assert Agent.objects.get(slug="edge-bot").backend_options == {"n_threads": 2, "n_gpu_layers": 0}
 
 
-def test_an_unknown_or_out_of_range_option_is_a_field_error(
-    staff_api: APIClient, gguf_artifact: ModelArtifact
-) -> None:
+def test_an_unknown_or_out_of_range_option_is_a_field_error(staff_api: APIClient, gguf_artifact: ModelArtifact) -> None:
     bad = staff_api.post(
         "/api/agents/", _payload(gguf_artifact, backend_options={"n_threads": 0, "flux_capacitor": 1}), format="json"
     )
@@ -74,9 +72,18 @@ def test_openai_compat_needs_a_base_url_and_never_shows_its_key(staff_api: APICl
 def test_the_admin_form_shows_option_errors_on_the_field(gguf_artifact: ModelArtifact) -> None:
     form = AgentAdminForm(
         data={
-            "name": "A", "slug": "a", "backend": "llama_cpp", "model": gguf_artifact.pk,
-            "backend_options": '{"n_batch": -4}', "temperature": 0.7, "top_p": 0.9, "max_tokens": 100,
-            "repetition_penalty": 1.0, "stop": "[]", "context_window": 2048, "visibility": "everyone",
+            "name": "A",
+            "slug": "a",
+            "backend": "llama_cpp",
+            "model": gguf_artifact.pk,
+            "backend_options": '{"n_batch": -4}',
+            "temperature": 0.7,
+            "top_p": 0.9,
+            "max_tokens": 100,
+            "repetition_penalty": 1.0,
+            "stop": "[]",
+            "context_window": 2048,
+            "visibility": "everyone",
             "avatar_emoji": "x",
         }  # fmt: skip
     )

@@ -13,7 +13,9 @@ def test_create_rename_archive_and_delete_a_session(api: APIClient, agent: Agent
     assert created.status_code == 201, created.content
     sid = created.json()["id"]
     assert created.json()["agent"] == "helper"
-    assert api.patch(f"/api/sessions/{sid}/", {"title": "Trip to Lyon"}, format="json").json()["title"] == "Trip to Lyon"
+    assert (
+        api.patch(f"/api/sessions/{sid}/", {"title": "Trip to Lyon"}, format="json").json()["title"] == "Trip to Lyon"
+    )
     assert api.patch(f"/api/sessions/{sid}/", {"archived": True}, format="json").json()["archived"] is True
     assert api.get("/api/sessions/?archived=false").json()["results"] == []
     assert [s["id"] for s in api.get("/api/sessions/?archived=true").json()["results"]] == [sid]
@@ -30,7 +32,9 @@ def test_posting_a_message_stores_it_and_queues_a_reply(
     )
     sid = api.post("/api/sessions/", {"agent": "helper"}, format="json").json()["id"]
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post(f"/api/sessions/{sid}/messages/", {"content": "Hi there", "client_id": "c-1"}, format="json")
+        response = api.post(
+            f"/api/sessions/{sid}/messages/", {"content": "Hi there", "client_id": "c-1"}, format="json"
+        )
     assert response.status_code == 202
     sent, reply = response.json()
     assert (sent["role"], sent["content"], sent["status"]) == ("user", "Hi there", "complete")

@@ -14,7 +14,9 @@ def turns(n: int) -> list[dict[str, str]]:
 
 
 def test_everything_fits_in_a_large_window() -> None:
-    prompt = prompt_build(system_prompt="Be kind.", history=turns(5), count_tokens=words, context_window=4096, max_tokens=100)
+    prompt = prompt_build(
+        system_prompt="Be kind.", history=turns(5), count_tokens=words, context_window=4096, max_tokens=100
+    )
     assert prompt.messages[0] == {"role": "system", "content": "Be kind."}
     assert len(prompt.messages) == 6 and prompt.dropped == 0
     assert prompt.max_tokens == 100

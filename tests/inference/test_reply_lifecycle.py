@@ -96,8 +96,12 @@ def test_history_is_sent_oldest_first_without_failed_replies(session: Session) -
     reply_generate(message_id=third.pk)
     roles = [(m["role"], m["content"]) for m in FakeBackend.seen_messages[-1]]
     assert roles == [
-        ("system", "You are terse."), ("user", "One"), ("assistant", "Hello, world."), ("user", "Two"), ("user", "Three"),
-    ]  # fmt: skip
+        ("system", "You are terse."),
+        ("user", "One"),
+        ("assistant", "Hello, world."),
+        ("user", "Two"),
+        ("user", "Three"),
+    ]
 
 
 def test_a_stop_request_ends_the_reply_cancelled_with_its_partial_text(session: Session, settings: Any) -> None:

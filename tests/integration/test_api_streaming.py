@@ -37,7 +37,9 @@ def sse_events(platform: Platform, path: str, token: str) -> list[tuple[str, dic
 def test_post_then_follow_the_reply_by_server_sent_events(platform: Platform) -> None:
     sid = new_session(platform)
     token = platform.tokens["alice"]
-    status, (sent, reply) = api(platform.http, token, "POST", f"/api/sessions/{sid}/messages/", {"content": "Name two fruits."})
+    status, (sent, reply) = api(
+        platform.http, token, "POST", f"/api/sessions/{sid}/messages/", {"content": "Name two fruits."}
+    )
     assert status == 202 and reply["status"] == "queued"
     events = sse_events(platform, f"/api/sessions/{sid}/messages/{reply['id']}/stream/", token)
     kinds = [k for k, _ in events]

@@ -158,7 +158,9 @@ def test_editing_a_message_mid_reply_replaces_the_reply(platform: Platform) -> N
     watcher.recv()
     send(watcher.ws, type="message", content="Write a very long story about a lighthouse keeper.")
     first_reply = watcher.first_reply_id()
-    user_id = next(e["message"]["id"] for e in watcher.events if e["type"] == "message" and e["message"]["role"] == "user")
+    user_id = next(
+        e["message"]["id"] for e in watcher.events if e["type"] == "message" and e["message"]["role"] == "user"
+    )
     watcher.until(lambda e: e["type"] == "delta" and e["seq"] >= 3)
     send(watcher.ws, type="edit", message_id=user_id, content="What is the capital of France?")
     deleted = watcher.until(lambda e: e["type"] == "deleted")

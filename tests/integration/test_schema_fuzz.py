@@ -24,7 +24,9 @@ def quiet_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfor
 
     redis.Redis.from_url(REDIS).flushdb()
     data = tmp_path_factory.mktemp("fuzz")
-    env = platform_env(data_dir=data, database_url=f"sqlite:///{data}/fuzz.sqlite3", redis_url=REDIS, API_RATE_LIMIT="100000/minute")
+    env = platform_env(
+        data_dir=data, database_url=f"sqlite:///{data}/fuzz.sqlite3", redis_url=REDIS, API_RATE_LIMIT="100000/minute"
+    )
     (data / "logs").mkdir()
     platform = Platform(env=env, port=free_port(), log_dir=data / "logs")
     platform.tokens = prepare(env, ("fuzzer",))
@@ -36,15 +38,23 @@ def quiet_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfor
 def test_no_generated_request_gets_a_server_error(quiet_platform: Platform) -> None:
     result = subprocess.run(
         [
-            str(VENV_BIN / "schemathesis"), "run", f"{quiet_platform.http}/api/schema/",
-            "--url", quiet_platform.http,
-            "-H", f"Authorization: Token {quiet_platform.tokens['fuzzer']}",
-            "--checks", "not_a_server_error",
-            "--max-examples", "25",
+            str(VENV_BIN / "schemathesis"),
+            "run",
+            f"{quiet_platform.http}/api/schema/",
+            "--url",
+            quiet_platform.http,
+            "-H",
+            f"Authorization: Token {quiet_platform.tokens['fuzzer']}",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
             # The stream endpoint waits for a reply no worker will write; token deletion would
             # revoke the fuzzer's own token and leave the rest of the run unauthenticated.
-            "--exclude-path-regex", "/stream/$",
-            "--exclude-path", "/api/tokens/{token_id}/",
+            "--exclude-path-regex",
+            "/stream/$",
+            "--exclude-path",
+            "/api/tokens/{token_id}/",
             "--no-color",
         ],  # fmt: skip
         capture_output=True,

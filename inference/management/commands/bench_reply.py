@@ -103,15 +103,23 @@ class Command(BaseCommand):
             if i == 0 or first is None or last is None:
                 continue  # warm-up
             results.append(
-                {"ttft_ms": (first - start) * 1000, "tokens": tokens, "decode_tps": (tokens - 1) / max(last - first, 1e-9)}
+                {
+                    "ttft_ms": (first - start) * 1000,
+                    "tokens": tokens,
+                    "decode_tps": (tokens - 1) / max(last - first, 1e-9),
+                }
             )
-            self.stdout.write(f"  raw      #{i}: {results[-1]['decode_tps']:.1f} tok/s, TTFT {results[-1]['ttft_ms']:.1f} ms")
+            self.stdout.write(
+                f"  raw      #{i}: {results[-1]['decode_tps']:.1f} tok/s, TTFT {results[-1]['ttft_ms']:.1f} ms"
+            )
         backend.close()
         return results
 
     # --- through the platform ----------------------------------------------------------------
 
-    def _platform(self, prompts: list[str], max_tokens: int, opts: dict[str, Any]) -> tuple[list[dict[str, float]], dict[str, float]]:
+    def _platform(
+        self, prompts: list[str], max_tokens: int, opts: dict[str, Any]
+    ) -> tuple[list[dict[str, float]], dict[str, float]]:
         import redis
         from websockets.sync.client import connect
 
@@ -165,7 +173,9 @@ class Command(BaseCommand):
                 if i == 0 or first is None or last is None:
                     continue
                 n = done["stats"]["completion_tokens"] or 0
-                results.append({"ttft_ms": (first - start) * 1000, "tokens": n, "decode_tps": (n - 1) / max(last - first, 1e-9)})
+                results.append(
+                    {"ttft_ms": (first - start) * 1000, "tokens": n, "decode_tps": (n - 1) / max(last - first, 1e-9)}
+                )
                 self.stdout.write(
                     f"  platform #{i}: {results[-1]['decode_tps']:.1f} tok/s, TTFT {results[-1]['ttft_ms']:.1f} ms"
                 )
@@ -181,7 +191,12 @@ class Command(BaseCommand):
         return results, memory
 
     def _report(
-        self, raw: list[dict[str, float]], plat: list[dict[str, float]], memory: dict[str, float], runs: int, max_tokens: int
+        self,
+        raw: list[dict[str, float]],
+        plat: list[dict[str, float]],
+        memory: dict[str, float],
+        runs: int,
+        max_tokens: int,
     ) -> dict[str, Any]:
         raw_tps, plat_tps = _p50([r["decode_tps"] for r in raw]), _p50([r["decode_tps"] for r in plat])
         raw_ttft, plat_ttft = _p50([r["ttft_ms"] for r in raw]), _p50([r["ttft_ms"] for r in plat])
