@@ -46,6 +46,7 @@ worker: install
 
 test: install chromium
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy agents chatsite inference sessions_app
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The browser tests drive Debian's chromium (Playwright's own browser download is not used).
@@ -56,6 +57,7 @@ chromium:
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy agents chatsite inference sessions_app
 
 # vLLM's worker gets its own environment: the project's core plus vLLM, without the OpenVINO tools.
 #   GPU server (CUDA wheels):   make vllm-venv

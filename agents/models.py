@@ -125,7 +125,7 @@ class Agent(models.Model):
             options_validate(self.backend, self.backend_options)
         except OptionsError as exc:
             errors["backend_options"] = exc.messages
-        if self.model_id is not None:
+        if self.model is not None:
             allowed = BACKEND_FORMATS.get(self.backend, set())
             if self.model.format not in allowed:
                 errors["model"] = [

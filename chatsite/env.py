@@ -119,3 +119,12 @@ def env_redis_url(name: str) -> str | None:
     except ValueError:
         raise ImproperlyConfigured(f"{name}: the port is not a number in {value!r}") from None
     return value
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate such as ``600/minute`` (DRF's throttle format: N per second, minute, hour or day)."""
+    value = env_str(name, default)
+    number, _, period = value.partition("/")
+    if not number.isdigit() or period[:1] not in ("s", "m", "h", "d"):
+        raise ImproperlyConfigured(f"{name}: expected a rate like 600/minute, got {value!r}")
+    return value

@@ -8,6 +8,7 @@ replies generated in-process by a bounded thread pool, on the bundled SmolLM2 GG
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -18,6 +19,7 @@ from chatsite.env import (
     env_int,
     env_list,
     env_path,
+    env_rate,
     env_redis_url,
     env_str,
 )
@@ -85,6 +87,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_redis_url("REDIS_URL")
 EMBEDDED = REDIS_URL is None
 
+CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if EMBEDDED:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 else:
@@ -154,22 +157,17 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "chatsite.api_errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
-        "user": env_str("API_RATE_LIMIT", "600/minute"),
-        "anon": env_str("API_ANON_RATE_LIMIT", "30/minute"),
+        "user": env_rate("API_RATE_LIMIT", "600/minute"),
+        "anon": env_rate("API_ANON_RATE_LIMIT", "30/minute"),
     },
 }
-for _name in ("API_RATE_LIMIT", "API_ANON_RATE_LIMIT"):
-    _rate = REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][{"API_RATE_LIMIT": "user", "API_ANON_RATE_LIMIT": "anon"}[_name]]
-    _num, _, _period = _rate.partition("/")
-    if not _num.isdigit() or _period[:1] not in ("s", "m", "h", "d"):
-        raise ImproperlyConfigured(f"{_name}: expected a rate like 600/minute, got {_rate!r}")
 
 # Rate-limit counters live in Redis when there is one, so every daphne process shares them.
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
         if EMBEDDED
-        else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL or ""}
     )
 }
 SPECTACULAR_SETTINGS = {

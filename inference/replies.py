@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import time
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,7 +232,7 @@ def replies_reap(*, stale_seconds: int | None = None, started_before: Any = None
     ``started_before`` limits it to replies claimed before that time (a restarted process's).
     """
     stale = stale_seconds if stale_seconds is not None else settings.REPLY_STALE_SECONDS
-    cutoff = timezone.now() - timezone.timedelta(seconds=stale)
+    cutoff = timezone.now() - timedelta(seconds=stale)
     reaped = 0
     candidates = Message.objects.filter(status=Message.Status.STREAMING, heartbeat_at__lte=cutoff)
     if started_before is not None:

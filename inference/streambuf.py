@@ -69,7 +69,8 @@ class RedisStreamBuffer:
         text, seq = self._redis.mget(text_key, seq_key)
         if seq is None:
             return None
-        return (text or b"").decode("utf-8", "replace"), int(seq)
+        raw = text or b""
+        return (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw), int(seq)
 
     def discard(self, message_id: int) -> None:
         self._redis.delete(*self._keys(message_id))
@@ -83,5 +84,5 @@ def stream_buffer() -> StreamBuffer:
     global _buffer
     with _lock:
         if _buffer is None:
-            _buffer = MemoryStreamBuffer() if settings.EMBEDDED else RedisStreamBuffer(settings.REDIS_URL)
+            _buffer = MemoryStreamBuffer() if settings.EMBEDDED else RedisStreamBuffer(str(settings.REDIS_URL))
         return _buffer

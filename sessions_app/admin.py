@@ -10,7 +10,7 @@ from sessions_app.models import ApiToken, Message, Session
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ["role", "agent", "status", "content", "completion_tokens", "ttft_ms", "decode_tps", "created_at"]
+    fields = ("role", "agent", "status", "content", "completion_tokens", "ttft_ms", "decode_tps", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False

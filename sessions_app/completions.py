@@ -200,6 +200,8 @@ def completion_validate(*, user: Any, body: Any) -> CompletionRequest:
             params[name] = value
     seed = _integer(body, "seed")
     if seed is not None:
+        if not -(2**63) <= seed < 2**63:
+            raise CompletionError("seed must fit in 64 bits.", code="invalid_value", param="seed")
         params["seed"] = seed
     stop = _stop(body.get("stop"))
     if stop is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -153,8 +154,8 @@ def reply_stop(*, session: Session, message_id: int | None = None) -> list[int]:
             status=Message.Status.CANCELLED, finished_at=now
         )
         if cancelled:
-            message = Message.objects.select_related("agent").get(pk=pk)
-            transaction.on_commit(lambda m=message: broadcast.done_send(session.pk, message_payload(m)))
+            payload = message_payload(Message.objects.select_related("agent").get(pk=pk))
+            transaction.on_commit(partial(broadcast.done_send, session.pk, payload))
     return ids
 
 
@@ -223,7 +224,7 @@ def _reply_create(
         reply_to=user_message,
         status=Message.Status.QUEUED,
         backend=agent.backend,
-        model_name=agent.model.name if agent.model_id else "",
+        model_name=agent.model.name if agent.model is not None else "",
     )
     session.agents.add(agent)
     Session.objects.filter(pk=session.pk).update(updated_at=timezone.now())

@@ -13,7 +13,8 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 
 from inference.streambuf import stream_buffer
 from sessions_app.models import Message
@@ -52,7 +53,7 @@ def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-async def message_stream(request: HttpRequest, session_id: int, message_id: int) -> HttpResponse:
+async def message_stream(request: HttpRequest, session_id: int, message_id: int) -> HttpResponseBase:
     header = request.headers.get("Authorization", "")
     user = await _token_user(header) if header else await request.auser()
     if user is None or not user.is_authenticated:

@@ -155,8 +155,9 @@ class OpenAICompatBackend(Backend):
         import openai
 
         if should_stop():
-            usage = Usage(prompt_tokens=self.count_tokens(messages), completion_tokens=0)
-            yield Chunk(finish_reason="cancelled", usage=usage)
+            yield Chunk(
+                finish_reason="cancelled", usage=Usage(prompt_tokens=self.count_tokens(messages), completion_tokens=0)
+            )
             return
         # repetition_penalty is no OpenAI field (vLLM and others take it; OpenAI's own API answers
         # 400): sent only when it does something.

@@ -83,6 +83,7 @@ function startChat() {
   const onEvent = (event) => {
     switch (event.type) {
       case "session":
+        performance.mark("chat:snapshot-received");
         title = event.session.title;
         setTitle(title);
         messages.loadSnapshot(event.messages);
@@ -90,6 +91,7 @@ function startChat() {
         for (const pending of outbox.values()) connection.send(pending);
         log.setAttribute("aria-busy", "false");
         document.body.dataset.ready = "1";
+        performance.mark("chat:snapshot-rendered"); // read by tests/ui/bench_ui.py
         break;
       case "message":
         messages.upsert(event.message);

@@ -103,11 +103,46 @@ function imagePlaceholder(src, alt) {
     icon("image"), h("span", { text: words }));
 }
 
-/** Render `text` as sanitized Markdown into `target`, replacing what was there. */
-export function renderMarkdown(target, text, { final = true } = {}) {
-  const fragment = DOMPurify.sanitize(marked.parse(text, { async: false }), PURIFY);
+function toFragment(html, final) {
+  const fragment = DOMPurify.sanitize(html, PURIFY);
   decorate(fragment, final);
-  target.replaceChildren(fragment);
+  return fragment;
+}
+
+/** Render `text` as sanitized Markdown into `target`, replacing what was there. */
+export function renderMarkdown(target, text) {
+  target.replaceChildren(toFragment(marked.parse(text, { async: false }), true));
+}
+
+/**
+ * Render a reply that is still growing. Only the blocks that changed since the last call are
+ * rendered again (in practice the last one or two), so a frame costs the same at token 2,000 as
+ * at token 20. `cache` is an object kept per reply between calls; call `renderMarkdown` for the
+ * final text, which also settles anything a later block changes in an earlier one (a reference
+ * link defined at the end).
+ */
+export function renderMarkdownGrowing(target, text, cache) {
+  const tokens = marked.lexer(text);
+  cache.raws ||= [];
+  cache.nodes ||= [];
+  let same = 0;
+  const reusable = Math.min(tokens.length - 1, cache.raws.length); // the last block may still grow
+  while (same < reusable && tokens[same].raw === cache.raws[same]) same += 1;
+  if (same === 0) {
+    target.replaceChildren();
+  } else {
+    for (const nodes of cache.nodes.slice(same)) for (const node of nodes) node.remove();
+  }
+  cache.raws.length = same;
+  cache.nodes.length = same;
+  for (const token of tokens.slice(same)) {
+    const one = [token];
+    one.links = tokens.links;
+    const fragment = toFragment(marked.parser(one), false);
+    cache.raws.push(token.raw);
+    cache.nodes.push([...fragment.childNodes]);
+    target.append(fragment);
+  }
 }
 
 /** Load a remote image the user asked for, if its address is http(s). */

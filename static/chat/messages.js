@@ -1,7 +1,7 @@
 // The conversation view: one <article> per message, kept in step with the server's events.
 // Streaming text is re-rendered at most once per animation frame, whatever the delta rate.
 
-import { loadImage, renderMarkdown } from "./markdown.js";
+import { loadImage, renderMarkdown, renderMarkdownGrowing } from "./markdown.js";
 import { copyText, flashCopied, h, iconButton, timeLabel } from "./util.js";
 
 export const STATUS_WORDS = {
@@ -198,7 +198,7 @@ export class MessageList {
           h("time", { class: "msg-time", datetime: message.created_at || "", text: timeLabel(message.created_at) })),
         body, errorEl, noteEl,
         h("footer", { class: "msg-foot" }, statsEl, actions)));
-    const item = { data: {}, el, body, statusEl, errorEl, noteEl, statsEl, text: "", seq: 0, rendered: null };
+    const item = { data: {}, el, body, statusEl, errorEl, noteEl, statsEl, text: "", seq: 0, rendered: null, blocks: {} };
     this.update(item, message, { replaceText: true });
     if (message.id !== null) this.items.set(message.id, item);
     return item;
@@ -282,8 +282,11 @@ export class MessageList {
     } else if (!item.text && active) {
       item.body.replaceChildren(h("span", { class: "typing", "aria-label": "Thinking" },
         h("span"), h("span"), h("span")));
+    } else if (active) {
+      renderMarkdownGrowing(item.body, item.text, item.blocks);
     } else {
-      renderMarkdown(item.body, item.text, { final: !active });
+      renderMarkdown(item.body, item.text);
+      item.blocks = {};
     }
     item.body.dataset.seq = item.seq; // what the screen shows, for tests and the benchmark
   }

@@ -139,12 +139,12 @@ export class Sidebar {
       try {
         await apiFetch("PATCH", `/api/sessions/${session.id}/`, { title });
         session.title = title;
-        link.querySelector(".session-title").textContent = title || "New chat";
         this.onRenamed?.(session.id, title);
       } catch (error) {
         window.alert(`Could not rename: ${error.message}`);
       }
-      link.focus();
+      this.render();
+      this.list.querySelector(`li[data-id="${session.id}"] .session-link`)?.focus();
     };
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter") {

@@ -1,10 +1,13 @@
 """Benchmark: the same chats streamed through the platform's ``/v1/chat/completions`` and through
 llama-cpp-python's own OpenAI server on the same GGUF, with the official ``openai`` client on
-both sides, in one run. One side runs after the other: they would fight for the cores.
+both sides, in one run.
 
 Raw: ``python -m llama_cpp.server`` on the bundled model. Platform: daphne → Redis → a Celery
-worker process → llama.cpp, started here as in production. Prints output tokens/s and TTFT for
-each side, the ratio and the TTFT added, and saves JSON.
+worker process → llama.cpp, started here as in production. Both are started first; then each
+prompt goes to one side and then to the other (the order alternating), never to both at once:
+the two engines would fight for the cores, and pairing the requests keeps a busy neighbour on
+the machine from favouring either side. Prints output tokens/s and TTFT for each side, the ratio
+and the TTFT added, and saves JSON.
 
     manage.py bench_openai --runs 5 --max-tokens 200
 """
@@ -21,7 +24,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -107,7 +109,10 @@ class Command(BaseCommand):
         parser.add_argument("--runs", type=int, default=5, help="Prompts per side (after one warm-up).")
         parser.add_argument("--max-tokens", type=int, default=200)
         parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11"))
-        parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""))
+        parser.add_argument(
+            "--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""),
+            help="Default: the platform's own SQLite set-up in a fresh folder.",
+        )  # fmt: skip
         parser.add_argument(
             "--threads", type=int, default=max((os.cpu_count() or 2) // 2, 1),
             help="llama.cpp threads on both sides (default: half the cores, llama.cpp's own default).",
@@ -115,95 +120,103 @@ class Command(BaseCommand):
         parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "bench_openai.json"))
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        import redis
+        from openai import OpenAI
+
         for name in ("httpx", "httpx2"):
             logging.getLogger(name).setLevel(logging.WARNING)  # one line per request otherwise
         runs, max_tokens, threads = opts["runs"], opts["max_tokens"], opts["threads"]
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(runs)]
         data = Path(tempfile.mkdtemp(prefix="chatsite-bench-openai-"))
+        (data / "logs").mkdir()
         self.stdout.write(
             f"bundled model: {bundled_model_path().name}; {runs} prompts, max_tokens={max_tokens}, threads={threads}"
         )
-        raw = self._raw(prompts, max_tokens, threads, data)
-        plat = self._platform(prompts, max_tokens, threads, data, opts)
-        result = self._report(raw, plat, runs, max_tokens, threads)
+        load_before = os.getloadavg()
+        server = self._start_raw(threads, data)
+        plat: Platform | None = None
+        try:
+            plat, token = self._start_platform(max_tokens, threads, data, opts)
+            raw_client = OpenAI(base_url=server[1], api_key="unused", max_retries=0, timeout=600)
+            raw_model = raw_client.models.list().data[0].id
+            plat_client = OpenAI(base_url=f"{plat.http}/v1", api_key=token, max_retries=0, timeout=600)
+
+            def raw_side(prompt: str) -> dict[str, Any]:
+                return _stream(raw_client, raw_model, prompt, max_tokens, {"repeat_penalty": REPETITION_PENALTY})
+
+            def plat_side(prompt: str) -> dict[str, Any]:
+                extra = {"repetition_penalty": REPETITION_PENALTY, "stream_options": {"include_usage": True}}
+                return _stream(plat_client, "assistant", prompt, max_tokens, extra)
+
+            # Warm-up: the platform's worker loads the model on its first reply.
+            raw_side("Say hi.")
+            plat_side("Say hi.")
+            raw, platform = [], []
+            for i, prompt in enumerate(prompts, start=1):
+                if i % 2:
+                    raw.append(raw_side(prompt))
+                    platform.append(plat_side(prompt))
+                else:
+                    platform.append(plat_side(prompt))
+                    raw.append(raw_side(prompt))
+                platform[-1].update(_server_side(plat.http, token, platform[-1]))
+                for side, r in (("raw", raw[-1]), ("platform", platform[-1])):
+                    where = "".join(f", {k} {v:.1f}" for k, v in r.items() if k in ("queue_ms", "worker_ttft_ms"))
+                    self.stdout.write(
+                        f"  #{i} {side:9}{r['tokens']:4} tokens {r['output_tps']:7.1f} tok/s  "
+                        f"TTFT {r['ttft_ms']:7.1f} ms{where}"
+                    )
+        finally:
+            server[0].terminate()
+            server[0].wait(30)
+            if plat is not None:
+                plat.stop_all()
+            redis.Redis.from_url(opts["redis_url"]).flushdb()
+        result = self._report(raw, platform, runs, max_tokens, threads)
+        result["machine"]["loadavg_before"] = [round(x, 2) for x in load_before]
+        result["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         out = Path(opts["out"])
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
+        self.stdout.write(f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
         self.stdout.write(f"saved {out}")
 
-    def _run(
-        self, side: str, client: Any, model: str, prompts: list[str], max_tokens: int, extra: dict[str, Any],
-        inspect: Callable[[dict[str, Any]], dict[str, float]] | None = None,
-    ) -> list[dict[str, Any]]:  # fmt: skip
-        results = []
-        for i, prompt in enumerate(["Say hi.", *prompts]):
-            result = _stream(client, model, prompt, max_tokens, extra)
-            if i == 0:
-                continue  # warm-up: loads the model on the platform's worker
-            if inspect is not None:
-                result.update(inspect(result))
-            results.append(result)
-            where = "".join(f", {k} {v:.1f}" for k, v in result.items() if k.endswith("_ms") and k != "ttft_ms")
-            self.stdout.write(
-                f"  {side:9}#{i}: {result['tokens']} tokens, {result['output_tps']:.1f} tok/s, "
-                f"TTFT {result['ttft_ms']:.1f} ms{where}"
-            )
-        return results
-
-    # --- llama-cpp-python's own OpenAI server ------------------------------------------------
-
-    def _raw(self, prompts: list[str], max_tokens: int, threads: int, data: Path) -> list[dict[str, Any]]:
-        from openai import OpenAI
-
+    def _start_raw(self, threads: int, data: Path) -> tuple[subprocess.Popen[bytes], str]:
+        """llama-cpp-python's own OpenAI server on the bundled model."""
         port = free_port()
         argv = [
             sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()), "--n_ctx", "2048",
             "--n_threads", str(threads), "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
-        with open(data / "llama_cpp_server.log", "ab") as log:
+        with open(data / "logs" / "llama_cpp_server.log", "ab") as log:
             server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_port(port, timeout=120)
-            client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
-            model = client.models.list().data[0].id
-            return self._run("raw", client, model, prompts, max_tokens, {"repeat_penalty": REPETITION_PENALTY})
-        finally:
-            server.terminate()
-            server.wait(30)
+        wait_for_port(port, timeout=120)
+        return server, f"http://127.0.0.1:{port}/v1"
 
-    # --- the platform ------------------------------------------------------------------------
-
-    def _platform(
-        self, prompts: list[str], max_tokens: int, threads: int, data: Path, opts: dict[str, Any]
-    ) -> list[dict[str, Any]]:
+    def _start_platform(self, max_tokens: int, threads: int, data: Path, opts: dict[str, Any]) -> tuple[Platform, str]:
+        """daphne, Redis and one Celery worker process, as deployed; returns it and an API token."""
         import redis
-        from openai import OpenAI
 
         redis.Redis.from_url(opts["redis_url"]).flushdb()
         # No URL: the platform's own SQLite set-up (WAL, a busy timeout) in the data folder.
-        database_url = opts["database_url"] or None
-        env = platform_env(data_dir=data, database_url=database_url, redis_url=opts["redis_url"])
-        (data / "logs").mkdir(exist_ok=True)
+        env = platform_env(data_dir=data, database_url=opts["database_url"] or None, redis_url=opts["redis_url"])
         plat = Platform(env=env, port=free_port(), log_dir=data / "logs")
-        tokens = prepare(env, ("bench",))
+        token = prepare(env, ("bench",))["bench"]
         manage(
             env, "shell", "-c",
             "from agents.models import Agent\n"
-            f"Agent.objects.filter(slug='assistant').update(max_tokens=max(Agent.objects.get(slug='assistant')"
-            f".max_tokens, {max_tokens}), backend_options={{'n_threads': {threads}}})\n",
+            "agent = Agent.objects.get(slug='assistant')\n"
+            f"agent.max_tokens = max(agent.max_tokens, {max_tokens})\n"
+            f"agent.backend_options = {{'n_threads': {threads}}}\n"
+            "agent.save()\n",
         )  # fmt: skip
         try:
             plat.start_daphne()
             plat.start_worker()
-            client = OpenAI(base_url=f"{plat.http}/v1", api_key=tokens["bench"], max_retries=0, timeout=600)
-            extra = {"repetition_penalty": REPETITION_PENALTY, "stream_options": {"include_usage": True}}
-            return self._run(
-                "platform", client, "assistant", prompts, max_tokens, extra,
-                inspect=lambda result: _server_side(plat.http, tokens["bench"], result),
-            )  # fmt: skip
-        finally:
+        except BaseException:
             plat.stop_all()
-            redis.Redis.from_url(opts["redis_url"]).flushdb()
+            raise
+        return plat, token
 
     def _report(
         self, raw: list[dict[str, Any]], plat: list[dict[str, Any]], runs: int, max_tokens: int, threads: int
@@ -211,30 +224,41 @@ class Command(BaseCommand):
         raw_tps, plat_tps = _p50([r["output_tps"] for r in raw]), _p50([r["output_tps"] for r in plat])
         raw_e2e, plat_e2e = _p50([r["end_to_end_tps"] for r in raw]), _p50([r["end_to_end_tps"] for r in plat])
         raw_ttft, plat_ttft = _p50([r["ttft_ms"] for r in raw]), _p50([r["ttft_ms"] for r in plat])
-        same = sum(a["text"] == b["text"] for a, b in zip(raw, plat, strict=True))
+        pairs = list(zip(raw, plat, strict=True))
+        pair_ratio = _p50([p["output_tps"] / r["output_tps"] for r, p in pairs])
+        pair_added = _p50([p["ttft_ms"] - r["ttft_ms"] for r, p in pairs])
+        same = sum(r["text"] == p["text"] for r, p in pairs)
         summary = {
             "raw_output_tps_p50": round(raw_tps, 1),
             "platform_output_tps_p50": round(plat_tps, 1),
             "output_tps_ratio": round(plat_tps / raw_tps, 3),
+            "output_tps_ratio_paired_p50": round(pair_ratio, 3),
             "output_tps_ratio_target": 0.95,
             "raw_end_to_end_tps_p50": round(raw_e2e, 1),
             "platform_end_to_end_tps_p50": round(plat_e2e, 1),
             "raw_ttft_ms_p50": round(raw_ttft, 1),
             "platform_ttft_ms_p50": round(plat_ttft, 1),
             "ttft_added_ms_p50": round(plat_ttft - raw_ttft, 1),
+            "ttft_added_ms_paired_p50": round(pair_added, 1),
             "ttft_added_ms_target": 30,
-            "same_text": f"{same}/{len(raw)}",
+            "platform_queue_ms_p50": round(_p50([p["queue_ms"] for p in plat]), 1),
+            "platform_worker_ttft_ms_p50": round(_p50([p["worker_ttft_ms"] for p in plat]), 1),
+            "same_text": f"{same}/{len(pairs)}",
         }
         self.stdout.write("")
-        self.stdout.write(f"{'':30}{'llama_cpp.server':>18}{'platform /v1':>14}{'ratio / added':>16}")
-        self.stdout.write(f"{'output tokens/s (p50)':30}{raw_tps:18.1f}{plat_tps:14.1f}{plat_tps / raw_tps:16.3f}")
-        self.stdout.write(f"{'end-to-end tokens/s (p50)':30}{raw_e2e:18.1f}{plat_e2e:14.1f}{plat_e2e / raw_e2e:16.3f}")
-        self.stdout.write(f"{'TTFT ms (p50)':30}{raw_ttft:18.1f}{plat_ttft:14.1f}{plat_ttft - raw_ttft:+16.1f}")
-        self.stdout.write(f"same greedy text on both sides: {same}/{len(raw)}")
-        strip = (
-            [{k: v for k, v in r.items() if k != "text"} for r in raw],
-            [{k: v for k, v in r.items() if k != "text"} for r in plat],
+        self.stdout.write(f"{'':30}{'llama_cpp.server':>18}{'platform /v1':>14}{'ratio / added':>16}{'paired':>10}")
+        self.stdout.write(
+            f"{'output tokens/s (p50)':30}{raw_tps:18.1f}{plat_tps:14.1f}{plat_tps / raw_tps:16.3f}{pair_ratio:10.3f}"
         )
+        self.stdout.write(f"{'end-to-end tokens/s (p50)':30}{raw_e2e:18.1f}{plat_e2e:14.1f}{plat_e2e / raw_e2e:16.3f}")
+        self.stdout.write(
+            f"{'TTFT ms (p50)':30}{raw_ttft:18.1f}{plat_ttft:14.1f}{plat_ttft - raw_ttft:+16.1f}{pair_added:+10.1f}"
+        )
+        self.stdout.write(
+            f"platform TTFT: {summary['platform_queue_ms_p50']} ms to a worker's claim, "
+            f"{summary['platform_worker_ttft_ms_p50']} ms from claim to first token (p50)"
+        )
+        self.stdout.write(f"same greedy text on both sides: {same}/{len(pairs)}")
         return {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count(), "python": pyplatform.python_version()},
@@ -242,6 +266,6 @@ class Command(BaseCommand):
             "max_tokens": max_tokens,
             "threads": threads,
             "summary": summary,
-            "raw": strip[0],
-            "platform": strip[1],
+            "raw": [{k: v for k, v in r.items() if k != "text"} for r in raw],
+            "platform": [{k: v for k, v in p.items() if k != "text"} for p in plat],
         }
