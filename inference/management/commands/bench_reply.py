@@ -83,7 +83,9 @@ class Command(BaseCommand):
 
     def _raw(self, prompts: list[str], max_tokens: int, threads: int | None) -> list[dict[str, float]]:
         backend = LlamaCppBackend(
-            model_path=str(bundled_model_path()), options=LlamaCppOptions.model_validate({"n_threads": threads}), n_ctx=2048
+            model_path=str(bundled_model_path()),
+            options=LlamaCppOptions.model_validate({"n_threads": threads}),
+            n_ctx=2048,
         )
         backend.load()
         params = GenerationParams(max_tokens=max_tokens, temperature=0.0, top_p=1.0, repetition_penalty=1.1)
