@@ -175,6 +175,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Agents, sessions and messages of the self-hosted multi-agent chat platform.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chatsite.openapi.add_openai_paths",
+    ],
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -10,7 +10,9 @@ from chatsite import views
 urlpatterns = [
     path(
         "login/",
-        auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True),
+        views.with_csp(
+            auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True)
+        ),
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

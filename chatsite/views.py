@@ -7,12 +7,15 @@ Every session is looked up through ``session_get_for_user``, so another user's s
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.text import slugify
@@ -30,7 +33,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "default-src 'self'",
         "script-src 'self'",
         "style-src 'self'",
-        "img-src 'self' data: blob: http: https:",
+        "img-src 'self' http: https:",
         "connect-src 'self'",
         "font-src 'self'",
         "object-src 'none'",
@@ -41,6 +44,19 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 SIDEBAR_LIMIT = 200
+
+
+def with_csp(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """Send the page's Content-Security-Policy with the view's response."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = view(request, *args, **kwargs)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        return response
+
+    return wrapped
+
 
 STATUS_WORDS = {
     Message.Status.QUEUED: "queued",
@@ -69,7 +85,7 @@ def _agent_card(agent: Agent) -> dict[str, Any]:
         "backend": agent.backend,
         "backend_label": agent.get_backend_display(),
         "node": agent.node,
-        "model": agent.model.name if agent.model_id else None,
+        "model": agent.model.name if agent.model is not None else None,
     }
 
 
@@ -83,6 +99,7 @@ def _session_row(session: Session) -> dict[str, Any]:
     }
 
 
+@with_csp
 @login_required
 @require_GET
 def chat(request: HttpRequest, session_id: int | None = None) -> HttpResponse:
@@ -97,13 +114,11 @@ def chat(request: HttpRequest, session_id: int | None = None) -> HttpResponse:
         "maxChars": settings.MESSAGE_MAX_CHARS,
     }
     current_agent = next((a for a in agents if session and a.pk == session.agent_id), None)
-    response = render(
+    return render(
         request,
         "chat/chat.html",
         {"config": config, "session": session, "agents": agents, "current_agent": current_agent},
     )
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    return response
 
 
 @login_required
@@ -167,7 +182,7 @@ def export_markdown(data: dict[str, Any]) -> str:
             heading = f"## You · {when}"
         elif message["role"] == "assistant":
             who = message["agent_name"] or message["agent"] or "Assistant"
-            heading = f"## {who} · {message['backend'] or 'unknown backend'} · {when}"
+            heading = " · ".join(part for part in (f"## {who}", message["backend"], when) if part)
         else:
             heading = f"## System · {when}"
         lines += ["---", "", heading, "", message["content"].rstrip() or "*(no text)*", ""]

@@ -167,7 +167,7 @@ def _stream_into(stream: _Stream, backend: Backend, messages: list[ChatMessage],
             usage = chunk.usage
     _flush(stream)
     status = Message.Status.CANCELLED if finish == "cancelled" or stream.stop_seen else Message.Status.COMPLETE
-    _finish(stream, status, usage=usage)
+    _finish(stream, status, usage=usage, finish_reason="cancelled" if status == Message.Status.CANCELLED else finish)
 
 
 def _live(send: Any, *args: Any) -> None:
@@ -197,7 +197,7 @@ def _save_partial(stream: _Stream) -> None:
     stream.saved_seq = stream.seq
 
 
-def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None) -> None:
+def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None, finish_reason: str = "") -> None:
     _flush(stream)
     message = stream.message
     end = time.monotonic()
@@ -211,6 +211,8 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None)
     }
     if stream.first_token is not None:
         fields["ttft_ms"] = round((stream.first_token - stream.started) * 1000, 1)
+    if finish_reason:
+        fields["finish_reason"] = finish_reason
     if usage is not None:
         fields["prompt_tokens"] = usage.prompt_tokens
         fields["completion_tokens"] = usage.completion_tokens

@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -42,8 +43,8 @@ _LOG_TAIL_LINES = 30
 
 # Run by the child's own Python before it becomes the server: the kernel sends it SIGTERM when the
 # worker dies, even by SIGKILL (PR_SET_PDEATHSIG survives exec). Done in a fresh process rather
-# than in preexec_fn, which is unsafe in a threaded worker. The kernel ties the signal to the
-# thread that started the child: a Celery thread-pool thread lives as long as the pool.
+# than in preexec_fn, which is unsafe in a threaded worker. The kernel sends the signal when the
+# *thread* that started the child ends, so one long-lived thread starts them all (``_spawn``).
 _PARENT_DEATH_LAUNCHER = (
     "import ctypes, os, signal, sys\n"
     "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"  # 1 = PR_SET_PDEATHSIG
@@ -117,6 +118,8 @@ def free_port() -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As the server binds it: connections left in TIME_WAIT by a dead server do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -124,10 +127,14 @@ def _port_free(port: int) -> bool:
         return True
 
 
+# The server is on loopback: a proxy from the environment must not come between.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def health_ok(base_url: str, timeout: float = _HEALTH_TIMEOUT) -> bool:
     """Whether ``GET /health`` answers 200 (vLLM answers 503 once its engine has died)."""
     try:
-        with urllib.request.urlopen(f"{base_url}/health", timeout=timeout) as response:
+        with _DIRECT.open(f"{base_url}/health", timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -238,7 +245,21 @@ class VLLMServer:
         with self._lock:
             self._stopped = False
             if not self.alive():
-                self._start_locked()
+                self._restart_locked()
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit status once the server has exited, waiting up to ``timeout``; else None.
+
+        A killed server closes its connections a moment before it can be reaped: a reply that
+        saw its stream break waits here to learn how it ended.
+        """
+        proc = self._proc
+        if proc is None:
+            return self.last_exit
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def ensure_running(self) -> bool:
         """Restart the server if it has died; True when this call (re)started it."""
@@ -247,30 +268,48 @@ class VLLMServer:
         with self._lock:
             if self.alive():
                 return False  # another thread restarted it while this one waited
-            if self._stopped:
-                raise EngineStartError("the vLLM engine was stopped")
-            if self._proc is not None:
-                self.last_exit = self._proc.returncode
-                log.warning(
-                    "vLLM engine %s (pid %s) exited with status %s; restarting it",
-                    self.spec.served_model_name, self._proc.pid, self.last_exit,
-                )  # fmt: skip
-            self._start_locked()
+            self._restart_locked()
             return True
 
     def restart_soon(self) -> None:
-        """Restart a dead server in the background, so the next reply waits less for it."""
+        """Restart a dead or unresponsive server in the background, so the next reply waits less."""
         with self._lock:
             if self._stopped or (self._restarter is not None and self._restarter.is_alive()):
                 return
-            self._restarter = threading.Thread(target=self._restart_quietly, name="vllm-restart", daemon=True)
+            self._restarter = threading.Thread(target=self._recover, name="vllm-restart", daemon=True)
             self._restarter.start()
 
-    def _restart_quietly(self) -> None:
+    def _recover(self) -> None:
         try:
-            self.ensure_running()
+            with self._lock:
+                if self._stopped:
+                    return
+                if self.alive():
+                    # Generous: a server busy with a full batch answers slowly, not never.
+                    if health_ok(self.base_url, timeout=10):
+                        return
+                    log.warning("vLLM engine %s does not answer /health; restarting it", self.spec.served_model_name)
+                self._restart_locked()
         except Exception as exc:  # the next reply tries again and reports it
             log.warning("restarting the vLLM engine failed: %s", exc)
+
+    def _restart_locked(self) -> None:
+        if self._stopped:
+            raise EngineStartError("the vLLM engine was stopped")
+        old = self._proc
+        if old is not None:
+            # A server that died can leave its engine process behind, holding the memory (on a
+            # GPU, all of it) the new one needs; one that hangs is ended the same way.
+            _kill_group(old.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                old.wait(10)
+            self.last_exit = old.returncode
+            self._proc = None
+            log.warning(
+                "vLLM engine %s (pid %s) exited with status %s; restarting it",
+                self.spec.served_model_name, old.pid, self.last_exit,
+            )  # fmt: skip
+        self._start_locked()
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the server and its engine processes. Safe to call twice, from any thread."""
@@ -280,15 +319,11 @@ class VLLMServer:
             _running.discard(self)
             if proc is not None:
                 self.last_exit = _stop_group(proc, timeout)
+                log.info("stopped vLLM engine %s (pid %s)", self.spec.served_model_name, proc.pid)
             with contextlib.suppress(OSError):
                 self.pid_path.unlink()
 
     def _start_locked(self) -> None:
-        if self._proc is not None:
-            # A server that died can leave its engine-core process behind, holding the memory
-            # (on a GPU, all of it) the new one needs.
-            _kill_group(self._proc.pid)
-            self._proc = None
         self.log_dir.mkdir(parents=True, exist_ok=True)
         port = self._port if self._port is not None and _port_free(self._port) else free_port()
         command = [*self.command, *self.spec.args(port)]
@@ -298,7 +333,7 @@ class VLLMServer:
         with self.log_path.open("ab") as out:
             out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(command)}\n".encode())
             out.flush()
-            proc = subprocess.Popen(
+            proc = _spawn(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -361,6 +396,27 @@ def _resolved(argv: list[str]) -> list[str]:
 
     program = argv[0] if os.sep in argv[0] else (shutil.which(argv[0]) or argv[0])
     return [program, *argv[1:]]
+
+
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` on a thread that lives as long as the process.
+
+    A reply thread, or a thread that restarts a dead engine, may end; the parent-death signal
+    would then stop a server that is still in use.
+    """
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-spawn")
+
+    def popen() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, **kwargs)
+
+    return _spawner.submit(popen).result()
 
 
 def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:

@@ -6,3 +6,7 @@ class SessionsAppConfig(AppConfig):
     label = "sessions_app"
     verbose_name = "Chat sessions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the token scheme with drf-spectacular.
+        from chatsite import openapi  # noqa: F401

@@ -276,6 +276,9 @@ def completion_reply_state(*, message_id: int) -> dict[str, Any] | None:
 
 
 def completion_finish_reason(*, request: CompletionRequest, reply: dict[str, Any]) -> str:
-    """ "length" when the reply used every token it was allowed, else "stop"."""
+    """The engine's own finish reason; for engines that give none, "length" when the reply used
+    every token it was allowed, else "stop"."""
+    if reply.get("finish_reason") in ("stop", "length"):
+        return str(reply["finish_reason"])
     produced = reply["stats"]["completion_tokens"] or 0
     return "length" if produced >= request.max_tokens else "stop"

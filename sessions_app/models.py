@@ -76,6 +76,9 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.FloatField(null=True, blank=True)
     decode_tps = models.FloatField(null=True, blank=True)
+    finish_reason = models.CharField(
+        max_length=16, blank=True, default="", help_text="stop, length or cancelled, as the engine said."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

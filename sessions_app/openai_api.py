@@ -293,7 +293,7 @@ class _Call:
         return final
 
     async def sse(self) -> AsyncIterator[bytes]:
-        ended = False
+        closed = False
         try:
             yield self._chunk({"role": "assistant", "content": ""})
             final: dict[str, Any] = {}
@@ -302,6 +302,9 @@ class _Call:
                     yield self._chunk({"content": item})
                 else:
                     final = item
+            # Clean up before the caller hears the end: by then a `store: false` call is gone.
+            closed = True
+            await self._close(ended=True)
             if final["status"] in FAILED:
                 failure = _failure(final)
                 error = {"message": failure.message, "type": failure.kind, "param": None, "code": failure.code}
@@ -312,9 +315,9 @@ class _Call:
                 if self.request.include_usage:
                     yield _sse({**self._head("chat.completion.chunk"), "choices": [], "usage": self._usage(final)})
             yield b"data: [DONE]\n\n"
-            ended = True
         finally:
-            await self._close(ended=ended)
+            if not closed:
+                await self._close(ended=False)
 
     def _head(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.request.agent.slug}

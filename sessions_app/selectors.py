@@ -71,6 +71,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         "seq": message.seq,
         "backend": message.backend,
         "model": message.model_name,
+        "finish_reason": message.finish_reason,
         "stats": {
             "prompt_tokens": message.prompt_tokens,
             "completion_tokens": message.completion_tokens,

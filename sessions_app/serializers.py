@@ -40,7 +40,7 @@ class MessageOutputSerializer(serializers.ModelSerializer):
         model = Message
         fields = [
             "id", "session", "role", "agent", "reply_to", "content", "status", "error", "client_id",
-            "seq", "backend", "model_name", "stats", "created_at", "started_at", "finished_at",
+            "seq", "backend", "model_name", "finish_reason", "stats", "created_at", "started_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
 

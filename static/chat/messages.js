@@ -34,7 +34,13 @@ export class MessageList {
     this.dirty = new Set();
     this.frame = 0;
     this.stick = true; // follow the stream while the reader is at the bottom
+    this.settling = 0;
     root.addEventListener("click", (event) => this.onClick(event));
+    for (const kind of ["wheel", "touchstart", "keydown", "mousedown"]) {
+      scroller.addEventListener(kind, () => {
+        this.settling = 0; // the reader took over
+      }, { passive: true });
+    }
     scroller.addEventListener("scroll", () => {
       this.stick = this.nearBottom();
       this.callbacks.onChange?.();
@@ -51,8 +57,29 @@ export class MessageList {
     this.stick = true;
   }
 
+  /**
+   * Messages off screen have an estimated height until first shown (content-visibility), so the
+   * bottom moves for a few frames after a jump to it; keep following it until it settles.
+   */
+  settleAtBottom(frames = 10) {
+    this.settling = frames;
+    const step = () => {
+      if (this.settling <= 0) return;
+      this.settling -= 1;
+      const before = this.scroller.scrollHeight;
+      this.scrollToBottom();
+      const moving = this.scroller.scrollHeight !== before;
+      const early = this.settling > frames - 3; // the first frames may not have laid out yet
+      if (this.settling > 0 && (moving || early)) requestAnimationFrame(step);
+    };
+    this.scrollToBottom();
+    requestAnimationFrame(step);
+  }
+
   /** The persisted state sent on every (re)connect: replace ours with it. */
   loadSnapshot(messages) {
+    const first = this.items.size === 0 && this.pending.size === 0;
+    const follow = this.stick; // a reconnect must not pull a reader away from what they read
     const seen = new Set();
     const fragment = document.createDocumentFragment();
     for (const message of messages) {
@@ -75,7 +102,7 @@ export class MessageList {
     this.root.append(fragment);
     this.flush();
     this.markLast();
-    this.scrollToBottom();
+    if (first || follow) this.settleAtBottom();
   }
 
   /** A `message` event: created, or changed state (an edit, a reply starting). */
@@ -130,7 +157,7 @@ export class MessageList {
     const item = this.create({ id: null, role: "user", content, status: "sending", client_id: clientId });
     this.pending.set(clientId, item);
     this.root.append(item.el);
-    this.scrollToBottom();
+    this.settleAtBottom();
     return item;
   }
 

@@ -66,6 +66,7 @@ export class Sidebar {
   }
 
   render() {
+    if (this.list.querySelector(".session-rename")) return; // renaming: the rename renders when done
     const rows = this.sessions.map((session) => this.row(session));
     this.list.replaceChildren(...rows);
     this.empty.hidden = rows.length > 0;
@@ -135,7 +136,10 @@ export class Sidebar {
       finished = true;
       const title = input.value.trim();
       input.replaceWith(link);
-      if (!save || title === session.title) return;
+      if (!save || title === session.title) {
+        this.render();
+        return;
+      }
       try {
         await apiFetch("PATCH", `/api/sessions/${session.id}/`, { title });
         session.title = title;

@@ -91,14 +91,17 @@ export function debounce(fn, ms) {
   };
 }
 
+// Formatters are costly to build; a session of 500 messages would build 1,000 of them.
+const TIME = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
+const DATE_TIME = new Intl.DateTimeFormat([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+
 export function timeLabel(iso) {
   if (!iso) return "";
   const date = new Date(iso);
   const today = new Date();
-  const sameDay = date.toDateString() === today.toDateString();
-  return sameDay
-    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-    : date.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const sameDay = date.getFullYear() === today.getFullYear() && date.getMonth() === today.getMonth()
+    && date.getDate() === today.getDate();
+  return (sameDay ? TIME : DATE_TIME).format(date);
 }
 
 /** Send a JSON request with the session cookie and the CSRF token; throws with the server's words. */

@@ -68,6 +68,7 @@ def test_a_reply_streams_and_is_saved_with_its_stats(session: Session) -> None:
     assert reply.content == "Hello, world."
     assert reply.completion_tokens == 4 and reply.prompt_tokens and reply.prompt_tokens > 0
     assert reply.seq >= 1 and reply.finished_at is not None
+    assert reply.finish_reason == "stop"
     # The backend saw the system prompt, then the user's message.
     assert FakeBackend.seen_messages[0] == [
         {"role": "system", "content": "You are terse."},
@@ -112,7 +113,7 @@ def test_a_stop_request_ends_the_reply_cancelled_with_its_partial_text(session: 
     reply = queued_reply(session)
     reply_generate(message_id=reply.pk)
     reply.refresh_from_db()
-    assert reply.status == "cancelled"
+    assert (reply.status, reply.finish_reason) == ("cancelled", "cancelled")
     assert reply.content.startswith("w0 w1 w2 w3 w4 ")
     assert len(reply.content.split()) < 50
 

@@ -1,7 +1,7 @@
 """Schemathesis generates requests from the OpenAPI schema for every endpoint; none may crash.
 
-A platform of its own (daphne, PostgreSQL-less SQLite, Redis, no worker: replies stay queued), so
-the fuzzed sessions and messages do not load the shared worker.
+A platform of its own (daphne, SQLite, Redis and a worker), so the fuzzed sessions and messages do
+not load the shared one; its agent answers in at most 8 tokens, so the fuzzed replies are quick.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chatsite.launch import VENV_BIN, Platform, free_port, platform_env, prepare
+from chatsite.launch import VENV_BIN, Platform, free_port, manage, platform_env, prepare
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,9 @@ def quiet_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfor
     (data / "logs").mkdir()
     platform = Platform(env=env, port=free_port(), log_dir=data / "logs")
     platform.tokens = prepare(env, ("fuzzer",))
+    manage(env, "shell", "-c", "from agents.models import Agent; Agent.objects.update(max_tokens=8)")
     platform.start_daphne()
+    platform.start_worker()
     yield platform
     platform.stop_all()
 
@@ -63,4 +65,6 @@ def test_no_generated_request_gets_a_server_error(quiet_platform: Platform) -> N
     )
     log = (quiet_platform.log_dir / "daphne.log").read_text()
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:] + log[-3000:]
+    for operation in ("/v1/chat/completions", "/api/sessions/{session_id}/messages/", "/api/agents/"):
+        assert operation in result.stdout, result.stdout[-3000:]
     assert "Traceback" not in log, log[-6000:]

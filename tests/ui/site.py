@@ -87,18 +87,20 @@ agent = Agent.objects.get(slug="assistant")
 session = Session.objects.create(owner=owner, agent=agent, title=TITLE)
 session.agents.add(agent)
 rows = []
-for role, content in MESSAGES:
+for role, content, *rest in MESSAGES:
+    status, error = (rest + ["complete", ""])[:2]
     rows.append(Message(session=session, role=role, content=content,
                         agent=agent if role == "assistant" else None,
-                        status="complete", backend=agent.backend,
+                        status=status, error=error, backend=agent.backend,
                         completion_tokens=len(content.split()) if role == "assistant" else None))
 Message.objects.bulk_create(rows)
 print(json.dumps(session.pk))
 """
 
 
-def seed_session(platform: Platform, owner: str, title: str, messages: list[tuple[str, str]]) -> int:
-    """A session stored straight in the database, with finished messages (no reply is generated)."""
+def seed_session(platform: Platform, owner: str, title: str, messages: list[tuple[str, ...]]) -> int:
+    """A session stored straight in the database; no reply is generated. Each message is
+    ``(role, content)`` (complete) or ``(role, content, status, error)``."""
     code = f"OWNER = {owner!r}\nTITLE = {title!r}\nMESSAGES = {messages!r}\n" + SEED
     return int(shell(platform, code))
 

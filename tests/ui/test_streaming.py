@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from chatsite.launch import Platform
+from chatsite.launch import Platform, free_port, manage
 from tests.integration.chat_client import api
 from tests.ui.helpers import ask, copied, last_reply, session_id_of, stored, wait_final
 
@@ -70,3 +70,30 @@ def test_the_agent_named_in_the_composer_answers(page: Page, platform: Platform)
     assert wait_final(reply) == "complete"
     expect(reply.locator(".msg-who")).to_have_text("Pirate")
     assert stored(platform, session_id_of(page))[1]["agent"] == "pirate"
+
+
+BROKEN_AGENT = """
+from agents.models import Agent
+Agent.objects.update_or_create(slug="unreachable", defaults=dict(
+    name="Unreachable", description="Its server is down.", backend="openai_compat",
+    backend_options={{"base_url": "http://127.0.0.1:{port}/v1", "model": "none", "timeout": 5}}))
+"""
+
+
+def test_a_failed_reply_says_so_with_the_error(page: Page, platform: Platform) -> None:
+    manage(platform.env, "shell", "-c", BROKEN_AGENT.format(port=free_port()))
+    try:
+        page.goto(f"{platform.http}/")
+        page.locator(".agent-card", has_text="Unreachable").click()
+        page.wait_for_selector("body[data-ready='1']")
+        reply = ask(page, "Anyone there?")
+        assert wait_final(reply, timeout=90_000) == "failed"
+        expect(reply.locator(".status")).to_have_text("failed")
+        expect(reply.locator(".msg-error")).to_contain_text("Cannot reach")
+    finally:
+        manage(
+            platform.env,
+            "shell",
+            "-c",
+            "from agents.models import Agent; Agent.objects.filter(slug='unreachable').delete()",
+        )
