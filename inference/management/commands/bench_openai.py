@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import platform as pyplatform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,22 +29,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chatsite.launch import ROOT, Platform, free_port, manage, platform_env, prepare, wait_for_port
+from chatsite.launch import ROOT, Platform, free_port, wait_for_port
+from inference.benchmarks import DEFAULT_THREADS, PROMPTS, REPETITION_PENALTY, SYSTEM, bench_platform_start, p50
 from inference.bundled import bundled_model_path
-
-PROMPTS = [
-    "Write a long story about a lighthouse keeper who befriends a seagull.",
-    "Explain in detail how a steam engine works.",
-    "Describe a walk through a busy market in a city by the sea.",
-    "Write a long letter from a sailor to his sister about his travels.",
-    "Explain why the sky is blue, step by step, for a curious child.",
-]
-SYSTEM = "You are a helpful assistant. Answer clearly and briefly."
-REPETITION_PENALTY = 1.1
-
-
-def _p50(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def _stream(client: Any, model: str, prompt: str, max_tokens: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +100,7 @@ class Command(BaseCommand):
             help="Default: the platform's own SQLite set-up in a fresh folder.",
         )  # fmt: skip
         parser.add_argument(
-            "--threads", type=int, default=max((os.cpu_count() or 2) // 2, 1),
+            "--threads", type=int, default=DEFAULT_THREADS,
             help="llama.cpp threads on both sides (default: half the cores, llama.cpp's own default).",
         )  # fmt: skip
         parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "bench_openai.json"))
@@ -194,39 +180,23 @@ class Command(BaseCommand):
         return server, f"http://127.0.0.1:{port}/v1"
 
     def _start_platform(self, max_tokens: int, threads: int, data: Path, opts: dict[str, Any]) -> tuple[Platform, str]:
-        """daphne, Redis and one Celery worker process, as deployed; returns it and an API token."""
-        import redis
-
-        redis.Redis.from_url(opts["redis_url"]).flushdb()
-        # No URL: the platform's own SQLite set-up (WAL, a busy timeout) in the data folder.
-        env = platform_env(data_dir=data, database_url=opts["database_url"] or None, redis_url=opts["redis_url"])
-        plat = Platform(env=env, port=free_port(), log_dir=data / "logs")
-        token = prepare(env, ("bench",))["bench"]
-        manage(
-            env, "shell", "-c",
-            "from agents.models import Agent\n"
-            "agent = Agent.objects.get(slug='assistant')\n"
-            f"agent.max_tokens = max(agent.max_tokens, {max_tokens})\n"
-            f"agent.backend_options = {{'n_threads': {threads}}}\n"
-            "agent.save()\n",
-        )  # fmt: skip
-        try:
-            plat.start_daphne()
-            plat.start_worker()
-        except BaseException:
-            plat.stop_all()
-            raise
-        return plat, token
+        return bench_platform_start(
+            data=data,
+            redis_url=opts["redis_url"],
+            database_url=opts["database_url"] or None,
+            max_tokens=max_tokens,
+            threads=threads,
+        )
 
     def _report(
         self, raw: list[dict[str, Any]], plat: list[dict[str, Any]], runs: int, max_tokens: int, threads: int
     ) -> dict[str, Any]:
-        raw_tps, plat_tps = _p50([r["output_tps"] for r in raw]), _p50([r["output_tps"] for r in plat])
-        raw_e2e, plat_e2e = _p50([r["end_to_end_tps"] for r in raw]), _p50([r["end_to_end_tps"] for r in plat])
-        raw_ttft, plat_ttft = _p50([r["ttft_ms"] for r in raw]), _p50([r["ttft_ms"] for r in plat])
+        raw_tps, plat_tps = p50([r["output_tps"] for r in raw]), p50([r["output_tps"] for r in plat])
+        raw_e2e, plat_e2e = p50([r["end_to_end_tps"] for r in raw]), p50([r["end_to_end_tps"] for r in plat])
+        raw_ttft, plat_ttft = p50([r["ttft_ms"] for r in raw]), p50([r["ttft_ms"] for r in plat])
         pairs = list(zip(raw, plat, strict=True))
-        pair_ratio = _p50([p["output_tps"] / r["output_tps"] for r, p in pairs])
-        pair_added = _p50([p["ttft_ms"] - r["ttft_ms"] for r, p in pairs])
+        pair_ratio = p50([p["output_tps"] / r["output_tps"] for r, p in pairs])
+        pair_added = p50([p["ttft_ms"] - r["ttft_ms"] for r, p in pairs])
         same = sum(r["text"] == p["text"] for r, p in pairs)
         summary = {
             "raw_output_tps_p50": round(raw_tps, 1),
@@ -241,8 +211,8 @@ class Command(BaseCommand):
             "ttft_added_ms_p50": round(plat_ttft - raw_ttft, 1),
             "ttft_added_ms_paired_p50": round(pair_added, 1),
             "ttft_added_ms_target": 30,
-            "platform_queue_ms_p50": round(_p50([p["queue_ms"] for p in plat]), 1),
-            "platform_worker_ttft_ms_p50": round(_p50([p["worker_ttft_ms"] for p in plat]), 1),
+            "platform_queue_ms_p50": round(p50([p["queue_ms"] for p in plat]), 1),
+            "platform_worker_ttft_ms_p50": round(p50([p["worker_ttft_ms"] for p in plat]), 1),
             "same_text": f"{same}/{len(pairs)}",
         }
         self.stdout.write("")

@@ -1,7 +1,10 @@
 """Benchmark: the same prompts through the raw engine and through the whole platform, in one run.
 
-Raw: llama-cpp-python on the bundled GGUF, in this process. Platform: a websocket client →
-daphne → Redis → a Celery worker process → the same engine. Prints the ratios and saves JSON.
+Raw: llama-cpp-python on the bundled GGUF, in this process, through the backend class the
+workers use. Platform: a websocket client → daphne → Redis → a Celery worker process → the same
+engine, started here as deployed. Each prompt goes to one side and then the other (the order
+alternating), never to both at once, with the same threads on both. Prints decode tokens/s, TTFT,
+their ratio and difference, the worker's resident memory, and saves JSON.
 
     manage.py bench_reply --runs 5 --max-tokens 256
 """
@@ -11,49 +14,41 @@ from __future__ import annotations
 import json
 import os
 import platform as pyplatform
-import statistics
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chatsite.launch import ROOT, Platform, free_port, platform_env, prepare
+from chatsite.launch import ROOT, Platform
 from inference.backends.base import GenerationParams
 from inference.backends.llama_cpp import LlamaCppBackend
 from inference.backends.options import LlamaCppOptions
+from inference.benchmarks import (
+    DEFAULT_THREADS,
+    PROMPTS,
+    REPETITION_PENALTY,
+    SYSTEM,
+    bench_platform_start,
+    children,
+    p50,
+    rss_mb,
+)
 from inference.bundled import bundled_model_path
 
-PROMPTS = [
-    "Write a long story about a lighthouse keeper who befriends a seagull.",
-    "Explain in detail how a steam engine works.",
-    "Describe a walk through a busy market in a city by the sea.",
-    "Write a long letter from a sailor to his sister about his travels.",
-    "Explain why the sky is blue, step by step, for a curious child.",
-]
-SYSTEM = "You are a helpful assistant. Answer clearly and briefly."
 
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def _p50(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+def _timing(start: float, first: float | None, last: float | None, tokens: int, text: str) -> dict[str, Any]:
+    if first is None or last is None:
+        raise CommandError("no text came back")
+    return {
+        "ttft_ms": (first - start) * 1000,
+        "tokens": tokens,
+        "decode_tps": (tokens - 1) / max(last - first, 1e-9),
+        "text": text,
+    }
 
 
 class Command(BaseCommand):
@@ -64,165 +59,147 @@ class Command(BaseCommand):
         parser.add_argument("--max-tokens", type=int, default=256)
         parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"))
         parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""))
-        parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores).")
+        parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="llama.cpp threads, both sides.")
         parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "bench_reply.json"))
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        runs, max_tokens = opts["runs"], opts["max_tokens"]
+        import redis
+
+        runs, max_tokens, threads = opts["runs"], opts["max_tokens"], opts["threads"]
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(runs)]
-        self.stdout.write(f"bundled model: {bundled_model_path().name}; {runs} prompts, max_tokens={max_tokens}")
-        raw = self._raw(prompts, max_tokens, opts["threads"])
-        plat, memory = self._platform(prompts, max_tokens, opts)
-        result = self._report(raw, plat, memory, runs, max_tokens)
-        out = Path(opts["out"])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        self.stdout.write(f"saved {out}")
-
-    # --- raw engine --------------------------------------------------------------------------
-
-    def _raw(self, prompts: list[str], max_tokens: int, threads: int | None) -> list[dict[str, float]]:
+        self.stdout.write(f"{bundled_model_path().name}; {runs} prompts, max_tokens={max_tokens}, threads={threads}")
+        load_before = os.getloadavg()
+        data = Path(tempfile.mkdtemp(prefix="chatsite-bench-reply-"))
+        plat, token = bench_platform_start(
+            data=data,
+            redis_url=opts["redis_url"],
+            database_url=opts["database_url"] or None,
+            max_tokens=max_tokens,
+            threads=threads,
+        )
         backend = LlamaCppBackend(
             model_path=str(bundled_model_path()),
             options=LlamaCppOptions.model_validate({"n_threads": threads}),
             n_ctx=2048,
         )
         backend.load()
-        params = GenerationParams(max_tokens=max_tokens, temperature=0.0, top_p=1.0, repetition_penalty=1.1)
-        results = []
-        for i, prompt in enumerate(["Say hi.", *prompts]):
-            messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
-            start = time.perf_counter()
-            first = last = None
-            tokens = 0
-            for chunk in backend.stream_chat(messages, params):
-                now = time.perf_counter()
-                if chunk.text:
-                    first = first or now
-                    last = now
-                if chunk.usage:
-                    tokens = chunk.usage.completion_tokens
-            if i == 0 or first is None or last is None:
-                continue  # warm-up
-            results.append(
-                {
-                    "ttft_ms": (first - start) * 1000,
-                    "tokens": tokens,
-                    "decode_tps": (tokens - 1) / max(last - first, 1e-9),
-                }
-            )
-            self.stdout.write(
-                f"  raw      #{i}: {results[-1]['decode_tps']:.1f} tok/s, TTFT {results[-1]['ttft_ms']:.1f} ms"
-            )
-        backend.close()
-        return results
-
-    # --- through the platform ----------------------------------------------------------------
-
-    def _platform(
-        self, prompts: list[str], max_tokens: int, opts: dict[str, Any]
-    ) -> tuple[list[dict[str, float]], dict[str, float]]:
-        import redis
-        from websockets.sync.client import connect
-
-        redis.Redis.from_url(opts["redis_url"]).flushdb()
-        data = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))
-        database_url = opts["database_url"] or f"sqlite:///{data}/bench.sqlite3"
-        env = platform_env(data_dir=data, database_url=database_url, redis_url=opts["redis_url"])
-        (data / "logs").mkdir()
-        plat = Platform(env=env, port=free_port(), log_dir=data / "logs")
-        tokens = prepare(env, ("bench",))
-        threads = {"n_threads": opts["threads"]} if opts["threads"] else {}
-        from chatsite.launch import manage
-
-        manage(
-            env, "shell", "-c",
-            "from agents.models import Agent\n"
-            f"Agent.objects.filter(slug='assistant').update(temperature=0.0, top_p=1.0, repetition_penalty=1.1, "
-            f"max_tokens={max_tokens}, system_prompt={SYSTEM!r}, backend_options={threads!r})\n",
-        )  # fmt: skip
-        results: list[dict[str, float]] = []
-        memory: dict[str, float] = {}
+        params = GenerationParams(
+            max_tokens=max_tokens, temperature=0.0, top_p=1.0, repetition_penalty=REPETITION_PENALTY
+        )
+        raw: list[dict[str, Any]] = []
+        platform: list[dict[str, Any]] = []
         try:
-            plat.start_daphne()
-            plat.start_worker()
-            headers = {"Authorization": f"Token {tokens['bench']}"}
-            for i, prompt in enumerate(["Say hi.", *prompts]):
-                # A fresh session per prompt, so both sides see the same one-turn prompt.
-                import urllib.request
-
-                req = urllib.request.Request(
-                    f"{plat.http}/api/sessions/", data=b"{}", method="POST",
-                    headers={**headers, "Content-Type": "application/json"},
-                )  # fmt: skip
-                with urllib.request.urlopen(req) as resp:
-                    sid = json.loads(resp.read())["id"]
-                with connect(f"{plat.ws}/ws/sessions/{sid}/", additional_headers=headers) as ws:
-                    json.loads(ws.recv(timeout=30))
-                    start = time.perf_counter()
-                    ws.send(json.dumps({"type": "message", "content": prompt, "client_id": str(uuid.uuid4())}))
-                    first = last = None
-                    done: dict[str, Any] = {}
-                    while True:
-                        event = json.loads(ws.recv(timeout=300))
-                        now = time.perf_counter()
-                        if event["type"] == "delta":
-                            first = first or now
-                            last = now
-                        elif event["type"] == "done":
-                            done = event
-                            break
-                if i == 0 or first is None or last is None:
-                    continue
-                n = done["stats"]["completion_tokens"] or 0
-                results.append(
-                    {"ttft_ms": (first - start) * 1000, "tokens": n, "decode_tps": (n - 1) / max(last - first, 1e-9)}
-                )
-                self.stdout.write(
-                    f"  platform #{i}: {results[-1]['decode_tps']:.1f} tok/s, TTFT {results[-1]['ttft_ms']:.1f} ms"
-                )
+            self._raw(backend, params, "Say hi.")
+            self._platform(plat, token, "Say hi.")  # the worker loads the model on its first reply
+            for i, prompt in enumerate(prompts, start=1):
+                sides = [("raw", raw), ("platform", platform)]
+                for name, results in sides if i % 2 else reversed(sides):
+                    r = self._raw(backend, params, prompt) if name == "raw" else self._platform(plat, token, prompt)
+                    results.append(r)
+                    line = f"{r['tokens']:4} tokens {r['decode_tps']:7.1f} tok/s  TTFT {r['ttft_ms']:7.1f} ms"
+                    self.stdout.write(f"  #{i} {name:9}{line}")
             worker = plat.procs["worker"].pid
-            children = _children(worker)
             memory = {
-                "worker_main_rss_mb": round(_rss_mb(worker), 1),
-                "worker_child_rss_mb": round(sum(_rss_mb(c) for c in children), 1),
+                "worker_main_rss_mb": round(rss_mb(worker), 1),
+                "worker_child_rss_mb": round(sum(rss_mb(c) for c in children(worker)), 1),
             }
             memory["worker_total_rss_mb"] = round(memory["worker_main_rss_mb"] + memory["worker_child_rss_mb"], 1)
         finally:
+            backend.close()
             plat.stop_all()
-        return results, memory
+            redis.Redis.from_url(opts["redis_url"]).flushdb()
+        result = self._report(raw, platform, memory)
+        result.update(runs=runs, max_tokens=max_tokens, threads=threads)
+        result["machine"]["loadavg_before"] = [round(x, 2) for x in load_before]
+        result["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        out = Path(opts["out"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        self.stdout.write(f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
+        self.stdout.write(f"saved {out}")
+
+    def _raw(self, backend: LlamaCppBackend, params: GenerationParams, prompt: str) -> dict[str, Any]:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+        start = time.perf_counter()
+        first = last = None
+        tokens, pieces = 0, []
+        for chunk in backend.stream_chat(messages, params):
+            if chunk.text:
+                last = time.perf_counter()
+                first = first or last
+                pieces.append(chunk.text)
+            if chunk.usage:
+                tokens = chunk.usage.completion_tokens
+        return _timing(start, first, last, tokens, "".join(pieces))
+
+    def _platform(self, plat: Platform, token: str, prompt: str) -> dict[str, Any]:
+        """One reply in a fresh session, timed as a websocket client sees it."""
+        from websockets.sync.client import connect
+
+        headers = {"Authorization": f"Token {token}"}
+        request = urllib.request.Request(
+            f"{plat.http}/api/sessions/",
+            data=b"{}",
+            method="POST",
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            session_id = json.loads(response.read())["id"]
+        with connect(f"{plat.ws}/ws/sessions/{session_id}/", additional_headers=headers) as ws:
+            json.loads(ws.recv(timeout=30))
+            start = time.perf_counter()
+            ws.send(json.dumps({"type": "message", "content": prompt, "client_id": str(uuid.uuid4())}))
+            first = last = None
+            pieces: list[str] = []
+            while True:
+                event = json.loads(ws.recv(timeout=600))
+                if event["type"] == "delta":
+                    last = time.perf_counter()
+                    first = first or last
+                    pieces.append(event["text"])
+                elif event["type"] == "done":
+                    break
+        return _timing(start, first, last, event["stats"]["completion_tokens"] or 0, "".join(pieces))
 
     def _report(
-        self,
-        raw: list[dict[str, float]],
-        plat: list[dict[str, float]],
-        memory: dict[str, float],
-        runs: int,
-        max_tokens: int,
+        self, raw: list[dict[str, Any]], plat: list[dict[str, Any]], memory: dict[str, float]
     ) -> dict[str, Any]:
-        raw_tps, plat_tps = _p50([r["decode_tps"] for r in raw]), _p50([r["decode_tps"] for r in plat])
-        raw_ttft, plat_ttft = _p50([r["ttft_ms"] for r in raw]), _p50([r["ttft_ms"] for r in plat])
+        raw_tps, plat_tps = p50([r["decode_tps"] for r in raw]), p50([r["decode_tps"] for r in plat])
+        raw_ttft, plat_ttft = p50([r["ttft_ms"] for r in raw]), p50([r["ttft_ms"] for r in plat])
+        pairs = list(zip(raw, plat, strict=True))
+        pair_ratio = p50([p["decode_tps"] / r["decode_tps"] for r, p in pairs])
+        pair_added = p50([p["ttft_ms"] - r["ttft_ms"] for r, p in pairs])
+        same = sum(r["text"] == p["text"] for r, p in pairs)
         summary = {
             "raw_decode_tps_p50": round(raw_tps, 1),
             "platform_decode_tps_p50": round(plat_tps, 1),
             "decode_ratio": round(plat_tps / raw_tps, 3),
+            "decode_ratio_paired_p50": round(pair_ratio, 3),
+            "decode_ratio_target": 0.95,
             "raw_ttft_ms_p50": round(raw_ttft, 1),
             "platform_ttft_ms_p50": round(plat_ttft, 1),
             "ttft_added_ms_p50": round(plat_ttft - raw_ttft, 1),
+            "ttft_added_ms_paired_p50": round(pair_added, 1),
+            "ttft_added_ms_target": 30,
+            "same_text": f"{same}/{len(pairs)}",
             **memory,
+            "worker_rss_target_mb": 600,
         }
         self.stdout.write("")
-        self.stdout.write(f"{'':28}{'raw engine':>14}{'platform':>14}{'ratio / added':>16}")
-        self.stdout.write(f"{'decode tokens/s (p50)':28}{raw_tps:14.1f}{plat_tps:14.1f}{plat_tps / raw_tps:16.3f}")
-        self.stdout.write(f"{'TTFT ms (p50)':28}{raw_ttft:14.1f}{plat_ttft:14.1f}{plat_ttft - raw_ttft:+16.1f}")
+        self.stdout.write(f"{'':28}{'raw engine':>12}{'platform':>12}{'ratio / added':>16}{'paired':>10}")
+        self.stdout.write(
+            f"{'decode tokens/s (p50)':28}{raw_tps:12.1f}{plat_tps:12.1f}{plat_tps / raw_tps:16.3f}{pair_ratio:10.3f}"
+        )
+        self.stdout.write(
+            f"{'TTFT ms (p50)':28}{raw_ttft:12.1f}{plat_ttft:12.1f}{plat_ttft - raw_ttft:+16.1f}{pair_added:+10.1f}"
+        )
         for key, value in memory.items():
-            self.stdout.write(f"{key:28}{value:14.1f} MB")
+            self.stdout.write(f"{key:28}{value:12.1f} MB")
+        self.stdout.write(f"same greedy text on both sides: {same}/{len(pairs)}")
         return {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count(), "python": pyplatform.python_version()},
-            "runs": runs,
-            "max_tokens": max_tokens,
             "summary": summary,
-            "raw": raw,
-            "platform": plat,
+            "raw": [{k: v for k, v in r.items() if k != "text"} for r in raw],
+            "platform": [{k: v for k, v in p.items() if k != "text"} for p in plat],
         }
