@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from chatsite import views
+from chatsite import token_views, views
 
 urlpatterns = [
     path(
@@ -17,6 +17,8 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.chat, name="chat"),
+    path("tokens/", token_views.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", token_views.token_revoke_view, name="token-revoke"),
     path("s/new/", views.session_new, name="chat-session-new"),
     path("s/list.json", views.session_list, name="chat-session-list"),
     path("s/<int:session_id>/", views.chat, name="chat-session"),

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agents.models import Agent
 from sessions_app import services
 from sessions_app.models import Message, Session
-from sessions_app.selectors import session_export, session_get_for_user, session_search_for_user
+from sessions_app.selectors import session_export, session_get_for_user, session_list_for_user
 
 # Model output is rendered in this page: even if the sanitizer missed something, no script but
 # ours runs and nothing is framed. Remote images stay allowed because a user may click to load one.
@@ -106,7 +106,7 @@ def chat(request: HttpRequest, session_id: int | None = None) -> HttpResponse:
     """The chat app: with a session, its conversation; without, the agent picker."""
     session = _session_or_404(request, session_id) if session_id is not None else None
     agents = list(Agent.objects.visible_to(request.user).filter(is_active=True).select_related("model"))
-    sessions = session_search_for_user(user=request.user, archived=False)[:SIDEBAR_LIMIT]
+    sessions = session_list_for_user(user=request.user, archived=False)[:SIDEBAR_LIMIT]
     config = {
         "session": _session_row(session) if session else None,
         "agents": [_agent_card(agent) for agent in agents],
@@ -142,7 +142,7 @@ def session_list(request: HttpRequest) -> JsonResponse:
     """The sidebar: the user's sessions, newest first, filtered by ``q`` (title or content)."""
     archived = request.GET.get("archived", "").lower() in ("1", "true", "yes")
     query = request.GET.get("q", "")[:200]
-    sessions = session_search_for_user(user=request.user, query=query, archived=archived)[:SIDEBAR_LIMIT]
+    sessions = session_list_for_user(user=request.user, search=query, archived=archived)[:SIDEBAR_LIMIT]
     return JsonResponse({"sessions": [_session_row(s) for s in sessions]})
 
 

@@ -180,7 +180,9 @@ class VLLMServer:
         self._port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopped = False
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held for a whole start: threads that need the engine wait
+        self._starting_since: float | None = None
+        self._restarter_lock = threading.Lock()  # never held for long: replies take it to report
         self._restarter: threading.Thread | None = None
 
     # --- State, readable from any thread without the lock -------------------------------------
@@ -228,6 +230,9 @@ class VLLMServer:
         name = self.spec.served_model_name
         if self._stopped:
             return f"vLLM engine {name}: stopped"
+        since = self._starting_since
+        if since is not None:
+            return f"vLLM engine {name}: starting for {time.monotonic() - since:.0f} s. Log: {self.log_path}"
         if self._proc is None:
             return f"vLLM engine {name}: not running (starts on the next reply)"
         if not self.alive():
@@ -273,7 +278,7 @@ class VLLMServer:
 
     def restart_soon(self) -> None:
         """Restart a dead or unresponsive server in the background, so the next reply waits less."""
-        with self._lock:
+        with self._restarter_lock:
             if self._stopped or (self._restarter is not None and self._restarter.is_alive()):
                 return
             self._restarter = threading.Thread(target=self._recover, name="vllm-restart", daemon=True)
@@ -324,6 +329,13 @@ class VLLMServer:
                 self.pid_path.unlink()
 
     def _start_locked(self) -> None:
+        self._starting_since = time.monotonic()
+        try:
+            self._spawn_and_wait()
+        finally:
+            self._starting_since = None
+
+    def _spawn_and_wait(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         port = self._port if self._port is not None and _port_free(self._port) else free_port()
         command = [*self.command, *self.spec.args(port)]

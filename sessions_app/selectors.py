@@ -84,20 +84,6 @@ def message_payload(message: Message) -> dict[str, Any]:
     }
 
 
-def session_search_for_user(*, user: Any, query: str = "", archived: bool | None = None) -> QuerySet[Session]:
-    """The user's sessions whose title or any message contains ``query`` (case-insensitive),
-    newest first; every session of theirs when ``query`` is blank."""
-    from django.db.models import Q
-
-    sessions = session_list_for_user(user=user, archived=archived)
-    query = query.strip()
-    if not query:
-        return sessions
-    # A subquery, not a join: a session with many matching messages is listed once.
-    matching = Message.objects.filter(session__owner=user, content__icontains=query).values("session_id")
-    return sessions.filter(Q(title__icontains=query) | Q(pk__in=matching))
-
-
 def session_export(*, session: Session) -> dict[str, Any]:
     """The whole session as plain data: what the JSON export holds and the Markdown one renders."""
     return {

@@ -670,7 +670,7 @@ def test_dockerignore() -> None:
         "manage.py",
         "docker/entrypoint.sh",
         "chatsite/asgi.py",
-        "templates/home.html",
+        "templates/chat/chat.html",
     ):
         assert not dockerignored(needed, patterns), (
             f".dockerignore drops {needed}, which the image needs"

@@ -300,6 +300,20 @@ def test_wait_exit_reports_how_a_killed_server_ended(make_server: MakeServer) ->
     assert server.exit_status() == -9
 
 
+def test_reporting_a_death_does_not_wait_for_a_restart_in_progress(make_server: MakeServer) -> None:
+    server = make_server(FAKE_VLLM_DELAY="3")
+    server.start()
+    assert server.pid is not None
+    os.killpg(server.pid, signal.SIGKILL)
+    server.restart_soon()
+    time.sleep(0.5)
+    assert "starting for" in server.describe()
+    started = time.monotonic()
+    server.restart_soon()  # another reply that saw the engine die
+    assert not server.healthy()
+    assert time.monotonic() - started < 1.0
+
+
 def test_a_stopped_server_is_not_restarted(make_server: MakeServer) -> None:
     server = make_server()
     server.start()

@@ -9,7 +9,6 @@ platform and one engine serve every test in this module, in order: the killed-en
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -235,54 +234,95 @@ def test_eight_concurrent_sessions_finish_faster_together_than_one_after_another
     assert concurrent < sequential
 
 
-def test_stopping_one_reply_leaves_the_others_running_to_completion(vllm_platform: Platform) -> None:
-    prompt = "Write a very long story about a lighthouse keeper and the sea."
-    opened = [ask(vllm_platform, "vllm-smol-long", prompt) for _ in range(CONCURRENT)]
-    for watcher, _, rid in opened:
-        watcher.until(lambda e, rid=rid: e["type"] == "delta" and e["message_id"] == rid and e["seq"] >= 3)
-    stopped_watcher, stopped_sid, stopped_id = opened[0]
-    stop_sent = time.monotonic()
-    send(stopped_watcher.ws, type="stop")
-    stopped = stopped_watcher.until_done(stopped_id, timeout=60)
-    stop_latency = time.monotonic() - stop_sent
-    others = [watcher.until_done(rid, timeout=600) for watcher, _, rid in opened[1:]]
-    for watcher, _, _ in opened:
-        watcher.close()
+def streaming_together(
+    platform: Platform, agent: str, prompt: str, n: int, act: Any, timeout: float = 600
+) -> list[tuple[int, Reply, float]]:
+    """``n`` sessions ask ``prompt`` at once; once every reply streams, ``act(sessions)`` runs.
 
-    assert stopped.done is not None and stopped.done["status"] == "cancelled"
-    row = stored(vllm_platform, stopped_sid, stopped_id)
+    Returns each session's id, its reply and when the client saw the reply end.
+
+    Each session is read by its own thread from start to end: a websocket nobody reads stops
+    answering pings, and the server closes it.
+    """
+    opened: list[tuple[Watcher, int, int] | None] = [None] * n
+    results: list[tuple[int, Reply, float] | None] = [None] * n
+    errors: list[BaseException] = []
+    all_streaming = threading.Barrier(n + 1, timeout=timeout)
+
+    def chat(i: int) -> None:
+        try:
+            watcher, sid, rid = opened[i] = ask(platform, agent, prompt)
+            watcher.until(lambda e: e["type"] == "delta" and e["message_id"] == rid and e["seq"] >= 3, timeout)
+            all_streaming.wait()
+            reply = watcher.until_done(rid, timeout=timeout)
+            results[i] = (sid, reply, time.monotonic())
+            watcher.close()
+        except BaseException as exc:
+            errors.append(exc)
+            all_streaming.abort()
+
+    threads = [threading.Thread(target=chat, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        all_streaming.wait()
+    except threading.BrokenBarrierError:
+        pass
+    else:
+        act([o for o in opened if o is not None])
+    for t in threads:
+        t.join(timeout + 60)
+    assert not errors, errors
+    return [r for r in results if r is not None]
+
+
+def test_stopping_one_reply_leaves_the_others_running_to_completion(vllm_platform: Platform) -> None:
+    stop_sent: list[float] = []
+
+    def stop_the_first(opened: list[tuple[Watcher, int, int]]) -> None:
+        stop_sent.append(time.monotonic())
+        send(opened[0][0].ws, type="stop", message_id=opened[0][2])
+
+    prompt = "Write a very long story about a lighthouse keeper and the sea."
+    results = streaming_together(vllm_platform, "vllm-smol-long", prompt, CONCURRENT, stop_the_first)
+    assert len(results) == CONCURRENT
+    (stopped_sid, stopped, stopped_seen), *others = results
+    assert stopped.done is not None and stopped.done["status"] == "cancelled", stopped.done
+    row = stored(vllm_platform, stopped_sid, stopped.message_id)
     assert row["status"] == "cancelled" and row["content"] == stopped.text != ""
     stopped_tokens = row["stats"]["completion_tokens"]
-    for reply in others:
+    ran_to = []
+    for _, reply, _ in others:
         assert reply.done is not None and reply.done["status"] == "complete", reply.done
-        # They went on well past the point where the stopped one ended.
-        assert reply.done["stats"]["completion_tokens"] > stopped_tokens + 20
+        ran_to.append(reply.done["stats"]["completion_tokens"])
+    # The others went on well past the point where the stopped one ended.
+    assert min(ran_to) > stopped_tokens + 20
     print(
-        f"\nstop latency (client-observed): {stop_latency * 1000:.0f} ms; stopped at {stopped_tokens} tokens, "
-        f"the others ran to {[r.done['stats']['completion_tokens'] for r in others if r.done]}"
+        f"\nstop latency (client-observed): {(stopped_seen - stop_sent[0]) * 1000:.0f} ms; stopped at "
+        f"{stopped_tokens} tokens, the others ran to {ran_to}"
     )
 
 
 def test_a_killed_engine_fails_the_replies_in_flight_and_the_next_reply_works(vllm_platform: Platform) -> None:
-    prompt = "Write a very long story about a dragon who learns to bake bread."
-    opened = [ask(vllm_platform, "vllm-smol-long", prompt) for _ in range(3)]
-    for watcher, _, rid in opened:
-        watcher.until(lambda e, rid=rid: e["type"] == "delta" and e["message_id"] == rid and e["seq"] >= 3)
-    pid = engine_pid(vllm_platform)
-    os.killpg(pid, signal.SIGKILL)  # the API server and its engine process
-    killed = time.monotonic()
+    killed: list[tuple[int, float]] = []
 
-    for watcher, sid, rid in opened:
-        reply = watcher.until_done(rid, timeout=120)
-        watcher.close()
+    def kill_the_engine(_: list[tuple[Watcher, int, int]]) -> None:
+        pid = engine_pid(vllm_platform)
+        os.killpg(pid, signal.SIGKILL)  # the API server and its engine process
+        killed.append((pid, time.monotonic()))
+
+    prompt = "Write a very long story about a dragon who learns to bake bread."
+    results = streaming_together(vllm_platform, "vllm-smol-long", prompt, 3, kill_the_engine, timeout=120)
+    assert len(results) == 3 and killed
+    pid, killed_at = killed[0]
+    for sid, reply, _ in results:
         assert reply.done is not None and reply.done["status"] == "failed", reply.done
-        assert "The vLLM engine died" in reply.done["error"]
-        assert "restarting it" in reply.done["error"]
-        assert "Trying again may help" in reply.done["error"]
-        row = stored(vllm_platform, sid, rid)
-        assert row["status"] == "failed" and row["content"] == reply.text  # the partial text is kept
-    failed_after = time.monotonic() - killed
-    print(f"\nin-flight replies failed {failed_after:.1f} s after the kill: {reply.done['error']!r}")
+        error = reply.done["error"]
+        assert "The vLLM engine died" in error and "restarting it" in error and "Trying again may help" in error
+        row = stored(vllm_platform, sid, reply.message_id)
+        assert row["status"] == "failed" and row["content"] == reply.text != ""  # the partial text is kept
+    failed_after = max(seen for _, _, seen in results) - killed_at
+    print(f"\nin-flight replies failed {failed_after:.1f} s after the kill: {error!r}")
 
     watcher, sid, rid = ask(vllm_platform, "vllm-smol", "What is the capital of France?")
     reply = watcher.until_done(rid, timeout=ENGINE_START_TIMEOUT)
@@ -292,7 +332,6 @@ def test_a_killed_engine_fails_the_replies_in_flight_and_the_next_reply_works(vl
     assert engine_pid(vllm_platform) != pid
     assert vllm_platform.procs["vllm-worker"].poll() is None  # the same worker, still running
     print(
-        f"the next reply completed {time.monotonic() - killed:.1f} s after the kill; engine starts "
+        f"the next reply completed {time.monotonic() - killed_at:.1f} s after the kill; engine starts "
         f"logged by the worker: {engine_ready_seconds(vllm_platform)} s"
     )
-    print(json.dumps({"engine_pid_before": pid, "engine_pid_after": engine_pid(vllm_platform)}))

@@ -9,7 +9,7 @@ from django.test import Client
 
 from agents.models import Agent
 from sessions_app.models import Message, Session
-from sessions_app.selectors import session_search_for_user
+from sessions_app.selectors import session_list_for_user
 
 
 def signed_in(user: User) -> Client:
@@ -34,9 +34,9 @@ def test_search_matches_title_or_any_message_once_and_only_the_owners(
     by_content = chat_with(user, agent, "Fruit", "tell me about kiwi", "A KIWI is green.", "and kiwi seeds?")
     chat_with(user, agent, "Apples", "red ones")
     chat_with(other_user, agent, "kiwi too", "kiwi")
-    found = list(session_search_for_user(user=user, query=" kiwi "))
+    found = list(session_list_for_user(user=user, search=" kiwi "))
     assert sorted(s.pk for s in found) == sorted([by_title.pk, by_content.pk])
-    assert len(session_search_for_user(user=user, query="")) == 3
+    assert len(session_list_for_user(user=user, search="")) == 3
 
 
 def test_the_chat_page_is_the_owners_only_and_sends_a_content_security_policy(
