@@ -53,7 +53,7 @@ test: install chromium
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v /usr/bin/chromium >/dev/null 2>&1 || \
 		{ echo "installing Debian's chromium for the browser tests"; \
-		  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+		  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; }
 
 lint: install
 	$(VENV)/bin/ruff check .
