@@ -107,7 +107,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 def add_openai_paths(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    security = [{"tokenAuth": []}, {"cookieAuth": []}]
+    security: list[dict[str, list[str]]] = [{"tokenAuth": []}, {"cookieAuth": []}]
     result.setdefault("paths", {}).update(
         {
             "/v1/models": {

@@ -187,7 +187,8 @@ class VLLMBackend(Backend):
                 raise dead from exc
             if isinstance(exc, BackendError):
                 raise
-            # The HTTP library's errors while reading an accepted stream reach here unwrapped.
+            # openai wraps a stream that breaks as APIConnectionError (a BackendError by now);
+            # anything else that escapes still ends the reply with a message, not a traceback.
             raise BackendError(
                 f"The connection to the vLLM server at {endpoint.root} broke while streaming the reply: "
                 f"{type(exc).__name__}: {exc}",
@@ -227,7 +228,7 @@ class VLLMBackend(Backend):
             if dead is not None:
                 raise dead from exc
             raise BackendError(f"Counting tokens at {endpoint.root}/tokenize failed: {exc}", retryable=True) from exc
-        if status == 404 and self._server is None:
+        if status in (404, 405) and self._server is None:
             # An external server behind a proxy that passes only /v1: estimate from now on.
             log.warning("%s has no /tokenize; token counts are estimates", endpoint.root)
             self._tokenize_missing = True
