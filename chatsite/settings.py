@@ -134,7 +134,7 @@ MODEL_CACHE_IDLE_SECONDS = env_int("MODEL_CACHE_IDLE_SECONDS", 900, minimum=1)
 # Embedded default: replies run in this many in-process threads.
 EMBEDDED_REPLY_THREADS = env_int("EMBEDDED_REPLY_THREADS", 2, minimum=1, maximum=64)
 # Streaming: broadcast at most one delta per this many ms per reply, save partial text this often.
-REPLY_BROADCAST_INTERVAL_MS = env_int("REPLY_BROADCAST_INTERVAL_MS", 20, minimum=1)
+REPLY_BROADCAST_INTERVAL_MS = env_int("REPLY_BROADCAST_INTERVAL_MS", 50, minimum=1)
 REPLY_SAVE_INTERVAL_MS = env_int("REPLY_SAVE_INTERVAL_MS", 500, minimum=50)
 REPLY_STOP_POLL_MS = env_int("REPLY_STOP_POLL_MS", 100, minimum=10)
 # A `streaming` reply whose worker has not written for this long is marked `interrupted`.
