@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import statistics
 from pathlib import Path
+from typing import Any
 
 from chatsite.launch import Platform, free_port, manage, platform_env, prepare
 
@@ -74,3 +75,22 @@ def bench_platform_start(
         plat.stop_all()
         raise
     return plat, token
+
+
+def compare(raw: list[dict[str, Any]], plat: list[dict[str, Any]], speed: str) -> dict[str, float]:
+    """p50s of both sides for the tokens/s field ``speed`` and for TTFT, their ratio and difference,
+    and the same per prompt pair (each prompt ran on both sides back to back)."""
+    pairs = list(zip(raw, plat, strict=True))
+    raw_tps, plat_tps = p50([r[speed] for r in raw]), p50([p[speed] for p in plat])
+    raw_ttft, plat_ttft = p50([r["ttft_ms"] for r in raw]), p50([p["ttft_ms"] for p in plat])
+    return {
+        "raw_tps": raw_tps,
+        "platform_tps": plat_tps,
+        "ratio": plat_tps / raw_tps,
+        "ratio_paired": p50([p[speed] / r[speed] for r, p in pairs]),
+        "raw_ttft": raw_ttft,
+        "platform_ttft": plat_ttft,
+        "added": plat_ttft - raw_ttft,
+        "added_paired": p50([p["ttft_ms"] - r["ttft_ms"] for r, p in pairs]),
+        "same_text": sum(r["text"] == p["text"] for r, p in pairs),
+    }

@@ -30,7 +30,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chatsite.launch import ROOT, Platform, free_port, wait_for_port
-from inference.benchmarks import DEFAULT_THREADS, PROMPTS, REPETITION_PENALTY, SYSTEM, bench_platform_start, p50
+from inference.benchmarks import (
+    DEFAULT_THREADS,
+    PROMPTS,
+    REPETITION_PENALTY,
+    SYSTEM,
+    bench_platform_start,
+    compare,
+    p50,
+)
 from inference.bundled import bundled_model_path
 
 
@@ -191,13 +199,11 @@ class Command(BaseCommand):
     def _report(
         self, raw: list[dict[str, Any]], plat: list[dict[str, Any]], runs: int, max_tokens: int, threads: int
     ) -> dict[str, Any]:
-        raw_tps, plat_tps = p50([r["output_tps"] for r in raw]), p50([r["output_tps"] for r in plat])
+        c = compare(raw, plat, "output_tps")
+        raw_tps, plat_tps, pair_ratio = c["raw_tps"], c["platform_tps"], c["ratio_paired"]
+        raw_ttft, plat_ttft, pair_added = c["raw_ttft"], c["platform_ttft"], c["added_paired"]
         raw_e2e, plat_e2e = p50([r["end_to_end_tps"] for r in raw]), p50([r["end_to_end_tps"] for r in plat])
-        raw_ttft, plat_ttft = p50([r["ttft_ms"] for r in raw]), p50([r["ttft_ms"] for r in plat])
-        pairs = list(zip(raw, plat, strict=True))
-        pair_ratio = p50([p["output_tps"] / r["output_tps"] for r, p in pairs])
-        pair_added = p50([p["ttft_ms"] - r["ttft_ms"] for r, p in pairs])
-        same = sum(r["text"] == p["text"] for r, p in pairs)
+        same, pairs = int(c["same_text"]), raw
         summary = {
             "raw_output_tps_p50": round(raw_tps, 1),
             "platform_output_tps_p50": round(plat_tps, 1),

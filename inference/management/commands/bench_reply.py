@@ -34,7 +34,7 @@ from inference.benchmarks import (
     SYSTEM,
     bench_platform_start,
     children,
-    p50,
+    compare,
     rss_mb,
 )
 from inference.bundled import bundled_model_path
@@ -164,12 +164,10 @@ class Command(BaseCommand):
     def _report(
         self, raw: list[dict[str, Any]], plat: list[dict[str, Any]], memory: dict[str, float]
     ) -> dict[str, Any]:
-        raw_tps, plat_tps = p50([r["decode_tps"] for r in raw]), p50([r["decode_tps"] for r in plat])
-        raw_ttft, plat_ttft = p50([r["ttft_ms"] for r in raw]), p50([r["ttft_ms"] for r in plat])
-        pairs = list(zip(raw, plat, strict=True))
-        pair_ratio = p50([p["decode_tps"] / r["decode_tps"] for r, p in pairs])
-        pair_added = p50([p["ttft_ms"] - r["ttft_ms"] for r, p in pairs])
-        same = sum(r["text"] == p["text"] for r, p in pairs)
+        c = compare(raw, plat, "decode_tps")
+        raw_tps, plat_tps, pair_ratio = c["raw_tps"], c["platform_tps"], c["ratio_paired"]
+        raw_ttft, plat_ttft, pair_added = c["raw_ttft"], c["platform_ttft"], c["added_paired"]
+        same, pairs = int(c["same_text"]), raw
         summary = {
             "raw_decode_tps_p50": round(raw_tps, 1),
             "platform_decode_tps_p50": round(plat_tps, 1),
