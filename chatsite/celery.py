@@ -12,9 +12,10 @@ started for ``llama_cpp`` never loads OpenVINO or vLLM.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
@@ -23,9 +24,26 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["inference"])
 
 
+def _queue_names() -> list[str]:
+    return list(app.amqp.queues.consume_from or app.amqp.queues)
+
+
 @worker_ready.connect
-def _reap_on_start(**_: object) -> None:
+def _on_worker_ready(sender: Any = None, **_: object) -> None:
     # A worker that restarts after a crash should not leave its replies `streaming` forever.
+    from inference.preload import models_preload_in_background
     from inference.replies import replies_reap
 
     replies_reap()
+    # A prefork worker's pool processes run the replies (and preload there, below); a thread or
+    # solo pool runs them in this process, so its models are loaded here.
+    pool = getattr(sender, "pool", None)
+    if pool is not None and "prefork" not in type(pool).__module__:
+        models_preload_in_background(queues=_queue_names())
+
+
+@worker_process_init.connect
+def _on_pool_process_start(**_: object) -> None:
+    from inference.preload import models_preload_in_background
+
+    models_preload_in_background(queues=_queue_names())

@@ -131,6 +131,8 @@ INFERENCE_BACKENDS = {
 # Loaded models stay in a worker process's memory, bounded in bytes and unloaded when idle.
 MODEL_CACHE_MAX_BYTES = env_int("MODEL_CACHE_MAX_BYTES", 4 * 1024**3, minimum=0)
 MODEL_CACHE_IDLE_SECONDS = env_int("MODEL_CACHE_IDLE_SECONDS", 900, minimum=1)
+# A worker loads the models of the agents on its queues when it starts (a vLLM engine takes minutes).
+PRELOAD_MODELS = env_bool("PRELOAD_MODELS", True)
 # Embedded default: replies run in this many in-process threads.
 EMBEDDED_REPLY_THREADS = env_int("EMBEDDED_REPLY_THREADS", 2, minimum=1, maximum=64)
 # Streaming: broadcast at most one delta per this many ms per reply, save partial text this often.

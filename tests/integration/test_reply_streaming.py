@@ -172,3 +172,11 @@ def test_editing_a_message_mid_reply_replaces_the_reply(platform: Platform) -> N
     rows = [(m["role"], m["content"]) for m in body["results"]]
     assert rows[0] == ("user", "What is the capital of France?")
     assert len(rows) == 2 and "Paris" in rows[1][1]
+
+
+def test_the_worker_loads_its_model_when_it_starts(platform: Platform) -> None:
+    log = platform.log_dir / "worker.log"
+    deadline = time.monotonic() + 60
+    while "preloaded the models of assistant" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.5)
