@@ -312,7 +312,7 @@ def test_a_killed_engine_fails_the_replies_in_flight_and_the_next_reply_works(vl
         killed.append((pid, time.monotonic()))
 
     prompt = "Write a very long story about a dragon who learns to bake bread."
-    results = streaming_together(vllm_platform, "vllm-smol-long", prompt, 3, kill_the_engine, timeout=120)
+    results = streaming_together(vllm_platform, "vllm-smol-long", prompt, 3, kill_the_engine, timeout=300)
     assert len(results) == 3 and killed
     pid, killed_at = killed[0]
     for sid, reply, _ in results:
