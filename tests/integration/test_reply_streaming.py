@@ -21,6 +21,15 @@ def new_session(platform: Platform, user: str = "alice") -> int:
     return int(body["id"])
 
 
+def ask(platform: Platform, content: str, user: str = "alice") -> tuple[Watcher, int, int]:
+    """A new session, a websocket on it and ``content`` sent: the watcher, session id, reply id."""
+    sid = new_session(platform, user)
+    watcher = Watcher(ws_open(platform.ws, sid, platform.tokens[user]))
+    watcher.recv()
+    send(watcher.ws, type="message", content=content)
+    return watcher, sid, watcher.first_reply_id()
+
+
 def stored(platform: Platform, session_id: int, message_id: int, user: str = "alice") -> dict:
     status, body = api(
         platform.http, platform.tokens[user], "GET", f"/api/sessions/{session_id}/messages/{message_id}/"
@@ -65,11 +74,7 @@ def test_two_clients_on_one_session_see_the_same_text(platform: Platform) -> Non
 
 
 def test_stop_ends_the_reply_and_keeps_its_partial_text(platform: Platform) -> None:
-    sid = new_session(platform)
-    watcher = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
-    watcher.recv()
-    send(watcher.ws, type="message", content="Write a very long story about a lighthouse keeper and the sea.")
-    reply_id = watcher.first_reply_id()
+    watcher, sid, reply_id = ask(platform, "Write a very long story about a lighthouse keeper and the sea.")
     watcher.until(lambda e: e["type"] == "delta" and e["seq"] >= 3)
     stop_sent = time.monotonic()
     send(watcher.ws, type="stop")
@@ -86,11 +91,7 @@ def test_stop_ends_the_reply_and_keeps_its_partial_text(platform: Platform) -> N
 
 
 def test_a_client_joining_mid_reply_gets_the_text_so_far_then_the_rest(platform: Platform) -> None:
-    sid = new_session(platform)
-    writer = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
-    writer.recv()
-    send(writer.ws, type="message", content="Tell me a long story about a dragon who learns to bake bread.")
-    reply_id = writer.first_reply_id()
+    writer, sid, reply_id = ask(platform, "Tell me a long story about a dragon who learns to bake bread.")
     writer.until(lambda e: e["type"] == "delta" and e["seq"] >= 5)
     # A reload: a new connection in the middle of the stream.
     late = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))

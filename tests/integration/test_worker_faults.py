@@ -11,17 +11,13 @@ import pytest
 
 from tests.integration.chat_client import Watcher, api, send, ws_open
 from tests.integration.conftest import ROOT, Platform
-from tests.integration.test_reply_streaming import new_session, stored
+from tests.integration.test_reply_streaming import ask, stored
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_task_delivered_twice_produces_one_reply(platform: Platform) -> None:
-    sid = new_session(platform)
-    watcher = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
-    watcher.recv()
-    send(watcher.ws, type="message", content="Say hello in French.")
-    reply_id = watcher.first_reply_id()
+    watcher, sid, reply_id = ask(platform, "Say hello in French.")
     first = watcher.until_done(reply_id)
     # The broker delivers the same task again (as after a lost ack).
     code = (
@@ -40,11 +36,7 @@ def test_a_task_delivered_twice_produces_one_reply(platform: Platform) -> None:
 
 
 def test_a_worker_killed_mid_reply_leaves_it_interrupted_with_its_text(platform: Platform) -> None:
-    sid = new_session(platform)
-    watcher = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
-    watcher.recv()
-    send(watcher.ws, type="message", content="Write a very long story about a lighthouse keeper and the sea.")
-    reply_id = watcher.first_reply_id()
+    watcher, sid, reply_id = ask(platform, "Write a very long story about a lighthouse keeper and the sea.")
     watcher.until(lambda e: e["type"] == "delta" and e["seq"] >= 30)
     platform.kill("worker")  # SIGKILL to the whole process group: no chance to clean up
     seen = watcher.replies[reply_id].text
