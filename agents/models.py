@@ -4,34 +4,19 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from inference.backends.options import OptionsError, options_validate
-
-
-class Backend(models.TextChoices):
-    LLAMA_CPP = "llama_cpp", "llama.cpp"
-    OPENVINO = "openvino", "OpenVINO GenAI"
-    VLLM = "vllm", "vLLM"
-    OPENAI_COMPAT = "openai_compat", "OpenAI-compatible server"
-
-
-# Which model formats each backend can run.
-BACKEND_FORMATS: dict[str, set[str]] = {
-    Backend.LLAMA_CPP: {"gguf"},
-    Backend.OPENVINO: {"openvino"},
-    Backend.VLLM: {"hf", "served"},
-    Backend.OPENAI_COMPAT: {"served", "gguf", "hf", "openvino"},
-}
+from inference import generation
+from inference.backends.registry import LoadPlan, OptionsError, backend_classes, load_plan, options_validate
 
 
 def _validate_stop(value: Any) -> None:
     if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
         raise ValidationError("Stop must be a list of non-empty strings.")
-    if len(value) > 8:
-        raise ValidationError("At most 8 stop strings.")
+    if len(value) > generation.MAX_STOP_STRINGS:
+        raise ValidationError(f"At most {generation.MAX_STOP_STRINGS} stop strings.")
 
 
 class AgentQuerySet(models.QuerySet["Agent"]):
@@ -66,7 +51,9 @@ class Agent(models.Model):
     avatar_image = models.ImageField(upload_to="avatars/", blank=True)
     system_prompt = models.TextField(blank=True)
 
-    backend = models.CharField(max_length=20, choices=Backend.choices, default=Backend.LLAMA_CPP)
+    # No choices here: the backends are whatever INFERENCE_BACKENDS names (checked in clean()),
+    # so adding one needs no migration.
+    backend = models.CharField(max_length=40, default="llama_cpp", help_text="One of INFERENCE_BACKENDS.")
     model = models.ForeignKey(
         "inference.ModelArtifact", null=True, blank=True, on_delete=models.PROTECT, related_name="agents"
     )
@@ -77,23 +64,21 @@ class Agent(models.Model):
         max_length=500, blank=True, help_text="For OpenAI-compatible servers. Never shown again."
     )
 
-    temperature = models.FloatField(default=0.7, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
-    top_p = models.FloatField(default=0.95, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    temperature = models.FloatField(default=0.7, validators=generation.TEMPERATURE.validators())
+    top_p = models.FloatField(default=0.95, validators=generation.TOP_P.validators())
     max_tokens = models.PositiveIntegerField(
         help_text="Default reply length, and the most an API caller may ask for.",
         default=512,
-        validators=[MinValueValidator(1), MaxValueValidator(131072)],
+        validators=generation.MAX_TOKENS.validators(),
     )
-    repetition_penalty = models.FloatField(default=1.1, validators=[MinValueValidator(0.5), MaxValueValidator(2.0)])
+    repetition_penalty = models.FloatField(default=1.1, validators=generation.REPETITION_PENALTY.validators())
     stop = models.JSONField(default=list, blank=True, validators=[_validate_stop])
     max_prompt_chars = models.PositiveIntegerField(
         default=32000,
         validators=[MinValueValidator(1)],
         help_text="Longest prompt (all messages of an API call, or one chat message) this agent accepts.",
     )
-    context_window = models.PositiveIntegerField(
-        default=2048, validators=[MinValueValidator(128), MaxValueValidator(1_048_576)]
-    )
+    context_window = models.PositiveIntegerField(default=2048, validators=generation.CONTEXT_WINDOW.validators())
 
     node = models.SlugField(
         max_length=64, blank=True, help_text="Node label: replies go to the queue <backend>.<node>."
@@ -119,20 +104,40 @@ class Agent(models.Model):
         """The Celery queue whose workers host this agent's backend."""
         return f"{self.backend}.{self.node}" if self.node else self.backend
 
+    @property
+    def backend_label(self) -> str:
+        cls = backend_classes().get(self.backend)
+        return cls.label if cls is not None else self.backend
+
+    def load_plan(self) -> LoadPlan:
+        """How a worker loads this agent's model (raises BackendError when it cannot)."""
+        location = (self.model.path or self.model.url) if self.model is not None else ""
+        return load_plan(
+            backend=self.backend,
+            location=location,
+            options=self.backend_options,
+            api_key=self.api_key,
+            context_window=self.context_window,
+        )
+
     def clean(self) -> None:
+        classes = backend_classes()
+        cls = classes.get(self.backend)
+        if cls is None:
+            raise ValidationError({"backend": [f"Unknown backend {self.backend!r}; known: {', '.join(classes)}."]})
         errors: dict[str, list[str]] = {}
         try:
-            options_validate(self.backend, self.backend_options)
+            options = options_validate(self.backend, self.backend_options)
         except OptionsError as exc:
             errors["backend_options"] = exc.messages
+            options = None
         if self.model is not None:
-            allowed = BACKEND_FORMATS.get(self.backend, set())
-            if self.model.format not in allowed:
+            if self.model.format not in cls.formats:
                 errors["model"] = [
-                    f"{self.get_backend_display()} cannot run a model in {self.model.format!r} format; "
-                    f"it runs: {', '.join(sorted(allowed))}."
+                    f"{cls.label} cannot run a model in {self.model.format!r} format; "
+                    f"it runs: {', '.join(sorted(cls.formats))}."
                 ]
-        elif self.backend in (Backend.LLAMA_CPP, Backend.OPENVINO):
-            errors["model"] = [f"{self.get_backend_display()} needs a model."]
+        elif options is not None and cls.needs_artifact(options):
+            errors["model"] = [f"{cls.label} needs a model."]
         if errors:
             raise ValidationError(errors)

@@ -21,7 +21,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 app = Celery("chatsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["inference"])
+app.autodiscover_tasks(["sessions_app"])
 
 
 def _queue_names() -> list[str]:
@@ -31,8 +31,8 @@ def _queue_names() -> list[str]:
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: object) -> None:
     # A worker that restarts after a crash should not leave its replies `streaming` forever.
-    from inference.preload import models_preload_in_background
-    from inference.replies import replies_reap
+    from agents.preload import models_preload_in_background
+    from sessions_app.reaper import replies_reap
 
     replies_reap()
     # A prefork worker's pool processes run the replies (and preload there, below); a thread or
@@ -44,6 +44,6 @@ def _on_worker_ready(sender: Any = None, **_: object) -> None:
 
 @worker_process_init.connect
 def _on_pool_process_start(**_: object) -> None:
-    from inference.preload import models_preload_in_background
+    from agents.preload import models_preload_in_background
 
     models_preload_in_background(queues=_queue_names())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from sessions_app import openai_api
+from sessions_app.openai import views
 
 urlpatterns: list[URLPattern] = [
-    path("models", openai_api.models_list, name="openai-models"),
-    path("models/<str:model>", openai_api.model_detail, name="openai-model"),
-    path("chat/completions", openai_api.chat_completions, name="openai-chat-completions"),
+    path("models", views.models_list, name="openai-models"),
+    path("models/<str:model>", views.model_detail, name="openai-model"),
+    path("chat/completions", views.chat_completions, name="openai-chat-completions"),
 ]

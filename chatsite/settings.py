@@ -117,17 +117,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
-    "reap-replies": {"task": "inference.tasks.replies_reap", "schedule": 15.0, "options": {"queue": "default"}},
+    "reap-replies": {"task": "sessions_app.tasks.replies_reap", "schedule": 15.0, "options": {"queue": "default"}},
 }
 
 # --- Inference ----------------------------------------------------------------------------------
 MODELS_DIR = env_path("MODELS_DIR", DATA_DIR / "models")
-INFERENCE_BACKENDS = {
-    "llama_cpp": "inference.backends.llama_cpp.LlamaCppBackend",
-    "openvino": "inference.backends.openvino.OpenVINOBackend",
-    "openai_compat": "inference.backends.openai_compat.OpenAICompatBackend",
-    "vllm": "inference.backends.vllm.VLLMBackend",
-}
+# The backends agents may use, by dotted path; each class declares its own name (see
+# docs/architecture.md, "Adding a backend"). The first is the default for a new agent.
+INFERENCE_BACKENDS = [
+    "inference.backends.llama_cpp.LlamaCppBackend",
+    "inference.backends.openvino.OpenVINOBackend",
+    "inference.backends.openai_compat.OpenAICompatBackend",
+    "inference.backends.vllm.VLLMBackend",
+]
 # Loaded models stay in a worker process's memory, bounded in bytes and unloaded when idle.
 MODEL_CACHE_MAX_BYTES = env_int("MODEL_CACHE_MAX_BYTES", 4 * 1024**3, minimum=0)
 MODEL_CACHE_IDLE_SECONDS = env_int("MODEL_CACHE_IDLE_SECONDS", 900, minimum=1)
@@ -139,8 +141,14 @@ EMBEDDED_REPLY_THREADS = env_int("EMBEDDED_REPLY_THREADS", 2, minimum=1, maximum
 REPLY_BROADCAST_INTERVAL_MS = env_int("REPLY_BROADCAST_INTERVAL_MS", 50, minimum=1)
 REPLY_SAVE_INTERVAL_MS = env_int("REPLY_SAVE_INTERVAL_MS", 500, minimum=50)
 REPLY_STOP_POLL_MS = env_int("REPLY_STOP_POLL_MS", 100, minimum=10)
-# A `streaming` reply whose worker has not written for this long is marked `interrupted`.
+# A worker renews the heartbeat of the replies it generates this often (at most a third of the
+# stale limit), from the claim on, model loads and slow first tokens included; a `streaming`
+# reply whose heartbeat is older than REPLY_STALE_SECONDS lost its worker and is `interrupted`.
+REPLY_HEARTBEAT_SECONDS = env_float("REPLY_HEARTBEAT_SECONDS", 5.0, minimum=0.2)
 REPLY_STALE_SECONDS = env_int("REPLY_STALE_SECONDS", 60, minimum=1)
+# A client following a reply (websocket, SSE, /v1, terminal) that hears nothing for this long
+# reads the reply's state from the database: a lost event never leaves it waiting.
+REPLY_FOLLOW_CHECK_SECONDS = env_float("REPLY_FOLLOW_CHECK_SECONDS", 2.0, minimum=0.1)
 MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
 DEFAULT_AGENT_SLUG = env_str("DEFAULT_AGENT_SLUG", "assistant")
 WEBSOCKET_ALLOWED_ORIGINS = env_list("WEBSOCKET_ALLOWED_ORIGINS", [])
@@ -179,7 +187,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "chatsite.openapi.add_openai_paths",
+        "sessions_app.openai.schema.add_openai_paths",
     ],
 }
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from chatsite import token_views, views
+from sessions_app import web as views
+from sessions_app import web_tokens as token_views
 
 urlpatterns = [
     path(

@@ -7,9 +7,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from agents.apis import AgentViewSet
-from chatsite import views
 from sessions_app import apis as session_apis
-from sessions_app import sse, token_apis
+from sessions_app import sse, token_apis, web
 
 router = SimpleRouter()
 router.register("agents", AgentViewSet, basename="agent")
@@ -39,7 +38,7 @@ api_patterns = [
 ]
 
 urlpatterns = [
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", web.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("v1/", include("chatsite.openai_urls")),

@@ -58,7 +58,7 @@ class SessionListApi(APIView):
         agent = None
         if data.validated_data.get("agent"):
             try:
-                agent = services.agent_get_for_user(user=request.user, slug=data.validated_data["agent"])
+                agent = services.agent_check_usable(user=request.user, slug=data.validated_data["agent"])
             except services.ChatError as exc:
                 return Response(
                     {"code": exc.code, "message": exc.message, "errors": {"agent": [exc.message]}},
@@ -116,7 +116,7 @@ class MessageListApi(APIView):
         try:
             agent = None
             if data.validated_data.get("agent"):
-                agent = services.agent_get_for_user(user=request.user, slug=data.validated_data["agent"])
+                agent = services.agent_check_usable(user=request.user, slug=data.validated_data["agent"])
             sent, reply = services.message_send(
                 session=session,
                 content=data.validated_data["content"],

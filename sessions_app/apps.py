@@ -9,4 +9,4 @@ class SessionsAppConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the token scheme with drf-spectacular.
-        from chatsite import openapi  # noqa: F401
+        from sessions_app import schema  # noqa: F401

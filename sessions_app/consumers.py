@@ -16,8 +16,9 @@ Server -> client::
     {"type": "deleted", "message_ids": [...]}                  replaced by an edit or a regenerate
     {"type": "error", "code": "...", "message": "..."}
 
-Each client gets every delta of a reply once, in order: the snapshot sent on connect carries the
-text up to some ``seq``, and later deltas with a ``seq`` at or below it are dropped here.
+What the client sees of the session comes from the one reply follower (``sessions_app.follow``):
+the group's events are handed to it through a queue, and it sends the snapshot, each delta once
+and in order, and exactly one ``done`` per reply, even when the ``done`` event itself was lost.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.utils import timezone
 
-from inference.streambuf import stream_buffer
 from sessions_app import services
-from sessions_app.models import Message, Session
-from sessions_app.selectors import message_list, message_payload, session_get_for_user
+from sessions_app.follow import session_follow
+from sessions_app.models import Session
+from sessions_app.selectors import session_get_for_user
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     group: str = ""
     token_group: str = ""
     _expiry: asyncio.TimerHandle | None = None
+    _follower: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -58,8 +60,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         self.group = self.session.group_name
-        # seq of the last delta this client has, per reply still streaming.
-        self.sent_seq: dict[int, int] = {}
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         # Join before reading the state: whatever is broadcast from here on reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)
         token = self.scope.get("api_token")
@@ -73,7 +74,18 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
                     max(0.0, delay), lambda: asyncio.ensure_future(self._token_ended())
                 )
         await self.accept()
-        await self.send_json(await self._snapshot())
+        self._follower = asyncio.create_task(self._follow(self.session))
+
+    async def _follow(self, session: Session) -> None:
+        try:
+            async for event in session_follow(session=session, receive=self.events.get):
+                if event["type"] != "idle":
+                    await self.send_json(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("following session %s failed", session.pk)
+            await self.close(code=1011)
 
     async def _token_ended(self) -> None:
         await self.send_json(
@@ -85,34 +97,14 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         await self._token_ended()
 
     async def disconnect(self, code: int) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.token_group:
             await self.channel_layer.group_discard(self.token_group, self.channel_name)
         if self._expiry is not None:
             self._expiry.cancel()
-
-    @database_sync_to_async
-    def _snapshot(self) -> dict[str, Any]:
-        assert self.session is not None
-        self.session.refresh_from_db()
-        messages = []
-        for message in message_list(session=self.session):
-            payload = message_payload(message)
-            if message.status == Message.Status.STREAMING:
-                live = stream_buffer().snapshot(message.pk)
-                if live is not None and live[1] >= message.seq:
-                    payload["content"], payload["seq"] = live
-            if message.status in (Message.Status.STREAMING, Message.Status.QUEUED):
-                self.sent_seq[message.pk] = payload["seq"]
-            messages.append(payload)
-        session = {
-            "id": self.session.pk,
-            "title": self.session.title,
-            "agent": self.session.agent.slug if self.session.agent else None,
-            "archived": self.session.archived,
-        }
-        return {"type": "session", "session": session, "messages": messages}
 
     # --- client -> server -------------------------------------------------------------------
 
@@ -137,9 +129,9 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         kind = content.get("type")
         try:
             if kind == "message":
-                await self._message(content)
+                await self._call(self._send_message, content=content)
             elif kind == "stop":
-                await self._stop(content)
+                await self._call(self._stop, message_id=content.get("message_id"))
             elif kind == "regenerate":
                 await self._call(services.reply_regenerate)
             elif kind == "edit":
@@ -155,38 +147,24 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         except services.ChatError as exc:
             await self._error(exc.code, exc.message)
 
-    @database_sync_to_async
-    def _send_message(self, content: dict[str, Any]) -> None:
-        assert self.session is not None
-        # The session may have been deleted by another tab; look it up again, as its owner.
-        session = session_get_for_user(user=self.scope["user"], session_id=self.session.pk)
-        if session is None:
-            raise services.ChatError("not_found", "This session no longer exists.")
+    def _send_message(self, *, session: Session, content: dict[str, Any]) -> None:
         agent = None
         if content.get("agent"):
-            if not isinstance(content["agent"], str):
-                raise services.ChatError("unknown_agent", "agent must be an agent's slug.")
-            agent = services.agent_get_for_user(user=self.scope["user"], slug=content["agent"])
+            agent = services.agent_check_usable(user=self.scope["user"], slug=content["agent"])
         services.message_send(
             session=session, content=content.get("content"), client_id=content.get("client_id"), agent=agent
         )
 
-    async def _message(self, content: dict[str, Any]) -> None:
-        await self._send_message(content)
-
-    @database_sync_to_async
-    def _stop_replies(self, message_id: Any) -> list[int]:
-        assert self.session is not None
-        if message_id is not None and not isinstance(message_id, int):
+    @staticmethod
+    def _stop(*, session: Session, message_id: Any) -> None:
+        if message_id is not None and (isinstance(message_id, bool) or not isinstance(message_id, int)):
             raise services.ChatError("invalid_message_id", "message_id must be an integer.")
-        return services.reply_stop(session=self.session, message_id=message_id)
-
-    async def _stop(self, content: dict[str, Any]) -> None:
-        await self._stop_replies(content.get("message_id"))
+        services.reply_stop(session=session, message_id=message_id)
 
     @database_sync_to_async
     def _call(self, service: Any, **kwargs: Any) -> None:
         assert self.session is not None
+        # The session may have been deleted by another tab; look it up again, as its owner.
         session = session_get_for_user(user=self.scope["user"], session_id=self.session.pk)
         if session is None:
             raise services.ChatError("not_found", "This session no longer exists.")
@@ -195,36 +173,9 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def _error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "code": code, "message": message})
 
-    # --- group events -> client ------------------------------------------------------------
+    # --- group events -> the follower -------------------------------------------------------
 
     async def chat_message(self, event: dict[str, Any]) -> None:
-        message = event["message"]
-        if message["status"] in (Message.Status.QUEUED, Message.Status.STREAMING):
-            self.sent_seq.setdefault(message["id"], 0)
-        await self.send_json({"type": "message", "message": message})
+        self.events.put_nowait(event)
 
-    async def chat_delta(self, event: dict[str, Any]) -> None:
-        message_id, seq = event["message_id"], event["seq"]
-        if seq <= self.sent_seq.get(message_id, 0):
-            return  # already in the snapshot this client got
-        self.sent_seq[message_id] = seq
-        await self.send_json({"type": "delta", "message_id": message_id, "seq": seq, "text": event["text"]})
-
-    async def chat_deleted(self, event: dict[str, Any]) -> None:
-        for message_id in event["message_ids"]:
-            self.sent_seq.pop(message_id, None)
-        await self.send_json({"type": "deleted", "message_ids": event["message_ids"]})
-
-    async def chat_done(self, event: dict[str, Any]) -> None:
-        message = event["message"]
-        self.sent_seq.pop(message["id"], None)
-        await self.send_json(
-            {
-                "type": "done",
-                "message_id": message["id"],
-                "status": message["status"],
-                "error": message["error"],
-                "stats": message["stats"],
-                "message": message,
-            }
-        )
+    chat_delta = chat_done = chat_deleted = chat_message

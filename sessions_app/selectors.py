@@ -7,6 +7,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from inference.backends.base import ChatMessage
+from sessions_app.live import stream_buffer
 from sessions_app.models import Message, Session
 
 
@@ -81,6 +82,35 @@ def message_payload(message: Message) -> dict[str, Any]:
         "created_at": message.created_at.isoformat() if message.created_at else None,
         "started_at": message.started_at.isoformat() if message.started_at else None,
         "finished_at": message.finished_at.isoformat() if message.finished_at else None,
+    }
+
+
+def message_payload_live(message: Message) -> dict[str, Any]:
+    """``message_payload``, with a streaming reply's text from the live buffer when that is
+    fresher than the database's last save (the buffer is written before each delta is sent)."""
+    payload = message_payload(message)
+    if message.status == Message.Status.STREAMING:
+        try:
+            live = stream_buffer().snapshot(message.pk)
+        except Exception:  # Redis away: the database's copy is the best there is
+            live = None
+        if live is not None and live[1] >= message.seq:
+            payload["content"], payload["seq"] = live
+    return payload
+
+
+def message_states(*, session_id: int, message_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The live payloads of these messages of one session; a deleted one is absent."""
+    rows = Message.objects.select_related("agent").filter(session_id=session_id, pk__in=message_ids)
+    return {message.pk: message_payload_live(message) for message in rows}
+
+
+def session_payload(session: Session) -> dict[str, Any]:
+    return {
+        "id": session.pk,
+        "title": session.title,
+        "agent": session.agent.slug if session.agent else None,
+        "archived": session.archived,
     }
 
 

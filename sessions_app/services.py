@@ -10,8 +10,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent
-from inference.dispatch import reply_enqueue
+from agents.selectors import agent_default_for_user, agent_get_for_user
 from sessions_app import broadcast
+from sessions_app.dispatch import reply_enqueue
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_payload
 
@@ -25,8 +26,9 @@ class ChatError(Exception):
         self.message = message
 
 
-def agent_get_for_user(*, user: Any, slug: str) -> Agent:
-    agent = Agent.objects.visible_to(user).filter(slug=slug, is_active=True).first()
+def agent_check_usable(*, user: Any, slug: Any) -> Agent:
+    """The agent ``slug`` if ``user`` may chat with it; raises ChatError otherwise."""
+    agent = agent_get_for_user(user=user, slug=slug)
     if agent is None:
         raise ChatError("unknown_agent", f"No agent {slug!r} that you may use.")
     return agent
@@ -34,9 +36,7 @@ def agent_get_for_user(*, user: Any, slug: str) -> Agent:
 
 def session_create(*, owner: Any, agent: Agent | None = None, title: str = "") -> Session:
     if agent is None:
-        agent = Agent.objects.visible_to(owner).filter(slug=settings.DEFAULT_AGENT_SLUG, is_active=True).first()
-        if agent is None:
-            agent = Agent.objects.visible_to(owner).filter(is_active=True).first()
+        agent = agent_default_for_user(user=owner)
     session = Session.objects.create(owner=owner, agent=agent, title=title.strip()[:200])
     if agent is not None:
         session.agents.add(agent)

@@ -1,13 +1,15 @@
 """Server-sent events for one reply: ``GET /api/sessions/{id}/messages/{mid}/stream/``.
 
-The same guarantees as the websocket: the stream opens with the reply as it is now (content and
-``seq``), then sends each later delta once, in order, and ends with exactly one ``done`` event.
+The same guarantees as the websocket, from the same follower (``sessions_app.follow``): the
+stream opens with the reply as it is now (``snapshot``: content and ``seq``), then sends each
+later delta once, in order, and ends with exactly one ``done`` (or ``deleted``) event, even when
+the worker's ``done`` event was lost on the way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,37 +18,26 @@ from channels.layers import get_channel_layer
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
-from inference.streambuf import stream_buffer
-from sessions_app.models import Message
-from sessions_app.selectors import message_payload, session_get_for_user
-from sessions_app.tokens import token_authenticate
+from sessions_app.follow import session_follow
+from sessions_app.models import Message, Session
+from sessions_app.selectors import session_get_for_user
+from sessions_app.tokens import TokenRejected, token_from_header
 
 KEEPALIVE_SECONDS = 15
 
 
 @database_sync_to_async
 def _token_user(header: str) -> Any:
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() not in ("token", "bearer"):
-        return None
-    token = token_authenticate(secret.strip())
+    token = token_from_header(header)
     return token.user if token is not None else None
 
 
 @database_sync_to_async
-def _reply_state(user: Any, session_id: int, message_id: int) -> tuple[Any, dict[str, Any]] | None:
+def _session_with_message(user: Any, session_id: int, message_id: int) -> Session | None:
     session = session_get_for_user(user=user, session_id=session_id)
-    if session is None:
+    if session is None or not Message.objects.filter(session=session, pk=message_id).exists():
         return None
-    message = Message.objects.select_related("agent").filter(session=session, pk=message_id).first()
-    if message is None:
-        return None
-    payload = message_payload(message)
-    if message.status == Message.Status.STREAMING:
-        live = stream_buffer().snapshot(message.pk)
-        if live is not None and live[1] >= message.seq:
-            payload["content"], payload["seq"] = live
-    return session, payload
+    return session
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:
@@ -55,48 +46,44 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 
 async def message_stream(request: HttpRequest, session_id: int, message_id: int) -> HttpResponseBase:
     header = request.headers.get("Authorization", "")
-    user = await _token_user(header) if header else await request.auser()
+    try:
+        user = await _token_user(header) if header.strip() else await request.auser()
+    except TokenRejected as exc:
+        return JsonResponse({"code": "not_authenticated", "message": exc.message}, status=401)
     if user is None or not user.is_authenticated:
         return JsonResponse({"code": "not_authenticated", "message": "Send a valid API token."}, status=401)
+    session = await _session_with_message(user, session_id, message_id)
+    if session is None:
+        return JsonResponse({"code": "not_found", "message": "No such message."}, status=404)
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    # Subscribe first, read the state second: no delta falls between the two.
-    state = await _reply_state(user, session_id, message_id)
-    if state is None:
-        return JsonResponse({"code": "not_found", "message": "No such message."}, status=404)
-    session, _ = state
+    # Subscribe first, read the state second (the follower's snapshot): no delta falls between.
     await layer.group_add(session.group_name, channel)
-    state = await _reply_state(user, session_id, message_id)
-    if state is None:
-        await layer.group_discard(session.group_name, channel)
-        return JsonResponse({"code": "not_found", "message": "No such message."}, status=404)
-    snapshot = state[1]
 
     async def events() -> AsyncIterator[str]:
-        last_seq = snapshot["seq"]
+        last_write = time.monotonic()
         try:
-            yield _sse("snapshot", snapshot)
-            if snapshot["status"] not in (Message.Status.QUEUED, Message.Status.STREAMING):
-                yield _sse("done", snapshot)
-                return
-            while True:
-                try:
-                    event = await asyncio.wait_for(layer.receive(channel), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                kind = event.get("type")
-                if kind == "chat.delta" and event["message_id"] == message_id and event["seq"] > last_seq:
-                    last_seq = event["seq"]
-                    yield _sse("delta", {"message_id": message_id, "seq": event["seq"], "text": event["text"]})
-                elif kind == "chat.message" and event["message"]["id"] == message_id:
+            async for event in session_follow(
+                session=session, reply_id=message_id, receive=lambda: layer.receive(channel)
+            ):
+                kind = event["type"]
+                if kind == "session":
+                    if not event["messages"]:
+                        continue  # deleted meanwhile: the follower says so next
+                    yield _sse("snapshot", event["messages"][0])
+                elif kind == "delta":
+                    yield _sse("delta", {k: event[k] for k in ("message_id", "seq", "text")})
+                elif kind == "message":
                     yield _sse("status", {"message_id": message_id, "status": event["message"]["status"]})
-                elif kind == "chat.done" and event["message"]["id"] == message_id:
+                elif kind == "done":
                     yield _sse("done", event["message"])
-                    return
-                elif kind == "chat.deleted" and message_id in event["message_ids"]:
+                elif kind == "deleted":
                     yield _sse("deleted", {"message_ids": event["message_ids"]})
-                    return
+                elif kind == "idle" and time.monotonic() - last_write >= KEEPALIVE_SECONDS:
+                    yield ": keep-alive\n\n"
+                else:
+                    continue
+                last_write = time.monotonic()
         finally:
             await layer.group_discard(session.group_name, channel)
 

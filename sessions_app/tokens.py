@@ -54,22 +54,52 @@ def token_authenticate(secret: str) -> ApiToken | None:
     return token
 
 
+SCHEMES = ("token", "bearer")
+
+
+class TokenRejected(Exception):
+    """An ``Authorization`` header that names no usable token; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def token_from_header(header: str | bytes | None) -> ApiToken | None:
+    """The token an ``Authorization`` header carries: ``Token <secret>`` or ``Bearer <secret>``.
+
+    None when there is no header (the caller may fall back to the session cookie); raises
+    TokenRejected for any other scheme or a bad, expired or revoked secret, which must never
+    fall back to a cookie. Every door (REST, SSE, /v1, websocket) parses the header here.
+    """
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    header = (header or "").strip()
+    if not header:
+        return None
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() not in SCHEMES:
+        raise TokenRejected("invalid_api_key", "Send your API token as 'Authorization: Bearer <token>'.")
+    token = token_authenticate(secret.strip())
+    if token is None:
+        raise TokenRejected("invalid_api_key", "Invalid, expired or revoked token.")
+    return token
+
+
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     """``Authorization: Token <secret>`` or ``Authorization: Bearer <secret>`` (OpenAI clients)."""
 
-    keywords = ("token", "bearer")
-
     def authenticate(self, request: Request) -> tuple[Any, ApiToken] | None:
-        header = authentication.get_authorization_header(request).decode("latin-1").strip()
-        if not header:
-            return None
-        scheme, _, secret = header.partition(" ")
-        if scheme.lower() not in self.keywords:
-            return None
-        token = token_authenticate(secret.strip())
-        if token is None:
-            raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
-        return token.user, token
+        header = authentication.get_authorization_header(request)
+        scheme = header.split(b" ", 1)[0].decode("latin-1").lower()
+        if header and scheme not in SCHEMES:
+            return None  # another scheme: left to the other authentication classes
+        try:
+            token = token_from_header(header)
+        except TokenRejected as exc:
+            raise exceptions.AuthenticationFailed(exc.message) from None
+        return (token.user, token) if token is not None else None
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'

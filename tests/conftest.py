@@ -69,3 +69,11 @@ def gguf_artifact(db: Any, tmp_path: Any) -> ModelArtifact:
 @pytest.fixture
 def agent(gguf_artifact: ModelArtifact) -> Agent:
     return Agent.objects.create(name="Helper", slug="helper", backend="llama_cpp", model=gguf_artifact)
+
+
+@pytest.fixture(autouse=True)
+def fresh_live_buffer() -> None:
+    """Each test starts with an empty in-memory live buffer: message ids repeat between tests."""
+    from sessions_app import live
+
+    live._buffer = None

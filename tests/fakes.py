@@ -6,15 +6,29 @@ import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from django.utils.module_loading import import_string
+
 from inference.backends.base import Backend, BackendError, ChatMessage, Chunk, GenerationParams, StopFlag, Usage
-from inference.backends.options import LlamaCppOptions
+from inference.backends.llama_cpp import LlamaCppOptions
+
+
+def use_backend(settings: Any, path: str) -> None:
+    """Make ``path`` the backend of its name in ``INFERENCE_BACKENDS`` (replacing the real one)."""
+    cls = import_string(path)
+    keep = [p for p in settings.INFERENCE_BACKENDS if import_string(p).name != cls.name]
+    settings.INFERENCE_BACKENDS = [*keep, path]
 
 
 class FakeBackend(Backend):
-    name = "fake"
+    """Stands in for llama.cpp: agents with ``backend="llama_cpp"`` run on it."""
+
+    name = "llama_cpp"
+    label = "Scripted (tests)"
+    formats = frozenset({"gguf"})
     options_schema = LlamaCppOptions
     script: ClassVar[list[str]] = ["Hello", ", ", "world", "."]
     delay: ClassVar[float] = 0.0
+    first_delay: ClassVar[float] = 0.0  # a slow model load or prefill: nothing, then the text
     fail_with: ClassVar[BaseException | None] = None
     on_chunk: ClassVar[Any] = None  # called with the chunk's index after each chunk
     loads: ClassVar[int] = 0
@@ -39,6 +53,7 @@ class FakeBackend(Backend):
         session_key: str | None = None,
     ) -> Iterator[Chunk]:  # fmt: skip
         type(self).seen_messages.append(messages)
+        time.sleep(self.first_delay)
         produced = 0
         for piece in self.script:
             if self.fail_with is not None and produced == 2:
@@ -57,3 +72,10 @@ class FakeBackend(Backend):
 class BrokenBackend(FakeBackend):
     def load(self) -> None:
         raise BackendError("The GPU fell off the bus. Check the worker's driver.", retryable=True)
+
+
+class BrokenOpenVINOBackend(BrokenBackend):
+    """An OpenVINO stand-in whose model never loads."""
+
+    name = "openvino"
+    formats = frozenset({"openvino"})

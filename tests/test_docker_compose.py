@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from agents.models import Backend
+from inference.backends.registry import backend_classes
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -184,10 +184,7 @@ def settings_env_names() -> dict[str, str]:
 
 def test_interpolation_helper_follows_compose_rules() -> None:
     env = {"SET": "x", "EMPTY": ""}
-    assert (
-        interpolate("${SET:-d} ${EMPTY:-d} ${UNSET:-d} ${EMPTY-d} $SET $$HOME", env)
-        == "x d d  x $HOME"
-    )
+    assert interpolate("${SET:-d} ${EMPTY:-d} ${UNSET:-d} ${EMPTY-d} $SET $$HOME", env) == "x d d  x $HOME"
     with pytest.raises(MissingVariable):
         interpolate("${EMPTY:?needed}", env)
 
@@ -221,9 +218,7 @@ def test_environment_names_are_read_by_settings(services: dict[str, Any]) -> Non
     for name in sorted(DJANGO_SERVICES):
         env = environment(services[name])
         unknown = set(env) - set(known)
-        assert not unknown, (
-            f"{name}: chatsite/settings.py reads no variable named {sorted(unknown)}"
-        )
+        assert not unknown, f"{name}: chatsite/settings.py reads no variable named {sorted(unknown)}"
         missing = REQUIRED_ENV - set(env)
         assert not missing, f"{name}: required variables missing: {sorted(missing)}"
 
@@ -295,9 +290,7 @@ def test_values_pass_the_project_validators(
             reader(name, "")
 
 
-def test_settings_import_under_the_compose_environment(
-    services: dict[str, Any], tmp_path: Path
-) -> None:
+def test_settings_import_under_the_compose_environment(services: dict[str, Any], tmp_path: Path) -> None:
     """chatsite.settings itself, in a fresh process, with the web service's environment."""
     env = environment(services["web"])
     env["CHATSITE_DATA_DIR"] = str(tmp_path)  # settings creates its folders; not /data here
@@ -339,7 +332,7 @@ def test_settings_import_under_the_compose_environment(
 
 
 def routable_queues() -> set[str]:
-    return {backend.value for backend in Backend} | {"jobs", "default"}
+    return set(backend_classes()) | {"jobs", "default"}
 
 
 def worker_queues(services: dict[str, Any]) -> dict[str, list[str]]:
@@ -422,10 +415,7 @@ def test_command_modules_exist(services: dict[str, Any]) -> None:
                 app = option(argv, "-A", "--app")
                 assert app, f"{name}: celery without -A"
                 package = importlib.import_module(app)
-                found = (
-                    getattr(package, "celery_app", None)
-                    or importlib.import_module(f"{app}.celery").app
-                )
+                found = getattr(package, "celery_app", None) or importlib.import_module(f"{app}.celery").app
                 assert isinstance(found, Celery), f"{name}: -A {app} finds no Celery app"
             if argv[:2] == ["python", "manage.py"]:
                 assert (ROOT / "manage.py").is_file()
@@ -443,7 +433,7 @@ def healthcheck_text(service: dict[str, Any]) -> str:
 def test_healthchecks(services: dict[str, Any]) -> None:
     from django.urls import resolve
 
-    from chatsite.views import healthz
+    from sessions_app.web import healthz
 
     assert "pg_isready" in healthcheck_text(services["postgres"])
     assert re.search(r"redis-cli\b.*\bping\b", healthcheck_text(services["redis"]))
@@ -462,9 +452,7 @@ def test_depends_on_waits_for_healthy_services(services: dict[str, Any]) -> None
         for target, spec in depends.items():
             assert target in services, f"{name}: depends on unknown service {target}"
             assert spec.get("condition") == "service_healthy", f"{name} -> {target}"
-            assert "healthcheck" in services[target], (
-                f"{name} waits for {target}, which has no healthcheck"
-            )
+            assert "healthcheck" in services[target], f"{name} waits for {target}, which has no healthcheck"
     assert set(services["web"]["depends_on"]) >= {"postgres", "redis"}
     # Workers and beat touch the tables: they start after web, whose command migrates.
     for name in ("worker-llamacpp", "worker-openvino", "worker-vllm", "worker-jobs", "beat"):
@@ -482,10 +470,7 @@ def test_vllm_worker_reserves_gpus(services: dict[str, Any]) -> None:
     assert vllm["build"]["dockerfile"] == "docker/Dockerfile.vllm"
     devices = vllm["deploy"]["resources"]["reservations"]["devices"]
     assert any(
-        d.get("driver") == "nvidia"
-        and d.get("count") == "all"
-        and "gpu" in d.get("capabilities", [])
-        for d in devices
+        d.get("driver") == "nvidia" and d.get("count") == "all" and "gpu" in d.get("capabilities", []) for d in devices
     ), devices
     for name in DJANGO_SERVICES - {"worker-vllm"}:
         assert "deploy" not in services[name], f"{name} should not reserve GPUs"
@@ -509,12 +494,8 @@ def test_volumes(compose: dict[str, Any], services: dict[str, Any]) -> None:
     for name in DJANGO_SERVICES - {"flower"}:
         env = environment(services[name])
         mounts = volume_mounts(services[name])
-        assert mounts.get(env["MODELS_DIR"]) == "models", (
-            f"{name}: MODELS_DIR is not the models volume"
-        )
-        assert mounts.get(env["CHATSITE_DATA_DIR"]) == "data", (
-            f"{name}: CHATSITE_DATA_DIR is not the data volume"
-        )
+        assert mounts.get(env["MODELS_DIR"]) == "models", f"{name}: MODELS_DIR is not the models volume"
+        assert mounts.get(env["CHATSITE_DATA_DIR"]) == "data", f"{name}: CHATSITE_DATA_DIR is not the data volume"
     for name, service in services.items():
         for source in volume_mounts(service).values():
             if source and not source.startswith((".", "/", "~")):
@@ -543,9 +524,7 @@ def builds(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_build_paths_exist(services: dict[str, Any]) -> None:
     found = builds(services)
-    assert set(found) >= DJANGO_SERVICES, (
-        f"services without a build: {sorted(DJANGO_SERVICES - set(found))}"
-    )
+    assert set(found) >= DJANGO_SERVICES, f"services without a build: {sorted(DJANGO_SERVICES - set(found))}"
     for name, build in found.items():
         context = (ROOT / build.get("context", ".")).resolve()
         assert context.is_dir(), f"{name}: no build context {context}"
@@ -560,17 +539,13 @@ def test_build_paths_exist(services: dict[str, Any]) -> None:
             if "--from" in line:
                 continue
             for source in parts[:-1]:
-                assert (context / source).exists(), (
-                    f"{dockerfile.name}: COPY source {source} is missing"
-                )
+                assert (context / source).exists(), f"{dockerfile.name}: COPY source {source} is missing"
         for script in re.findall(r"(/app/docker/[\w.]+)", text):
             assert (ROOT / script.removeprefix("/app/")).is_file(), script
 
 
 def test_extras_exist_in_pyproject(services: dict[str, Any]) -> None:
-    extras = set(
-        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    )
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     platform = (ROOT / "docker" / "Dockerfile").read_text()
     default = dockerfile_args(platform)["EXTRAS"]
     assert default is not None and set(default.split(",")) == {"llama_cpp", "openvino"}
@@ -601,9 +576,7 @@ def test_vllm_dockerfile() -> None:
     text = (ROOT / "docker" / "Dockerfile.vllm").read_text()
     args = dockerfile_args(text)
     base = args.get("CUDA_IMAGE") or ""
-    assert re.match(
-        r"(nvidia/cuda:\d+\.\d+(\.\d+)?-(cudnn-)?(runtime|devel)-ubuntu|vllm/vllm-openai:)", base
-    ), base
+    assert re.match(r"(nvidia/cuda:\d+\.\d+(\.\d+)?-(cudnn-)?(runtime|devel)-ubuntu|vllm/vllm-openai:)", base), base
     assert re.search(r"^FROM \$\{CUDA_IMAGE\}", text, re.MULTILINE)
     requirements = ROOT / "requirements" / "vllm.txt"
     assert "requirements/vllm.txt" in text
@@ -672,9 +645,7 @@ def test_dockerignore() -> None:
         "chatsite/asgi.py",
         "templates/chat/chat.html",
     ):
-        assert not dockerignored(needed, patterns), (
-            f".dockerignore drops {needed}, which the image needs"
-        )
+        assert not dockerignored(needed, patterns), f".dockerignore drops {needed}, which the image needs"
 
 
 # --- The Compose specification --------------------------------------------------------------------
@@ -708,13 +679,12 @@ def test_compose_file_matches_the_compose_specification(compose: dict[str, Any])
     assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:20])
     broken = copy.deepcopy(compose)
     broken["services"]["web"]["healthcheck"]["tset"] = ["CMD", "true"]
-    assert list(validator.iter_errors(broken)), (
-        "the schema accepts a misspelt key: it checks nothing"
-    )
+    assert list(validator.iter_errors(broken)), "the schema accepts a misspelt key: it checks nothing"
 
 
 def test_compose_file_parses_with_compose_spec() -> None:
     import compose_spec
+
     document = load_compose()
     parsed = compose_spec.PyCompose.from_yaml(yaml.safe_dump(document))
     parsed.validate()

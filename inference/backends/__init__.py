@@ -7,8 +7,17 @@ from inference.backends.base import (
     CheckResult,
     Chunk,
     GenerationParams,
+    ModelSpec,
     Usage,
+)
+from inference.backends.registry import (
+    LoadPlan,
+    OptionsError,
+    backend_choices,
     backend_class,
+    backend_classes,
+    load_plan,
+    options_validate,
 )
 
 __all__ = [
@@ -18,6 +27,13 @@ __all__ = [
     "CheckResult",
     "Chunk",
     "GenerationParams",
+    "LoadPlan",
+    "ModelSpec",
+    "OptionsError",
     "Usage",
+    "backend_choices",
     "backend_class",
+    "backend_classes",
+    "load_plan",
+    "options_validate",
 ]

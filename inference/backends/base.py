@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from django.conf import settings
-from django.utils.module_loading import import_string
 from pydantic import BaseModel
 
 
@@ -65,11 +63,27 @@ ChatMessage = dict[str, str]  # {"role": ..., "content": ...}
 StopFlag = Callable[[], bool]
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a backend is asked to load, whoever asks (an agent, a job, a benchmark).
+
+    ``location`` is the artifact's path or URL ("" when the backend needs none); ``options`` are
+    already validated against the backend's ``options_schema``.
+    """
+
+    location: str
+    options: BaseModel
+    api_key: str = ""
+    context_window: int = 2048
+
+
 class Backend(ABC):
     """Base class; subclasses set the capability flags and implement the abstract methods."""
 
-    name: ClassVar[str]
-    options_schema: ClassVar[type[BaseModel]]
+    name: ClassVar[str]  # the value of Agent.backend, and the Celery queue of its workers
+    label: ClassVar[str]  # what a person sees in the admin
+    options_schema: ClassVar[type[BaseModel]]  # typed options: defaults, bounds, descriptions
+    formats: ClassVar[frozenset[str]] = frozenset()  # ModelArtifact formats it runs
     # Capability flags.
     supports_stop: ClassVar[bool] = True  # stops mid-generation when should_stop() turns true
     supports_concurrent: ClassVar[bool] = False  # one loaded model serves many replies at once
@@ -80,6 +94,16 @@ class Backend(ABC):
         self.model_path = model_path
         self.options = options
         self.api_key = api_key
+
+    @classmethod
+    def needs_artifact(cls, options: BaseModel) -> bool:
+        """Whether an agent with these options must name a ModelArtifact (False: a URL will do)."""
+        return True
+
+    @classmethod
+    def load_kwargs(cls, spec: ModelSpec) -> dict[str, Any]:
+        """The keyword arguments of ``__init__`` (and ``cache_key``) for this spec."""
+        return {"model_path": spec.location, "options": spec.options, "api_key": spec.api_key}
 
     @classmethod
     def cache_key(cls, *, model_path: str, options: BaseModel, api_key: str = "") -> tuple[Any, ...]:
@@ -125,14 +149,6 @@ class Backend(ABC):
     def check(cls) -> CheckResult:
         """Whether this worker can run the backend at all (package importable, device present)."""
         return CheckResult(True, "ok")
-
-
-def backend_class(name: str) -> type[Backend]:
-    path = settings.INFERENCE_BACKENDS.get(name)
-    if path is None:
-        raise BackendError(f"No backend named {name!r}; known: {', '.join(settings.INFERENCE_BACKENDS)}")
-    cls: type[Backend] = import_string(path)
-    return cls
 
 
 def missing_package(package: str, extra: str) -> BackendUnavailable:

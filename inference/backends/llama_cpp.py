@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from inference.backends.base import (
     Backend,
     BackendError,
@@ -21,18 +23,32 @@ from inference.backends.base import (
     CheckResult,
     Chunk,
     GenerationParams,
+    ModelSpec,
     StopFlag,
     Usage,
     missing_package,
 )
-from inference.backends.options import LlamaCppOptions
+from inference.backends.options import BackendOptions
 
 # Tokens a chat template adds around each message (<|im_start|>role\n ... <|im_end|>\n).
 _PER_MESSAGE_OVERHEAD = 5
 
 
+class LlamaCppOptions(BackendOptions):
+    n_ctx: int | None = Field(
+        None, ge=128, le=1_048_576, description="Context size; defaults to the agent's context window."
+    )
+    n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default: llama.cpp's choice.")
+    n_batch: int = Field(512, ge=1, le=65_536, description="Prompt-processing batch size.")
+    n_gpu_layers: int = Field(0, ge=-1, le=1000, description="Layers offloaded to a GPU; -1 = all.")
+    use_mmap: bool = Field(True, description="Memory-map the GGUF instead of reading it in.")
+    seed: int | None = Field(None, ge=0, description="Sampling seed; None = random.")
+
+
 class LlamaCppBackend(Backend):
     name = "llama_cpp"
+    label = "llama.cpp"
+    formats = frozenset({"gguf"})
     options_schema = LlamaCppOptions
     supports_stop = True
     supports_concurrent = False
@@ -51,6 +67,10 @@ class LlamaCppBackend(Backend):
     @classmethod
     def cache_key(cls, *, model_path: str, options: Any, api_key: str = "", n_ctx: int = 2048) -> tuple[Any, ...]:
         return (cls.name, model_path, options.model_dump_json(), options.n_ctx or n_ctx)
+
+    @classmethod
+    def load_kwargs(cls, spec: ModelSpec) -> dict[str, Any]:
+        return {**super().load_kwargs(spec), "n_ctx": spec.context_window}
 
     def load(self) -> None:
         try:

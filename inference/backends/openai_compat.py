@@ -11,6 +11,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field, HttpUrl
+
 from inference.backends.base import (
     Backend,
     BackendError,
@@ -22,7 +24,7 @@ from inference.backends.base import (
     StopFlag,
     Usage,
 )
-from inference.backends.options import OpenAICompatOptions
+from inference.backends.options import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,19 @@ def estimate_tokens(messages: list[ChatMessage]) -> int:
     return total
 
 
+class OpenAICompatOptions(BackendOptions):
+    base_url: HttpUrl = Field(description="Server root ending in /v1, e.g. http://127.0.0.1:8080/v1.")
+    model: str = Field("", max_length=200, description="Model name the server knows; default: its first.")
+    timeout: float = Field(120.0, gt=0, le=3600, description="Seconds to wait for the server.")
+    extra_body: dict[str, object] = Field(
+        default_factory=dict, description="Extra fields sent with every request (top_k, min_p, ...)."
+    )
+
+
 class OpenAICompatBackend(Backend):
     name = "openai_compat"
+    label = "OpenAI-compatible server"
+    formats = frozenset({"served", "gguf", "hf", "openvino"})
     options_schema = OpenAICompatOptions
     supports_stop = True
     supports_concurrent = True  # one HTTP client serves many replies at once
@@ -65,6 +78,10 @@ class OpenAICompatBackend(Backend):
     reuses_kv_cache = False  # whatever prefix caching the server does is its own business
 
     options: OpenAICompatOptions
+
+    @classmethod
+    def needs_artifact(cls, options: Any) -> bool:
+        return False  # base_url says where the model is
 
     def __init__(self, *, model_path: str, options: Any, api_key: str = "") -> None:
         super().__init__(model_path=model_path, options=options, api_key=api_key)

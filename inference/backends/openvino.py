@@ -27,7 +27,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from inference.backends.base import (
     Backend,
@@ -40,15 +42,24 @@ from inference.backends.base import (
     Usage,
     missing_package,
 )
-from inference.backends.options import OpenVINOOptions
+from inference.backends.options import BackendOptions
 
 # How often the caller's should_stop() is polled while waiting for text.
 _POLL_SECONDS = 0.05
 _REQUIRED_FILES = ("openvino_model.xml", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
 
 
+class OpenVINOOptions(BackendOptions):
+    device: Literal["CPU", "GPU", "NPU", "AUTO"] = Field("CPU", description="OpenVINO device.")
+    cache_dir: str | None = Field(None, description="Folder for compiled-model cache (speeds GPU/NPU loads).")
+    performance_hint: Literal["LATENCY", "THROUGHPUT"] | None = Field(None, description="OpenVINO performance hint.")
+    kv_cache_reuse: bool = Field(True, description="Keep the KV cache between turns of the same session.")
+
+
 class OpenVINOBackend(Backend):
     name = "openvino"
+    label = "OpenVINO GenAI"
+    formats = frozenset({"openvino"})
     options_schema = OpenVINOOptions
     supports_stop = True
     supports_concurrent = False  # one pipeline, one KV cache: one sequence at a time

@@ -26,7 +26,9 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, HttpUrl, model_validator
 
 from inference.backends.base import (
     Backend,
@@ -38,8 +40,8 @@ from inference.backends.base import (
     GenerationParams,
     StopFlag,
 )
-from inference.backends.openai_compat import OpenAICompatBackend, estimate_tokens
-from inference.backends.options import OpenAICompatOptions, VLLMOptions
+from inference.backends.openai_compat import OpenAICompatBackend, OpenAICompatOptions, estimate_tokens
+from inference.backends.options import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,41 @@ class _Endpoint:
         self.chat.close()
 
 
+class VLLMOptions(BackendOptions):
+    mode: Literal["hosted", "external"] = Field("hosted", description="Host the engine, or call a server.")
+    base_url: HttpUrl | None = Field(None, description="For external mode: the server's /v1 URL.")
+    served_model_name: str = Field("", max_length=200, description="Model alias on the server.")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs one replica spans.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="Weights dtype.")
+    max_model_len: int | None = Field(None, ge=128, le=1_048_576, description="Context length.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory for vLLM.")
+    quantization: Literal["gptq", "awq", "fp8"] | None = Field(None, description="Weights quantization.")
+    top_k: int | None = Field(None, ge=-1, description="Sampling top-k.")
+    min_p: float | None = Field(None, ge=0, le=1, description="Sampling min-p.")
+    seed: int | None = Field(None, ge=0, description="Sampling seed.")
+    timeout: float = Field(120.0, gt=0, le=3600, description="External mode: seconds to wait for the server.")
+
+    @model_validator(mode="after")
+    def _external_needs_a_url(self) -> VLLMOptions:
+        if self.mode == "external" and self.base_url is None:
+            raise ValueError("external mode needs base_url (the vLLM server's /v1 URL)")
+        return self
+
+
 class VLLMBackend(Backend):
     name = "vllm"
+    label = "vLLM"
+    formats = frozenset({"hf", "served"})
     options_schema = VLLMOptions
     supports_stop = True
     supports_concurrent = True  # vLLM batches concurrent requests
     counts_tokens = True  # the server's /tokenize, with the model's chat template
 
     options: VLLMOptions
+
+    @classmethod
+    def needs_artifact(cls, options: Any) -> bool:
+        return bool(options.mode == "hosted")  # external mode calls base_url
 
     def __init__(self, *, model_path: str, options: Any, api_key: str = "") -> None:
         super().__init__(model_path=model_path, options=options, api_key=api_key)

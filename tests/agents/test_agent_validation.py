@@ -76,7 +76,7 @@ def test_the_admin_form_shows_option_errors_on_the_field(gguf_artifact: ModelArt
             "slug": "a",
             "backend": "llama_cpp",
             "model": gguf_artifact.pk,
-            "backend_options": '{"n_batch": -4}',
+            "opt__llama_cpp__n_batch": -4,
             "temperature": 0.7,
             "top_p": 0.9,
             "max_tokens": 100,
@@ -88,7 +88,7 @@ def test_the_admin_form_shows_option_errors_on_the_field(gguf_artifact: ModelArt
         }  # fmt: skip
     )
     assert not form.is_valid()
-    assert "n_batch" in " ".join(form.errors["backend_options"])
+    assert "greater than or equal to 1" in " ".join(form.errors["opt__llama_cpp__n_batch"])
 
 
 def test_the_admin_never_renders_the_stored_api_key(superuser: Any) -> None:

@@ -19,8 +19,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from chatsite.launch import Platform, free_port, platform_env, prepare
 from tests.integration.chat_client import api
+from tools.launch import Platform, free_port, platform_env, prepare
 
 pytestmark = pytest.mark.slow
 

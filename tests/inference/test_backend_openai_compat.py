@@ -31,7 +31,7 @@ import pytest
 
 from inference.backends.base import BackendError, Chunk, GenerationParams
 from inference.backends.openai_compat import OpenAICompatBackend
-from inference.backends.options import OptionsError, options_validate
+from inference.backends.registry import OptionsError, options_validate
 from inference.backends.vllm import VLLMBackend
 from inference.bundled import bundled_model_path
 

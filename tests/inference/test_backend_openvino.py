@@ -17,7 +17,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from inference.backends.base import BackendError, Chunk, GenerationParams
-from inference.backends.options import LlamaCppOptions, OpenVINOOptions, OptionsError, options_validate
+from inference.backends.llama_cpp import LlamaCppOptions
+from inference.backends.openvino import OpenVINOOptions
+from inference.backends.registry import OptionsError, options_validate
 from inference.bundled import BUNDLED_NAME, bundled_model_path
 from inference.models import ModelArtifact
 

@@ -21,7 +21,7 @@ import pytest
 
 from inference import vllm_server
 from inference.backends.base import BackendUnavailable
-from inference.backends.options import options_validate
+from inference.backends.registry import options_validate
 from inference.backends.vllm import VLLMBackend
 from inference.vllm_server import EngineStartError, ServeSpec, VLLMServer, health_ok
 
@@ -361,7 +361,7 @@ time.sleep(3600)
 def test_a_worker_that_ends_leaves_no_server_behind(tmp_path: Path, state: Path, how: str) -> None:
     script = tmp_path / "fake_vllm_serve.py"
     script.write_text(FAKE_SERVE)
-    env = {**os.environ, "FAKE_VLLM_STATE": str(state), "PYTHONPATH": str(Path(vllm_server.__file__).parents[1])}
+    env = {**os.environ, "FAKE_VLLM_STATE": str(state), "PYTHONPATH": str(Path(vllm_server.__file__).parents[2])}
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER, str(tmp_path / "logs"), str(script), how],
         stdin=subprocess.PIPE,

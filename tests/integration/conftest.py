@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from chatsite.launch import ROOT, VENV_BIN, Platform, free_port, manage, platform_env, prepare, wait_for_port
+from tools.launch import ROOT, VENV_BIN, Platform, free_port, manage, platform_env, prepare, wait_for_port
 
 __all__ = ["ROOT", "VENV_BIN", "Platform", "free_port", "manage", "wait_for_port"]
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from chatsite.launch import Platform, free_port, platform_env, prepare
 from tests.integration.chat_client import Watcher, api, send, ws_open
+from tools.launch import Platform, free_port, platform_env, prepare
 
 pytestmark = pytest.mark.slow
 

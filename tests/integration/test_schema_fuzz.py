@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chatsite.launch import VENV_BIN, Platform, free_port, manage, platform_env, prepare
+from tools.launch import VENV_BIN, Platform, free_port, manage, platform_env, prepare
 
 pytestmark = pytest.mark.slow
 

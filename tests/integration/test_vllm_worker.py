@@ -22,9 +22,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from chatsite.launch import ROOT, Platform, free_port, manage, platform_env, prepare
 from tests.integration.chat_client import Reply, Watcher, api, send, ws_open
 from tests.integration.conftest import PG_ADMIN
+from tools.launch import ROOT, Platform, free_port, manage, platform_env, prepare
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 

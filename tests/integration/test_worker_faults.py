@@ -22,7 +22,7 @@ def test_a_task_delivered_twice_produces_one_reply(platform: Platform) -> None:
     # The broker delivers the same task again (as after a lost ack).
     code = (
         "import django; django.setup()\n"
-        "from inference.tasks import reply_generate\n"
+        "from sessions_app.tasks import reply_generate\n"
         f"reply_generate.apply_async(kwargs={{'message_id': {reply_id}}}, queue='llama_cpp')\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=platform.env, check=True, timeout=60)

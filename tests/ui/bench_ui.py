@@ -26,8 +26,8 @@ from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
 
-from chatsite.launch import ROOT, Platform
 from tests.ui.site import launch, log_in, open_session, running_platform, seed_session
+from tools.launch import ROOT, Platform
 
 OUT = ROOT / "docs" / "bench" / "bench_ui.json"
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from chatsite.launch import Platform
 from tests.ui.site import launch, log_in, running_platform
+from tools.launch import Platform
 
 
 @pytest.fixture(scope="package")

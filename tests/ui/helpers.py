@@ -6,8 +6,8 @@ from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
 
-from chatsite.launch import Platform
 from tests.integration.chat_client import api
+from tools.launch import Platform
 
 FINAL = "complete, cancelled, failed, interrupted".split(", ")
 

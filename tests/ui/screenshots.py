@@ -13,9 +13,9 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from chatsite.launch import ROOT, manage
 from tests.ui.helpers import ask, wait_final
 from tests.ui.site import launch, log_in, open_session, running_platform, seed_session
+from tools.launch import ROOT, manage
 
 DOCS = ROOT / "docs"
 

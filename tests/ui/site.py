@@ -11,7 +11,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 
-from chatsite.launch import Platform, free_port, manage, platform_env, prepare
+from tools.launch import Platform, free_port, manage, platform_env, prepare
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -37,7 +37,7 @@ Agent.objects.update_or_create(slug="pirate", defaults=dict(
 
 
 def password(user: str) -> str:
-    return f"{user}-password-1"  # what chatsite.launch.prepare sets
+    return f"{user}-password-1"  # what tools.launch.prepare sets
 
 
 @contextmanager

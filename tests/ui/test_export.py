@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page
 
-from chatsite.launch import Platform
 from tests.ui.site import log_in, seed_session
+from tools.launch import Platform
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from chatsite.launch import Platform
 from tests.ui.helpers import ask, last_reply, replies, session_id_of, stored, wait_final
+from tools.launch import Platform
 
 pytestmark = pytest.mark.slow
 

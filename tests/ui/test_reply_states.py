@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from chatsite.launch import Platform
 from tests.ui.site import open_session, seed_session
+from tools.launch import Platform
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import Page, expect
 
-from chatsite.launch import Platform, free_port
 from tests.ui.site import open_session, seed_session
+from tools.launch import Platform, free_port
 
 pytestmark = pytest.mark.slow
 

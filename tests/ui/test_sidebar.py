@@ -7,9 +7,9 @@ import uuid
 import pytest
 from playwright.sync_api import Page, expect
 
-from chatsite.launch import Platform
 from tests.integration.chat_client import api
 from tests.ui.site import seed_session
+from tools.launch import Platform
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import re
 import pytest
 from playwright.sync_api import Browser, expect
 
-from chatsite.launch import Platform
 from tests.ui.site import password
+from tools.launch import Platform
 
 pytestmark = pytest.mark.slow
 

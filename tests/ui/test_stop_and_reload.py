@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from chatsite.launch import Platform
 from tests.ui.helpers import ask, copied, last_reply, session_id_of, shown_seq, stored, wait_final, wait_seq
+from tools.launch import Platform
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from chatsite.launch import Platform, free_port, manage
 from tests.integration.chat_client import api
 from tests.ui.helpers import ask, copied, last_reply, session_id_of, stored, wait_final
+from tools.launch import Platform, free_port, manage
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from chatsite.launch import Platform
 from tests.ui.site import open_session, seed_session
+from tools.launch import Platform
 
 pytestmark = pytest.mark.slow
 

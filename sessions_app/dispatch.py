@@ -1,0 +1,81 @@
+"""Send a reply to where it runs: a Celery queue, or the embedded in-process pool."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from sessions_app.liveness import heartbeat_seconds
+from sessions_app.models import Message
+from sessions_app.reaper import process_started_at, replies_reap, replies_reap_before
+from sessions_app.replies import reply_generate
+
+log = logging.getLogger(__name__)
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def reply_enqueue(*, message_id: int, queue: str) -> None:
+    """Run ``reply_generate`` for this message on the agent's queue (or in-process)."""
+    if settings.EMBEDDED:
+        embedded_pool().submit(_run_logged, message_id)
+        return
+    from sessions_app.tasks import reply_generate as reply_task
+
+    reply_task.apply_async(kwargs={"message_id": message_id}, queue=queue)
+
+
+def embedded_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=settings.EMBEDDED_REPLY_THREADS, thread_name_prefix="reply")
+            threading.Thread(target=_embedded_reaper, args=(_pool,), name="reply-reaper", daemon=True).start()
+        return _pool
+
+
+def _run_logged(message_id: int) -> None:
+    try:
+        reply_generate(message_id=message_id)
+    except Exception:
+        log.exception("embedded reply %s crashed", message_id)
+
+
+def replies_recover_embedded(pool: ThreadPoolExecutor) -> int:
+    """The embedded default runs replies in its own process: what a previous process left
+    `streaming` died with it (ended ``interrupted``), what it left `queued` was never started
+    (run now). Returns how many were interrupted."""
+    started = process_started_at()
+    # Give a live process beside this one (a terminal chat) the time to renew its heartbeats.
+    settle = (started + timedelta(seconds=2 * heartbeat_seconds())).timestamp() - time.time()
+    if settle > 0:
+        time.sleep(settle)
+    interrupted = replies_reap_before(moment=started)
+    for message_id in Message.objects.filter(status=Message.Status.QUEUED).values_list("pk", flat=True):
+        pool.submit(_run_logged, message_id)  # a second submit finds nothing to claim
+    return interrupted
+
+
+def _embedded_reaper(pool: ThreadPoolExecutor) -> None:
+    """In the embedded default nothing else runs the reaper, so a daemon thread does."""
+    try:
+        replies_recover_embedded(pool)
+    except Exception:
+        log.exception("recovering replies of a previous process failed")
+    finally:
+        close_old_connections()
+    while True:
+        time.sleep(max(1.0, settings.REPLY_STALE_SECONDS / 4))
+        try:
+            replies_reap()
+        except Exception:
+            log.exception("reaper failed")
+        finally:
+            close_old_connections()

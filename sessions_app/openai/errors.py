@@ -1,0 +1,88 @@
+"""OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``, and how a pydantic
+validation error becomes one."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.http import JsonResponse
+from pydantic import ValidationError
+
+from sessions_app import services
+
+# Codes the request model raises itself (as PydanticCustomError types): passed on unchanged.
+OWN_CODES = frozenset({"invalid_type", "invalid_value", "unsupported_parameter"})
+# Pydantic's error types that mean "the wrong kind of value"; any other means "a wrong value".
+TYPE_ERRORS = frozenset({"finite_number", "int_from_float", "model_attributes_type"})
+
+
+class CompletionError(services.ChatError):
+    """A request this door refuses; carries what OpenAI's error object holds."""
+
+    def __init__(
+        self, message: str, *, code: str, param: str | None = None, status: int = 400,
+        kind: str = "invalid_request_error",
+    ) -> None:  # fmt: skip
+        super().__init__(code, message)
+        self.param = param
+        self.status = status
+        self.kind = kind
+
+
+class RateLimited(CompletionError):
+    def __init__(self, wait: float) -> None:
+        super().__init__(
+            f"Too many requests; try again in {wait:.0f} s.", code="rate_limit_exceeded", status=429, kind="requests"
+        )
+        self.wait = wait
+
+
+def param_path(loc: tuple[int | str, ...]) -> str | None:
+    """OpenAI's name for a place in the body: ``("messages", 0, "content")`` is
+    ``messages[0].content``; the body itself is None."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or None
+
+
+def completion_error_from(exc: ValidationError) -> CompletionError:
+    """The first thing pydantic found wrong, as OpenAI reports it: ``invalid_type`` for a value of
+    the wrong kind, ``invalid_value`` for one of the right kind out of range (or missing), and the
+    request model's own codes as they are."""
+    error = exc.errors(include_url=False)[0]
+    kind = error["type"]
+    if kind in OWN_CODES:
+        code = kind
+    elif kind in TYPE_ERRORS or kind.endswith(("_type", "_parsing")):
+        code = "invalid_type"
+    else:
+        code = "invalid_value"
+    param = param_path(error["loc"])
+    # Pydantic's own words, but for a nested model's, which would name a class of this module.
+    text = "Input should be an object" if kind == "model_type" else error["msg"]
+    message = f"{param}: {text}." if param else f"{text}."
+    return CompletionError(message, code=code, param=param)
+
+
+def error_response(exc: CompletionError) -> JsonResponse:
+    """OpenAI's error object, with the status its client maps to an exception class."""
+    response = JsonResponse({"error": error_object(exc)}, status=exc.status)
+    if isinstance(exc, RateLimited):
+        response["Retry-After"] = str(max(1, math.ceil(exc.wait)))
+    if exc.status >= 500:
+        # Each try would be kept as a new session: let the caller decide.
+        response["x-should-retry"] = "false"
+    return response
+
+
+def error_object(exc: CompletionError) -> dict[str, Any]:
+    return {"message": exc.message, "type": exc.kind, "param": exc.param, "code": exc.code}
+
+
+def reply_failure(final: dict[str, Any]) -> CompletionError:
+    """A reply that failed or was interrupted, as the error the caller gets instead of it."""
+    return CompletionError(
+        final["error"] or "The reply failed.", code=f"reply_{final['status']}", status=502, kind="server_error"
+    )

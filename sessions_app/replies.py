@@ -1,0 +1,252 @@
+"""Generate one reply: claim it, build the prompt, stream from the backend, record the result.
+
+This runs wherever replies run: in a Celery worker (``sessions_app.tasks.reply_generate``) or in
+the embedded thread pool. It is safe to run twice for one message: only the first run claims it.
+From the claim to the end the reply holds a lease (``sessions_app.liveness``): the heartbeat keeps
+it alive however long the engine takes, and a reply taken away stops at once, silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from inference.backends.base import Backend, BackendError, ChatMessage, GenerationParams
+from inference.cache import model_cache
+from inference.prompt import PromptTooLong, prompt_build
+from sessions_app import broadcast
+from sessions_app.live import stream_buffer
+from sessions_app.liveness import Lease, heartbeat, worker_name
+from sessions_app.models import Message
+from sessions_app.selectors import history_for_reply, message_payload
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Stream:
+    message: Message
+    lease: Lease
+    text: str = ""
+    pending: str = ""
+    seq: int = 0
+    saved_seq: int = 0
+    started: float = 0.0
+    first_token: float | None = None
+    last_flush: float = 0.0
+    last_save: float = 0.0
+    last_poll: float = 0.0
+    stop_seen: bool = False
+
+    @property
+    def lost(self) -> bool:
+        """The row is no longer ours (reaped, deleted, finished elsewhere): send nothing more."""
+        return self.lease.lost.is_set()
+
+
+def reply_generate(*, message_id: int) -> bool:
+    """Generate the reply ``message_id`` if it is still queued; otherwise do nothing.
+
+    Returns whether this call claimed it (a second delivery of the same task returns False).
+    """
+    close_old_connections()
+    now = timezone.now()
+    claimed = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
+        status=Message.Status.STREAMING, started_at=now, heartbeat_at=now, worker=worker_name()
+    )
+    if not claimed:
+        log.info("reply %s already claimed or finished; nothing to do", message_id)
+        return False
+    lease = heartbeat().hold(message_id)
+    try:
+        _generate_claimed(message_id, lease)
+    finally:
+        heartbeat().release(lease)
+        broadcast.flush()
+        close_old_connections()
+    return True
+
+
+def _generate_claimed(message_id: int, lease: Lease) -> None:
+    message = Message.objects.select_related("session", "agent", "agent__model").filter(pk=message_id).first()
+    if message is None:
+        return  # deleted between the claim and now
+    _live(broadcast.message_send, message.session_id, message_payload(message))
+    stream = _Stream(message=message, lease=lease, started=time.monotonic())
+    try:
+        _generate(stream)
+    except BackendError as exc:
+        hint = " Trying again may help." if exc.retryable else ""
+        _finish(stream, Message.Status.FAILED, error=f"{exc}{hint}")
+    except PromptTooLong as exc:
+        _finish(stream, Message.Status.FAILED, error=str(exc))
+    except SoftTimeLimitExceeded:
+        _finish(
+            stream,
+            Message.Status.FAILED,
+            error=f"The reply ran past the worker's time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s); "
+            "its text so far is kept. Ask for a shorter answer or raise CELERY_TASK_SOFT_TIME_LIMIT.",
+        )
+    except Exception as exc:  # the reply must end, whatever broke
+        log.exception("reply %s failed", message_id)
+        _finish(stream, Message.Status.FAILED, error=f"Internal error in the worker: {type(exc).__name__}: {exc}")
+
+
+def _generate(stream: _Stream) -> None:
+    message = stream.message
+    agent = message.agent
+    if agent is None:
+        raise BackendError("The agent of this reply was deleted.")
+    if message.cancel_requested:
+        _finish(stream, Message.Status.CANCELLED)
+        return
+    plan = agent.load_plan()
+    with model_cache().use(plan.key, plan.build) as backend:
+        context = min(agent.context_window, backend.context_length() or agent.context_window)
+        if not backend.counts_tokens:
+            # Token counts are estimates here: keep a tenth of the window spare.
+            context = int(context * 0.9)
+        overrides = message.params or {}
+        prompt = prompt_build(
+            system_prompt=overrides.get("system_prompt", agent.system_prompt),
+            history=history_for_reply(message),
+            count_tokens=backend.count_tokens,
+            context_window=context,
+            max_tokens=min(overrides.get("max_tokens", agent.max_tokens), agent.max_tokens),
+        )
+        params = GenerationParams(
+            max_tokens=prompt.max_tokens,
+            temperature=overrides.get("temperature", agent.temperature),
+            top_p=overrides.get("top_p", agent.top_p),
+            repetition_penalty=overrides.get("repetition_penalty", agent.repetition_penalty),
+            stop=tuple(overrides.get("stop", agent.stop) or ()),
+            seed=overrides.get("seed"),
+        )
+        _stream_into(stream, backend, prompt.messages, params)
+
+
+def _stop_requested(stream: _Stream, *, now_or_never: bool = False) -> bool:
+    """Whether to stop: a stop was asked for, or the reply is no longer ours. Polled between
+    tokens, so it reads the database at most every ``REPLY_STOP_POLL_MS``; ``now_or_never``
+    reads it regardless (before text is sent)."""
+    if stream.stop_seen or stream.lost:
+        return True
+    now = time.monotonic()
+    if now_or_never or now - stream.last_poll >= settings.REPLY_STOP_POLL_MS / 1000:
+        stream.last_poll = now
+        row = Message.objects.filter(pk=stream.message.pk).values_list("cancel_requested", "status", "worker").first()
+        if row is None or row[1] != Message.Status.STREAMING or row[2] != worker_name():
+            stream.lease.lost.set()  # deleted (an edit), reaped, or finished elsewhere
+        elif row[0]:
+            stream.stop_seen = True
+    return stream.stop_seen or stream.lost
+
+
+def _stream_into(stream: _Stream, backend: Backend, messages: list[ChatMessage], params: GenerationParams) -> None:
+    flush_every = settings.REPLY_BROADCAST_INTERVAL_MS / 1000
+    save_every = settings.REPLY_SAVE_INTERVAL_MS / 1000
+    finish = "stop"
+    usage = None
+    for chunk in backend.stream_chat(
+        messages,
+        params,
+        should_stop=lambda: _stop_requested(stream),
+        session_key=f"session-{stream.message.session_id}",
+    ):
+        now = time.monotonic()
+        if chunk.text:
+            if stream.first_token is None:
+                stream.first_token = now
+            stream.pending += chunk.text
+            if now - stream.last_flush >= flush_every:
+                _flush(stream)
+                stream.last_flush = now
+            if now - stream.last_save >= save_every:
+                _save_partial(stream)
+                stream.last_save = now
+        if chunk.finish_reason:
+            finish = chunk.finish_reason
+            usage = chunk.usage
+    if stream.lost:
+        log.info("reply %s was taken from this worker; its end is not recorded here", stream.message.pk)
+        return
+    _flush(stream)
+    status = Message.Status.CANCELLED if finish == "cancelled" or stream.stop_seen else Message.Status.COMPLETE
+    _finish(stream, status, usage=usage, finish_reason="cancelled" if status == Message.Status.CANCELLED else finish)
+
+
+def _live(send: Any, *args: Any) -> None:
+    """Send a live update; if Redis is down the reply goes on and the database keeps the text."""
+    try:
+        send(*args)
+    except Exception as exc:
+        log.warning("live update failed (%s: %s); the reply continues", type(exc).__name__, exc)
+
+
+def _flush(stream: _Stream) -> None:
+    if not stream.pending:
+        return
+    # A reply taken from this worker sends nothing more: one primary-key read per batch of text
+    # (at most every REPLY_BROADCAST_INTERVAL_MS) makes sure of it.
+    _stop_requested(stream, now_or_never=True)
+    if stream.lost:
+        return
+    text, stream.pending = stream.pending, ""
+    stream.seq += 1
+    stream.text += text
+    # Buffer first, then broadcast: a client joining in between finds the text in the buffer.
+    _live(stream_buffer().append, stream.message.pk, stream.seq, text)
+    _live(broadcast.delta_send, stream.message.session_id, stream.message.pk, stream.seq, text)
+
+
+def _save_partial(stream: _Stream) -> None:
+    _flush(stream)
+    saved = Message.objects.filter(pk=stream.message.pk, status=Message.Status.STREAMING, worker=worker_name()).update(
+        content=stream.text, seq=stream.seq
+    )
+    if not saved:
+        stream.lease.lost.set()
+    stream.saved_seq = stream.seq
+
+
+def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None, finish_reason: str = "") -> None:
+    if stream.lost:
+        _live(stream_buffer().discard, stream.message.pk)
+        return
+    _flush(stream)
+    message = stream.message
+    end = time.monotonic()
+    fields: dict[str, Any] = {
+        "status": status,
+        "content": stream.text,
+        "seq": stream.seq,
+        "error": error,
+        "finished_at": timezone.now(),
+        "heartbeat_at": timezone.now(),
+    }
+    if stream.first_token is not None:
+        fields["ttft_ms"] = round((stream.first_token - stream.started) * 1000, 1)
+    if finish_reason:
+        fields["finish_reason"] = finish_reason
+    if usage is not None:
+        fields["prompt_tokens"] = usage.prompt_tokens
+        fields["completion_tokens"] = usage.completion_tokens
+        decode_time = end - (stream.first_token or end)
+        if usage.completion_tokens > 1 and decode_time > 0:
+            fields["decode_tps"] = round((usage.completion_tokens - 1) / decode_time, 2)
+    # Only a reply still ours is finished: the reaper may have declared this worker dead.
+    updated = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING, worker=worker_name()).update(
+        **fields
+    )
+    _live(stream_buffer().discard, message.pk)
+    if not updated:
+        return
+    message.refresh_from_db()
+    _live(broadcast.done_send, message.session_id, message_payload(message))
