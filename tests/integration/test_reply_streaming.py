@@ -146,7 +146,9 @@ def test_a_resent_message_is_stored_once(platform: Platform) -> None:
     reply_id = watcher.first_reply_id()
     watcher.until_done(reply_id)
     send(watcher.ws, type="message", content="Say hi.", client_id="same-id")
-    time.sleep(1.0)
+    # Frames are handled in order: once the pong is back, the resent message has been handled.
+    send(watcher.ws, type="ping")
+    watcher.until(lambda e: e["type"] == "pong")
     watcher.close()
     status, body = api(platform.http, platform.tokens["alice"], "GET", f"/api/sessions/{sid}/messages/")
     assert status == 200

@@ -26,7 +26,12 @@ def test_a_task_delivered_twice_produces_one_reply(platform: Platform) -> None:
         f"reply_generate.apply_async(kwargs={{'message_id': {reply_id}}}, queue='llama_cpp')\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=platform.env, check=True, timeout=60)
-    time.sleep(3)
+    # The worker ran the second delivery and found nothing to claim: its log says so.
+    log = platform.log_dir / "worker.log"
+    deadline = time.monotonic() + 60
+    while f"reply {reply_id} already claimed or finished" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.2)
     watcher.close()
     row = stored(platform, sid, reply_id)
     assert row["status"] == "complete" and row["content"] == first.text
