@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from sessions_app.models import Message, Session
+from sessions_app.selectors import message_payload_live
 
 
 class SessionOutputSerializer(serializers.ModelSerializer):
@@ -32,25 +35,31 @@ class StatsSerializer(serializers.Serializer):
     decode_tps = serializers.FloatField(allow_null=True)
 
 
-class MessageOutputSerializer(serializers.ModelSerializer):
-    agent = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    stats = serializers.SerializerMethodField()
+class MessageOutputSerializer(serializers.Serializer):
+    """A message as every door shows it: ``selectors.message_payload`` is the one shape (websocket
+    and SSE events, REST, the export); these fields only describe it for the OpenAPI schema."""
 
-    class Meta:
-        model = Message
-        fields = [
-            "id", "session", "role", "agent", "reply_to", "content", "status", "error", "client_id",
-            "seq", "backend", "model_name", "finish_reason", "stats", "created_at", "started_at", "finished_at",
-        ]  # fmt: skip
-        read_only_fields = fields
+    id = serializers.IntegerField()
+    session = serializers.IntegerField()
+    role = serializers.ChoiceField(choices=Message.Role.choices)
+    agent = serializers.CharField(allow_null=True, help_text="The answering agent's slug.")
+    agent_name = serializers.CharField(allow_null=True)
+    reply_to = serializers.IntegerField(allow_null=True)
+    content = serializers.CharField(allow_blank=True)
+    status = serializers.ChoiceField(choices=Message.Status.choices)
+    error = serializers.CharField(allow_blank=True)
+    client_id = serializers.CharField(allow_null=True)
+    seq = serializers.IntegerField()
+    backend = serializers.CharField(allow_blank=True)
+    model = serializers.CharField(allow_blank=True, help_text="The model artifact's name.")
+    finish_reason = serializers.CharField(allow_blank=True)
+    stats = StatsSerializer()
+    created_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
-    def get_stats(self, obj: Message) -> dict[str, float | int | None]:
-        return {
-            "prompt_tokens": obj.prompt_tokens,
-            "completion_tokens": obj.completion_tokens,
-            "ttft_ms": obj.ttft_ms,
-            "decode_tps": obj.decode_tps,
-        }
+    def to_representation(self, instance: Message) -> dict[str, Any]:
+        return message_payload_live(instance)
 
 
 class MessageCreateSerializer(serializers.Serializer):

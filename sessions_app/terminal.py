@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -35,6 +33,7 @@ from sessions_app import broadcast, services
 from sessions_app.follow import session_follow
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_list, message_payload, session_get_for_user
+from sessions_app.terminal_style import Palette, stats_line
 
 log = logging.getLogger(__name__)
 
@@ -44,33 +43,6 @@ HINT = "(Ctrl+C stops a reply while it streams; type exit or press Ctrl+D to qui
 QUEUED_NOTICE_SECONDS = 15.0
 
 _LINE, _INTERRUPT = "line", "interrupt"
-
-
-@dataclass(frozen=True)
-class Palette:
-    """ANSI colours, or none. ``readline`` must be told which prompt bytes take no room."""
-
-    enabled: bool
-    readline_prompt: bool = False
-
-    def paint(self, code: str, text: str) -> str:
-        if not self.enabled:
-            return text
-        return f"\033[{code}m{text}\033[0m"
-
-    def prompt(self, code: str, text: str) -> str:
-        if not (self.enabled and self.readline_prompt):
-            return self.paint(code, text)
-        return f"\001\033[{code}m\002{text}\001\033[0m\002"
-
-
-def colours_wanted(*, no_color: bool, force_color: bool, stream: Any) -> bool:
-    if force_color:
-        return True
-    if no_color or os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
 
 
 class TerminalChat:
@@ -394,20 +366,9 @@ class TerminalChat:
             self.error(f"error: {message.get('error') or 'the reply failed.'}")
         elif status == Message.Status.INTERRUPTED:
             self.error(f"[interrupted] {message.get('error') or ''}".rstrip())
-        stats = self._stats(message.get("stats") or {})
+        stats = stats_line(message.get("stats") or {})
         if stats:
             self.notice(stats)
-
-    @staticmethod
-    def _stats(stats: dict[str, Any]) -> str:
-        parts = []
-        if stats.get("completion_tokens") is not None:
-            parts.append(f"{stats['completion_tokens']} tokens")
-        if stats.get("ttft_ms") is not None:
-            parts.append(f"TTFT {stats['ttft_ms']:.0f} ms")
-        if stats.get("decode_tps") is not None:
-            parts.append(f"{stats['decode_tps']:.1f} tokens/s")
-        return f"[ {' | '.join(parts)} ]" if parts else ""
 
     async def _receive(self) -> None:
         assert self.layer is not None

@@ -61,7 +61,9 @@ def stored(reply_id: int) -> Message:
     return Message.objects.get(pk=reply_id)
 
 
-def test_the_websocket_gets_done_from_the_stored_state(session: Session, secret: str, done_events_are_lost: Any) -> None:
+def test_the_websocket_gets_done_from_the_stored_state(
+    session: Session, secret: str, done_events_are_lost: Any
+) -> None:
     from chatsite.asgi import application
 
     async def chat() -> tuple[list[dict[str, Any]], float]:
@@ -170,7 +172,8 @@ class Out:
 def test_the_terminal_chat_ends_the_reply_from_its_stored_state(
     user: Any, agent: Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sessions_app.terminal import Palette, TerminalChat
+    from sessions_app.terminal import TerminalChat
+    from sessions_app.terminal_style import Palette
 
     agent.slug = "assistant"
     agent.save()

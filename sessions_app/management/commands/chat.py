@@ -12,7 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from sessions_app.terminal import LOCAL_USERNAME, Palette, TerminalChat, colours_wanted
+from sessions_app.terminal import LOCAL_USERNAME, TerminalChat
+from sessions_app.terminal_style import Palette, colours_wanted
 
 
 class Command(BaseCommand):
