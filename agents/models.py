@@ -81,7 +81,9 @@ class Agent(models.Model):
     context_window = models.PositiveIntegerField(default=2048, validators=generation.CONTEXT_WINDOW.validators())
 
     node = models.SlugField(
-        max_length=64, blank=True, help_text="Node label: replies go to the queue <backend>.<node>."
+        max_length=64,
+        blank=True,
+        help_text="Node label: replies go to the queue named backend.node (e.g. openvino.edge-01).",
     )
     is_active = models.BooleanField(default=True)
     visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.EVERYONE)

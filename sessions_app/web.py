@@ -25,7 +25,7 @@ from agents.models import Agent
 from agents.selectors import agent_list_for_user
 from sessions_app import services
 from sessions_app.models import Message, Session
-from sessions_app.selectors import session_export, session_get_for_user, session_list_for_user
+from sessions_app.selectors import session_export, session_get_for_user, session_list_for_user, session_payload
 
 # Model output is rendered in this page: even if the sanitizer missed something, no script but
 # ours runs and nothing is framed. Remote images stay allowed because a user may click to load one.
@@ -91,13 +91,7 @@ def _agent_card(agent: Agent) -> dict[str, Any]:
 
 
 def _session_row(session: Session) -> dict[str, Any]:
-    return {
-        "id": session.pk,
-        "title": session.title,
-        "agent": session.agent.slug if session.agent else None,
-        "archived": session.archived,
-        "updated_at": session.updated_at.isoformat(),
-    }
+    return {**session_payload(session), "updated_at": session.updated_at.isoformat()}
 
 
 @with_csp
