@@ -69,13 +69,19 @@ def _embedded_reaper(pool: ThreadPoolExecutor) -> None:
         replies_recover_embedded(pool)
     except Exception:
         log.exception("recovering replies of a previous process failed")
-    finally:
-        close_old_connections()
     while True:
+        _close_connection()
         time.sleep(max(1.0, settings.REPLY_STALE_SECONDS / 4))
         try:
             replies_reap()
         except Exception:
             log.exception("reaper failed")
-        finally:
-            close_old_connections()
+
+
+def _close_connection() -> None:
+    """This thread's database connection is closed between rounds; the reaper must outlive any
+    error in doing so (the database restarting), or nothing would reap in the embedded default."""
+    try:
+        close_old_connections()
+    except Exception as exc:
+        log.warning("reaper: closing the database connection failed: %s", exc)

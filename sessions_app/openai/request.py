@@ -15,6 +15,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from agents.models import Agent
+from agents.selectors import agent_get_for_user
 from inference import generation
 from inference.backends.base import ChatMessage
 from sessions_app.openai.errors import CompletionError, completion_error_from
@@ -158,7 +159,7 @@ def agent_for_model(*, user: Any, model: Any) -> Agent:
     """The active agent ``model`` names that ``user`` may use; raises CompletionError (400, 404)."""
     if not isinstance(model, str) or not model:
         raise CompletionError("model must be the id of a model from /v1/models.", code="invalid_model", param="model")
-    agent = Agent.objects.visible_to(user).filter(slug=model, is_active=True).select_related("model").first()
+    agent = agent_get_for_user(user=user, slug=model)
     if agent is None:
         raise CompletionError(
             f"The model {model!r} does not exist or you do not have access to it.",

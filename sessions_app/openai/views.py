@@ -26,6 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.throttling import UserRateThrottle
 
 from agents.models import Agent
+from agents.selectors import agent_list_for_user
 from sessions_app.models import Session
 from sessions_app.openai import services
 from sessions_app.openai.errors import CompletionError, RateLimited, error_response, reply_failure
@@ -109,7 +110,7 @@ def _models(request: HttpRequest, slug: str | None) -> dict[str, Any]:
     _throttle(user)
     if slug is not None:
         return _model(agent_for_model(user=user, model=slug))
-    agents = Agent.objects.visible_to(user).filter(is_active=True).order_by("slug")
+    agents = agent_list_for_user(user=user).order_by("slug")
     return {"object": "list", "data": [_model(agent) for agent in agents]}
 
 
