@@ -207,6 +207,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env_path("STATIC_ROOT", DATA_DIR / "static")
+# whitenoise serves STATIC_ROOT (filled by collectstatic: make run, the docker image) and, for a
+# file not collected there, the file from the project's own static folders, so a daphne started
+# after only migrate + bootstrap (the README's distributed commands) still serves its page whole.
+WHITENOISE_USE_FINDERS = True
 MEDIA_URL = "media/"
 MEDIA_ROOT = env_path("MEDIA_ROOT", DATA_DIR / "media")
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024, minimum=1024)
