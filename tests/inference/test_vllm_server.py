@@ -234,6 +234,11 @@ def test_a_dead_server_is_restarted_on_the_same_port(make_server: MakeServer) ->
     assert server.ensure_running() is False  # alive: nothing to do
     os.killpg(first_pid, signal.SIGKILL)
     assert _gone(first_pid)
+    # /proc shows a killed multi-threaded process as a zombie while its other threads still exit;
+    # waitpid (and so Popen.poll) reports it a moment later.
+    deadline = time.monotonic() + 10
+    while server.alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert not server.healthy()
     assert "died (exit status -9)" in server.describe()
     assert server.ensure_running() is True
