@@ -28,7 +28,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from sessions_app.live import stream_buffer
+from sessions_app.live import text_fresher
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_list, message_payload_live, message_states, session_payload
 
@@ -98,9 +98,9 @@ class _Follower:
             return []  # already in the snapshot or sent
         if seq > has.seq + 1:
             # A delta was lost on the way: the live buffer has the whole text up to some seq.
-            live = await sync_to_async(_buffer_snapshot)(message_id)
-            if live is not None and live[1] >= seq and live[0].startswith(has.text):
-                return [self._advance(message_id, live[1], live[0][len(has.text) :])]
+            text_now, seq_now = await sync_to_async(text_fresher)(message_id=message_id, content="", seq=0)
+            if seq_now >= seq and text_now.startswith(has.text):
+                return [self._advance(message_id, seq_now, text_now[len(has.text) :])]
         return [self._advance(message_id, seq, text)]
 
     def _advance(self, message_id: int, seq: int, text: str) -> Event:
@@ -156,13 +156,6 @@ class _Follower:
                 out.append(self._advance(message_id, state["seq"], state["content"][len(has.text) :]))
         out.append({"type": "idle", "states": {pk: state["status"] for pk, state in states.items()}})
         return out
-
-
-def _buffer_snapshot(message_id: int) -> tuple[str, int] | None:
-    try:
-        return stream_buffer().snapshot(message_id)
-    except Exception:
-        return None
 
 
 def _snapshot(session: Session, reply_id: int | None) -> Event:

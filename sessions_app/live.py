@@ -10,6 +10,7 @@ to it when the buffer is gone).
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Protocol
 
@@ -86,3 +87,17 @@ def stream_buffer() -> StreamBuffer:
         if _buffer is None:
             _buffer = MemoryStreamBuffer() if settings.EMBEDDED else RedisStreamBuffer(str(settings.REDIS_URL))
         return _buffer
+
+
+def text_fresher(*, message_id: int, content: str, seq: int) -> tuple[str, int]:
+    """A streaming reply's text and ``seq``: the live buffer's when it is at least as new as the
+    database's copy, else the database's. The buffer is a cache: when Redis is away the database's
+    copy is the best there is."""
+    try:
+        live = stream_buffer().snapshot(message_id)
+    except Exception as exc:
+        logging.getLogger(__name__).warning("live buffer unavailable for %s: %s", message_id, exc)
+        return content, seq
+    if live is not None and live[1] >= seq:
+        return live
+    return content, seq

@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from sessions_app import broadcast
-from sessions_app.live import stream_buffer
+from sessions_app.live import text_fresher
 from sessions_app.models import Message
 from sessions_app.selectors import message_payload
 
@@ -48,14 +48,7 @@ def replies_reap_before(*, moment: datetime) -> int:
 def _interrupt(candidates: QuerySet[Message]) -> int:
     reaped = 0
     for message in candidates.select_related("agent"):
-        snapshot = None
-        try:
-            snapshot = stream_buffer().snapshot(message.pk)
-        except Exception:  # Redis may be the thing that died; the database keeps its copy
-            log.warning("stream buffer unavailable while reaping %s", message.pk)
-        content, seq = message.content, message.seq
-        if snapshot is not None and snapshot[1] >= seq:
-            content, seq = snapshot
+        content, seq = text_fresher(message_id=message.pk, content=message.content, seq=message.seq)
         # Conditional on the heartbeat read above: a worker that renewed it meanwhile is alive.
         updated = Message.objects.filter(
             pk=message.pk, status=Message.Status.STREAMING, heartbeat_at=message.heartbeat_at

@@ -132,14 +132,14 @@ def _generate(stream: _Stream) -> None:
         _stream_into(stream, backend, prompt.messages, params)
 
 
-def _stop_requested(stream: _Stream, *, now_or_never: bool = False) -> bool:
+def _stop_requested(stream: _Stream, *, force: bool = False) -> bool:
     """Whether to stop: a stop was asked for, or the reply is no longer ours. Polled between
-    tokens, so it reads the database at most every ``REPLY_STOP_POLL_MS``; ``now_or_never``
-    reads it regardless (before text is sent)."""
+    tokens, so it reads the database at most every ``REPLY_STOP_POLL_MS``; ``force`` reads
+    it now (before text is sent), which also restarts that interval."""
     if stream.stop_seen or stream.lost:
         return True
     now = time.monotonic()
-    if now_or_never or now - stream.last_poll >= settings.REPLY_STOP_POLL_MS / 1000:
+    if force or now - stream.last_poll >= settings.REPLY_STOP_POLL_MS / 1000:
         stream.last_poll = now
         row = Message.objects.filter(pk=stream.message.pk).values_list("cancel_requested", "status", "worker").first()
         if row is None or row[1] != Message.Status.STREAMING or row[2] != worker_name():
@@ -195,7 +195,7 @@ def _flush(stream: _Stream) -> None:
         return
     # A reply taken from this worker sends nothing more: one primary-key read per batch of text
     # (at most every REPLY_BROADCAST_INTERVAL_MS) makes sure of it.
-    _stop_requested(stream, now_or_never=True)
+    _stop_requested(stream, force=True)
     if stream.lost:
         return
     text, stream.pending = stream.pending, ""

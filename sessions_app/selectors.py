@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from inference.backends.base import ChatMessage
-from sessions_app.live import stream_buffer
+from sessions_app.live import text_fresher
 from sessions_app.models import Message, Session
 
 
@@ -90,12 +90,9 @@ def message_payload_live(message: Message) -> dict[str, Any]:
     fresher than the database's last save (the buffer is written before each delta is sent)."""
     payload = message_payload(message)
     if message.status == Message.Status.STREAMING:
-        try:
-            live = stream_buffer().snapshot(message.pk)
-        except Exception:  # Redis away: the database's copy is the best there is
-            live = None
-        if live is not None and live[1] >= message.seq:
-            payload["content"], payload["seq"] = live
+        payload["content"], payload["seq"] = text_fresher(
+            message_id=message.pk, content=message.content, seq=message.seq
+        )
     return payload
 
 

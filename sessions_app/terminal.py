@@ -32,7 +32,7 @@ from agents.models import Agent
 from sessions_app import broadcast, services
 from sessions_app.follow import session_follow
 from sessions_app.models import Message, Session
-from sessions_app.selectors import message_list, message_payload, session_get_for_user
+from sessions_app.selectors import message_list, message_states, session_get_for_user
 from sessions_app.terminal_style import Palette, stats_line
 
 log = logging.getLogger(__name__)
@@ -342,12 +342,9 @@ class TerminalChat:
             await asyncio.sleep(0.2)
 
     async def _reply_state(self, reply_id: int, session: Session) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            message = message_list(session=session).filter(pk=reply_id).first()
-            return message_payload(message) if message is not None else None
-
         try:
-            return await sync_to_async(read)()
+            states = await sync_to_async(message_states)(session_id=session.pk, message_ids=[reply_id])
+            return states.get(reply_id)
         except DatabaseError as exc:
             self.write("\n")
             self.error(f"error: cannot read the reply's state: {exc}")

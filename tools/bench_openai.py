@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import os
-import platform as pyplatform
 import subprocess
 import sys
 import tempfile
@@ -27,8 +26,6 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import django
 
 from inference.bundled import bundled_model_path
 from tools.benchmarks import (
@@ -39,6 +36,8 @@ from tools.benchmarks import (
     bench_platform_start,
     compare,
     p50,
+    result_record,
+    run_benchmark,
 )
 from tools.launch import ROOT, Platform, free_port, wait_for_port
 
@@ -236,23 +235,18 @@ def _report(
         f"{summary['platform_worker_ttft_ms_p50']} ms from claim to first token (p50)"
     )
     print(f"same greedy text on both sides: {same}/{len(pairs)}")
-    return {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": pyplatform.python_version()},
-        "runs": runs,
-        "max_tokens": max_tokens,
-        "threads": threads,
-        "summary": summary,
-        "raw": [{k: v for k, v in r.items() if k != "text"} for r in raw],
-        "platform": [{k: v for k, v in p.items() if k != "text"} for p in plat],
-    }
+    return result_record(
+        summary=summary,
+        raw=raw,
+        plat=plat,
+        runs=runs,
+        max_tokens=max_tokens,
+        threads=threads,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    opts = vars(_parser().parse_args(argv))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
-    django.setup()
-    bench_openai(opts)
+    run_benchmark(_parser(), bench_openai, argv)
 
 
 if __name__ == "__main__":

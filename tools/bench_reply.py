@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform as pyplatform
 import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
-
-import django
 
 from inference.backends.base import GenerationParams
 from inference.backends.llama_cpp import LlamaCppBackend, LlamaCppOptions
@@ -35,7 +32,9 @@ from tools.benchmarks import (
     bench_platform_start,
     children,
     compare,
+    result_record,
     rss_mb,
+    run_benchmark,
 )
 from tools.launch import ROOT, Platform
 
@@ -192,20 +191,15 @@ def _report(raw: list[dict[str, Any]], plat: list[dict[str, Any]], memory: dict[
     for key, value in memory.items():
         print(f"{key:28}{value:12.1f} MB")
     print(f"same greedy text on both sides: {same}/{len(pairs)}")
-    return {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": pyplatform.python_version()},
-        "summary": summary,
-        "raw": [{k: v for k, v in r.items() if k != "text"} for r in raw],
-        "platform": [{k: v for k, v in p.items() if k != "text"} for p in plat],
-    }
+    return result_record(
+        summary=summary,
+        raw=raw,
+        plat=plat,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    opts = vars(_parser().parse_args(argv))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
-    django.setup()
-    bench_reply(opts)
+    run_benchmark(_parser(), bench_reply, argv)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,12 @@ comparable output."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform as pyplatform
 import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +98,30 @@ def compare(raw: list[dict[str, Any]], plat: list[dict[str, Any]], speed: str) -
         "added_paired": p50([p["ttft_ms"] - r["ttft_ms"] for r, p in pairs]),
         "same_text": sum(r["text"] == p["text"] for r, p in pairs),
     }
+
+
+def result_record(
+    *, summary: dict[str, Any], raw: list[dict[str, Any]], plat: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """What a benchmark saves: when, on what, its settings, the summary, and every run (without
+    the generated text)."""
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": pyplatform.python_version()},
+        **extra,
+        "summary": summary,
+        "raw": [{k: v for k, v in r.items() if k != "text"} for r in raw],
+        "platform": [{k: v for k, v in p.items() if k != "text"} for p in plat],
+    }
+
+
+def run_benchmark(
+    parser: argparse.ArgumentParser, bench: Callable[[dict[str, Any]], Any], argv: list[str] | None
+) -> None:
+    """Parse the options first (``--help`` needs no Django), then set Django up and run."""
+    opts = vars(parser.parse_args(argv))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    import django
+
+    django.setup()
+    bench(opts)
