@@ -19,14 +19,17 @@ from django.urls import path  # noqa: E402
 from sessions_app import broadcast  # noqa: E402
 from sessions_app.consumers import SessionConsumer  # noqa: E402
 from sessions_app.ws_auth import OriginCheckMiddleware, TokenHeaderAuthMiddleware  # noqa: E402
+from sessions_app.ws_errors import UnavailableMiddleware  # noqa: E402
 
 websocket_urlpatterns = [path("ws/sessions/<int:session_id>/", SessionConsumer.as_asgi())]
 
 router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": OriginCheckMiddleware(
-            AuthMiddlewareStack(TokenHeaderAuthMiddleware(URLRouter(websocket_urlpatterns)))
+        # Outermost: an outage anywhere under it (auth lookups, the channel layer) closes the
+        # socket with an error event and code 4503 instead of an HTTP 500 or a bare 1011.
+        "websocket": UnavailableMiddleware(
+            OriginCheckMiddleware(AuthMiddlewareStack(TokenHeaderAuthMiddleware(URLRouter(websocket_urlpatterns))))
         ),
     }
 )

@@ -60,6 +60,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so that its process_exception sees a view's error first: an outage answers 503.
+    "chatsite.unavailable.UnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -88,16 +90,31 @@ REDIS_URL = env_redis_url("REDIS_URL")
 EMBEDDED = REDIS_URL is None
 
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
+CHANNEL_LAYER_MAX_CONNECTIONS = env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 100, minimum=4)
 if EMBEDDED:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis with a pool that waits instead of failing, and retries after a
+            # Redis restart (chatsite/channel_layer.py).
+            "BACKEND": "chatsite.channel_layer.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 reads with a 5 s socket timeout, the same as channels-redis's 5 s
-                # blocking pop: an idle connection then fails at random. Give reads more room.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # redis-py 8 reads with a 5 s socket timeout, the same as channels-redis's
+                        # 5 s blocking pop: an idle connection then fails at random. More room.
+                        "socket_timeout": 30,
+                        "socket_connect_timeout": 5,
+                        # Connections per daphne process; a command waits up to `timeout` s for
+                        # one. 200 handshakes at once need about 40 (docs/reliability.md).
+                        "max_connections": CHANNEL_LAYER_MAX_CONNECTIONS,
+                        "timeout": 10,
+                        "retries": 3,
+                        "health_check_interval": 15,
+                    }
+                ],
                 "capacity": 1500,
                 "expiry": 30,
             },
@@ -113,7 +130,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = False  # a lost reply is reaped as `interrup
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660, minimum=1)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "socket_keepalive": True, "retry_on_timeout": True}
+# A broker outage must not end a worker: it reconnects for as long as it takes (the default gives
+# up after 100 tries), and a reply being generated goes on and keeps its text (the broker carries
+# only the task; the text goes to the database). docs/reliability.md.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# A web request that queues a reply while Redis is away waits about 2 s, then answers 503.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
@@ -146,6 +171,9 @@ REPLY_STOP_POLL_MS = env_int("REPLY_STOP_POLL_MS", 100, minimum=10)
 # reply whose heartbeat is older than REPLY_STALE_SECONDS lost its worker and is `interrupted`.
 REPLY_HEARTBEAT_SECONDS = env_float("REPLY_HEARTBEAT_SECONDS", 5.0, minimum=0.2)
 REPLY_STALE_SECONDS = env_int("REPLY_STALE_SECONDS", 60, minimum=1)
+# How long a worker retries the final write of a reply while the database is away (the text
+# waits in the live buffer meanwhile; past this the reaper ends the reply `interrupted`).
+REPLY_DB_RETRY_SECONDS = env_float("REPLY_DB_RETRY_SECONDS", 60.0, minimum=0)
 # A client following a reply (websocket, SSE, /v1, terminal) that hears nothing for this long
 # reads the reply's state from the database: a lost event never leaves it waiting.
 REPLY_FOLLOW_CHECK_SECONDS = env_float("REPLY_FOLLOW_CHECK_SECONDS", 2.0, minimum=0.1)

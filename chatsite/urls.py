@@ -37,6 +37,8 @@ api_patterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
 
+handler500 = "chatsite.unavailable.handler500"
+
 urlpatterns = [
     path("healthz", web.healthz, name="healthz"),
     path("admin/", admin.site.urls),

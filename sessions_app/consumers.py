@@ -36,6 +36,7 @@ from sessions_app import services
 from sessions_app.follow import session_follow
 from sessions_app.models import Session
 from sessions_app.selectors import session_get_for_user
+from sessions_app.unavailable import UNAVAILABLE_ERRORS, WS_CLOSE_UNAVAILABLE, unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,14 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     token_group: str = ""
     _expiry: asyncio.TimerHandle | None = None
     _follower: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Also when the channel layer failed under us (ws_errors closes the socket then).
+            if self._follower is not None:
+                self._follower.cancel()
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -83,6 +92,11 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
                     await self.send_json(event)
         except asyncio.CancelledError:
             raise
+        except UNAVAILABLE_ERRORS as exc:
+            code, message, reason = unavailable_reason(exc)
+            log.warning("following session %s stopped: %s (%s)", session.pk, reason, exc)
+            await self._error(code, message)
+            await self.close(code=WS_CLOSE_UNAVAILABLE, reason=reason)
         except Exception:
             log.exception("following session %s failed", session.pk)
             await self.close(code=1011)
@@ -99,12 +113,14 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self._follower is not None:
             self._follower.cancel()
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-        if self.token_group:
-            await self.channel_layer.group_discard(self.token_group, self.channel_name)
         if self._expiry is not None:
             self._expiry.cancel()
+        try:
+            for group in (self.group, self.token_group):
+                if group:
+                    await self.channel_layer.group_discard(group, self.channel_name)
+        except UNAVAILABLE_ERRORS as exc:  # Redis is away: its group entries expire by themselves
+            log.info("leaving the session's groups failed: %s", exc)
 
     # --- client -> server -------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from sessions_app.models import Message
@@ -91,6 +91,13 @@ class _Heartbeat:
                 self.renew()
             except Exception as exc:  # the database is away: the leases stay, the reaper decides
                 log.warning("reply heartbeat failed: %s: %s", type(exc).__name__, exc)
+                # Try again within a second, on a fresh connection: once the database is back the
+                # leases are renewed before a reaper can take them for dead.
+                last -= max(0.0, heartbeat_seconds() - 1.0)
+                try:
+                    connection.close()
+                except Exception as close_exc:
+                    log.debug("closing a broken database connection: %s", close_exc)
             try:
                 close_old_connections()
             except Exception as exc:

@@ -4,6 +4,12 @@ This runs wherever replies run: in a Celery worker (``sessions_app.tasks.reply_g
 the embedded thread pool. It is safe to run twice for one message: only the first run claims it.
 From the claim to the end the reply holds a lease (``sessions_app.liveness``): the heartbeat keeps
 it alive however long the engine takes, and a reply taken away stops at once, silently.
+
+A database outage does not stop a reply: generation goes on, its text goes to the live buffer
+(Redis) as always, the periodic saves are skipped while the database is away, and the final write
+is retried for ``REPLY_DB_RETRY_SECONDS``. If the database comes back in time the reply is stored
+whole and ``complete``; if not, the live buffer keeps every token and the reaper ends the reply
+``interrupted`` with all of them once the database is back.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from inference.backends.base import Backend, BackendError, ChatMessage, GenerationParams
@@ -26,6 +32,7 @@ from sessions_app.live import stream_buffer
 from sessions_app.liveness import Lease, heartbeat, worker_name
 from sessions_app.models import Message
 from sessions_app.selectors import history_for_reply, message_payload
+from sessions_app.unavailable import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,7 @@ class _Stream:
     last_save: float = 0.0
     last_poll: float = 0.0
     stop_seen: bool = False
+    db_down_since: float | None = None
 
     @property
     def lost(self) -> bool:
@@ -141,7 +149,15 @@ def _stop_requested(stream: _Stream, *, force: bool = False) -> bool:
     now = time.monotonic()
     if force or now - stream.last_poll >= settings.REPLY_STOP_POLL_MS / 1000:
         stream.last_poll = now
-        row = Message.objects.filter(pk=stream.message.pk).values_list("cancel_requested", "status", "worker").first()
+        try:
+            row = (
+                Message.objects.filter(pk=stream.message.pk).values_list("cancel_requested", "status", "worker").first()
+            )
+        except DATABASE_ERRORS as exc:
+            # Nobody can take the reply while the database is away: go on generating.
+            _database_lost(stream, exc)
+            return False
+        _database_back(stream)
         if row is None or row[1] != Message.Status.STREAMING or row[2] != worker_name():
             stream.lease.lost.set()  # deleted (an edit), reaped, or finished elsewhere
         elif row[0]:
@@ -206,14 +222,74 @@ def _flush(stream: _Stream) -> None:
     _live(broadcast.delta_send, stream.message.session_id, stream.message.pk, stream.seq, text)
 
 
+def _database_lost(stream: _Stream, exc: BaseException) -> None:
+    if stream.db_down_since is None:
+        stream.db_down_since = time.monotonic()
+        log.warning("reply %s: the database is unavailable (%s); generation goes on", stream.message.pk, exc)
+    _connection_drop()
+
+
+def _database_back(stream: _Stream) -> None:
+    if stream.db_down_since is not None:
+        log.warning(
+            "reply %s: the database is back after %.1f s", stream.message.pk, time.monotonic() - stream.db_down_since
+        )
+        stream.db_down_since = None
+
+
+def _connection_drop() -> None:
+    """Forget this thread's broken connection: the next query opens a fresh one."""
+    try:
+        connection.close()
+    except Exception as exc:
+        log.debug("closing a broken database connection: %s", exc)
+
+
 def _save_partial(stream: _Stream) -> None:
     _flush(stream)
-    saved = Message.objects.filter(pk=stream.message.pk, status=Message.Status.STREAMING, worker=worker_name()).update(
-        content=stream.text, seq=stream.seq
-    )
+    if stream.lost:
+        return
+    try:
+        saved = Message.objects.filter(
+            pk=stream.message.pk, status=Message.Status.STREAMING, worker=worker_name()
+        ).update(content=stream.text, seq=stream.seq)
+    except DATABASE_ERRORS as exc:
+        _database_lost(stream, exc)  # the text is in memory and in the live buffer; saved next time
+        return
+    _database_back(stream)
     if not saved:
         stream.lease.lost.set()
     stream.saved_seq = stream.seq
+
+
+def _write_final(stream: _Stream, fields: dict[str, Any]) -> bool | None:
+    """The final, conditional write of the reply, retried while the database is away.
+
+    Returns whether it was written (False: the reply is no longer ours), or None when the database
+    stayed away for ``REPLY_DB_RETRY_SECONDS``: the live buffer then keeps the text for the reaper.
+    """
+    deadline = time.monotonic() + settings.REPLY_DB_RETRY_SECONDS
+    pause = 0.25
+    while True:
+        try:
+            # Only a reply still ours is finished: the reaper may have declared this worker dead.
+            updated = Message.objects.filter(
+                pk=stream.message.pk, status=Message.Status.STREAMING, worker=worker_name()
+            ).update(**fields)
+        except DATABASE_ERRORS as exc:
+            _database_lost(stream, exc)
+            if time.monotonic() + pause > deadline:
+                log.error(
+                    "reply %s: the database stayed unavailable for %s s; its %s characters stay in the live "
+                    "buffer and the reaper ends it `interrupted` once the database is back",
+                    stream.message.pk, settings.REPLY_DB_RETRY_SECONDS, len(stream.text),
+                )  # fmt: skip
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            continue
+        _database_back(stream)
+        return bool(updated)
 
 
 def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None, finish_reason: str = "") -> None:
@@ -241,10 +317,9 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None,
         decode_time = end - (stream.first_token or end)
         if usage.completion_tokens > 1 and decode_time > 0:
             fields["decode_tps"] = round((usage.completion_tokens - 1) / decode_time, 2)
-    # Only a reply still ours is finished: the reaper may have declared this worker dead.
-    updated = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING, worker=worker_name()).update(
-        **fields
-    )
+    updated = _write_final(stream, fields)
+    if updated is None:
+        return  # the live buffer keeps the text until the reaper stores it
     _live(stream_buffer().discard, message.pk)
     if not updated:
         return

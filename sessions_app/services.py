@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any
 
@@ -15,6 +16,9 @@ from sessions_app import broadcast
 from sessions_app.dispatch import reply_enqueue
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_payload
+from sessions_app.unavailable import BROKER_ERRORS, BrokerUnavailable
+
+log = logging.getLogger(__name__)
 
 
 class ChatError(Exception):
@@ -233,7 +237,27 @@ def _reply_create(
         try:
             broadcast.message_send(session.pk, message_payload(reply))
         finally:
-            reply_enqueue(message_id=reply.pk, queue=agent.queue)
+            try:
+                reply_enqueue(message_id=reply.pk, queue=agent.queue)
+            except BROKER_ERRORS as exc:
+                _reply_not_queued(reply, exc)
 
     transaction.on_commit(announce)
     return reply
+
+
+def _reply_not_queued(reply: Message, exc: BaseException) -> None:
+    """The broker refused the reply's task: the reply fails at once (nothing would ever run it)
+    and the caller hears why; the user's message stays stored."""
+    log.warning("reply %s could not be queued: %s: %s", reply.pk, type(exc).__name__, exc)
+    Message.objects.filter(pk=reply.pk, status=Message.Status.QUEUED).update(
+        status=Message.Status.FAILED,
+        error="The message broker (Redis) was unavailable, so this reply was never started. Regenerate it.",
+        finished_at=timezone.now(),
+    )
+    reply.refresh_from_db()
+    broadcast.done_send(reply.session_id, message_payload(reply))
+    raise BrokerUnavailable(
+        "Your message is saved, but its reply could not be started: the message broker (Redis) is "
+        "unavailable. Regenerate the reply in a moment."
+    ) from exc

@@ -5,9 +5,19 @@ from __future__ import annotations
 from celery import shared_task
 
 from sessions_app import reaper, replies
+from sessions_app.unavailable import DATABASE_ERRORS
 
 
-@shared_task(name="sessions_app.tasks.reply_generate", acks_late=True)
+@shared_task(
+    name="sessions_app.tasks.reply_generate",
+    acks_late=True,
+    # The database was away before the reply was claimed: try again later (nothing was claimed,
+    # and a later run claims it only if it is still queued).
+    autoretry_for=DATABASE_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=30,
+    max_retries=20,
+)
 def reply_generate(*, message_id: int) -> bool:
     return replies.reply_generate(message_id=message_id)
 

@@ -34,6 +34,7 @@ from sessions_app.follow import session_follow
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_list, message_states, session_get_for_user
 from sessions_app.terminal_style import Palette, stats_line
+from sessions_app.unavailable import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,9 @@ class TerminalChat:
         try:
             _, reply = await sync_to_async(services.message_send)(session=session, content=content, agent=self._agent())
         except services.ChatError as exc:
+            self.error(f"error: {exc.message}")
+            return
+        except BrokerUnavailable as exc:
             self.error(f"error: {exc.message}")
             return
         except DatabaseError as exc:

@@ -211,6 +211,31 @@ def session_export_markdown(request: HttpRequest, session_id: int) -> HttpRespon
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness for a load balancer or compose: 200 when the database (and Redis, when the
+    platform runs distributed) answer, else 503 naming the one that does not."""
+    checks = {"database": _check(_database_ping)}
+    if not settings.EMBEDDED:
+        checks["redis"] = _check(_redis_ping)
+    ok = all(state == "ok" for state in checks.values())
+    body = {"ok": ok, "mode": "embedded" if settings.EMBEDDED else "distributed", **checks}
+    return JsonResponse(body, status=200 if ok else 503)
+
+
+def _check(ping: Callable[[], object]) -> str:
+    try:
+        ping()
+    except Exception as exc:
+        return f"unavailable: {type(exc).__name__}: {exc}"[:200]
+    return "ok"
+
+
+def _database_ping() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return JsonResponse({"ok": True, "mode": "embedded" if settings.EMBEDDED else "distributed"})
+
+
+def _redis_ping() -> None:
+    import redis
+
+    with redis.Redis.from_url(settings.REDIS_URL or "", socket_timeout=2, socket_connect_timeout=2) as client:
+        client.ping()
