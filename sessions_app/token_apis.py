@@ -13,10 +13,10 @@ from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from sessions_app.models import ApiToken
+from sessions_app.throttling import AnonThrottle
 from sessions_app.tokens import token_create, token_list_for_user, token_revoke
 
 
@@ -60,7 +60,7 @@ class LoginApi(APIView):
 
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
-    throttle_classes = [AnonRateThrottle]
+    throttle_classes = [AnonThrottle]
 
     @extend_schema(request=LoginSerializer, responses={200: TokenCreatedSerializer})
     def post(self, request: Request) -> Response:

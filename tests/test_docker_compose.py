@@ -692,3 +692,13 @@ def test_compose_file_parses_with_compose_spec() -> None:
     document["services"]["worker-vllm"]["deplyo"] = {}
     with pytest.raises(ValueError):
         compose_spec.PyCompose.from_yaml(yaml.safe_dump(document)).validate()
+
+
+def test_workers_run_without_gossip_and_mingle(services: dict[str, Any]) -> None:
+    """Gossip's and mingle's consumer steps tear down broker queues through a dead connection when
+    Redis restarts (docs/reliability.md); no worker may run them."""
+    workers = [name for name in services if name.startswith("worker-")]
+    assert workers
+    for name in workers:
+        (argv,) = command_argv(services[name])
+        assert "--without-gossip" in argv and "--without-mingle" in argv, name

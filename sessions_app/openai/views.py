@@ -23,7 +23,6 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework.throttling import UserRateThrottle
 
 from agents.models import Agent
 from agents.selectors import agent_list_for_user
@@ -32,6 +31,7 @@ from sessions_app.openai import services
 from sessions_app.openai.errors import CompletionError, RateLimited, error_response, reply_failure
 from sessions_app.openai.request import CompletionRequest, agent_for_model, completion_validate
 from sessions_app.openai.stream import FAILED, CompletionCall
+from sessions_app.throttling import UserThrottle
 from sessions_app.tokens import TokenRejected, token_from_header
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -82,7 +82,7 @@ def _caller(request: HttpRequest) -> Any:
 
 def _throttle(user: Any) -> None:
     """The REST API's per-user limit; the two doors share one counter."""
-    throttle = UserRateThrottle()
+    throttle = UserThrottle()
     if not throttle.allow_request(SimpleNamespace(user=user, META={}), None):  # type: ignore[arg-type]
         raise RateLimited(throttle.wait() or 1.0)
 

@@ -1,0 +1,163 @@
+"""Private Redis and PostgreSQL servers for the fault tests, which kill and restart them.
+
+The machine's shared servers are never touched: each fault test starts its own on a free port,
+with its data in a temporary folder, and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tools.launch import VENV_BIN, Platform, free_port, platform_env, prepare, wait_for_port
+
+
+class PrivateRedis:
+    """A ``redis-server`` on a free port, without persistence (as a restart after SIGKILL of a
+    cache-only Redis: everything in it is gone)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        with open(self.folder / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.folder)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        wait_for_port(self.port, timeout=20)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to any client."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        self.kill()
+
+
+def _pg_bin() -> Path:
+    for version in sorted(Path("/usr/lib/postgresql").glob("*"), reverse=True):
+        if (version / "bin" / "initdb").exists():
+            return version / "bin"
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    raise RuntimeError("PostgreSQL's initdb is not installed")
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster made with ``initdb`` in a temporary folder and run with ``pg_ctl`` as
+    the ``postgres`` user (``runuser``; PostgreSQL refuses to run as root)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.bin = _pg_bin()
+        self.root = Path(tempfile.mkdtemp(prefix="chatsite-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+        self._as_postgres = os.geteuid() == 0
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/chatsite"
+
+    def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [str(self.bin / argv[0]), *argv[1:]]
+        if self._as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=check)
+
+    def create(self) -> None:
+        if self._as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "chatsite")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+        wait_for_port(self.port, timeout=30)
+
+    def stop(self, mode: str = "immediate") -> None:
+        """``immediate`` ends every connection at once, as a crash or a failover does."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def wait_until(predicate, timeout: float, what: str, every: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL (for tests that restart only Redis)."""
+    import psycopg
+
+    name = f"chatsite_fault_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def private_platform(
+    folder: Path, *, database_url: str, redis_url: str, beat: bool = False, **env: str
+) -> Iterator[Platform]:
+    """daphne, a Celery worker (started as docker-compose starts it) and optionally beat, on
+    the given database and Redis; users alice and bob."""
+    environment = platform_env(data_dir=folder, database_url=database_url, redis_url=redis_url, **env)
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    platform = Platform(env=environment, port=free_port(), log_dir=logs)
+    try:
+        platform.tokens = prepare(environment, ("alice", "bob"))
+        platform.start_daphne()
+        platform.start_worker()
+        if beat:
+            platform.start(
+                "beat",
+                [str(VENV_BIN / "celery"), "-A", "chatsite", "beat", "-l", "INFO", "--schedule", str(folder / "beat")],
+            )
+        yield platform
+    finally:
+        platform.stop_all()
+
+
+def alive(platform: Platform) -> dict[str, bool]:
+    return {name: proc.poll() is None for name, proc in platform.procs.items()}
