@@ -56,9 +56,12 @@ def redis_server(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_a_redis_outage_mid_reply_loses_nothing_and_needs_no_restart(
     tmp_path: Path, redis_server: PrivateRedis
 ) -> None:
-    with scratch_database() as database_url, private_platform(
-        tmp_path, database_url=database_url, redis_url=redis_server.url, beat=True, REPLY_STALE_SECONDS="20"
-    ) as platform:
+    with (
+        scratch_database() as database_url,
+        private_platform(
+            tmp_path, database_url=database_url, redis_url=redis_server.url, beat=True, REPLY_STALE_SECONDS="20"
+        ) as platform,
+    ):
         watcher, sid, reply_id = ask(platform, LONG)
         watcher.until(lambda e: e["type"] == "delta" and e["seq"] >= 10)
         redis_server.kill()
@@ -147,9 +150,10 @@ def _ws_or_none(platform: Platform, sid: int):  # type: ignore[no-untyped-def]
 
 def test_a_channel_layer_failure_in_connect_closes_with_a_code(tmp_path: Path, redis_server: PrivateRedis) -> None:
     """Redis away before the handshake: daphne accepts, sends the error and closes with 4503."""
-    with scratch_database() as database_url, private_platform(
-        tmp_path, database_url=database_url, redis_url=redis_server.url
-    ) as platform:
+    with (
+        scratch_database() as database_url,
+        private_platform(tmp_path, database_url=database_url, redis_url=redis_server.url) as platform,
+    ):
         status, session = api(platform.http, platform.tokens["alice"], "POST", "/api/sessions/", {})
         assert status == 201
         redis_server.kill()
