@@ -108,7 +108,7 @@ else:
                         "socket_timeout": 30,
                         "socket_connect_timeout": 5,
                         # Connections per daphne process; a command waits up to `timeout` s for
-                        # one. 200 handshakes at once need about 40 (docs/reliability.md).
+                        # a free one instead of failing (200 handshakes at once: docs/reliability.md).
                         "max_connections": CHANNEL_LAYER_MAX_CONNECTIONS,
                         "timeout": 10,
                         "retries": 3,

@@ -119,6 +119,39 @@ class Platform:
                     pass
 
 
+class PrivateRedis:
+    """A ``redis-server`` on a free port, without persistence (as a restart after SIGKILL of a
+    cache-only Redis: everything in it is gone)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        with open(self.folder / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.folder)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        wait_for_port(self.port, timeout=20)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to any client."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        self.kill()
+
+
 def platform_env(*, data_dir: Path, database_url: str | None, redis_url: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(DJANGO_SETTINGS_MODULE="chatsite.settings", CHATSITE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -17,40 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.launch import VENV_BIN, Platform, free_port, platform_env, prepare, wait_for_port
+from tools.launch import VENV_BIN, Platform, PrivateRedis, free_port, platform_env, prepare, wait_for_port
 
-
-class PrivateRedis:
-    """A ``redis-server`` on a free port, without persistence (as a restart after SIGKILL of a
-    cache-only Redis: everything in it is gone)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.folder = folder
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        with open(self.folder / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(self.folder)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        wait_for_port(self.port, timeout=20)
-
-    def kill(self) -> None:
-        """SIGKILL: no goodbye to any client."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
-
-    def stop(self) -> None:
-        self.kill()
+__all__ = ["PrivateRedis", "PrivatePostgres", "private_platform", "scratch_database", "alive", "wait_until"]
 
 
 def _pg_bin() -> Path:
