@@ -171,6 +171,8 @@ REPLY_STOP_POLL_MS = env_int("REPLY_STOP_POLL_MS", 100, minimum=10)
 # reply whose heartbeat is older than REPLY_STALE_SECONDS lost its worker and is `interrupted`.
 REPLY_HEARTBEAT_SECONDS = env_float("REPLY_HEARTBEAT_SECONDS", 5.0, minimum=0.2)
 REPLY_STALE_SECONDS = env_int("REPLY_STALE_SECONDS", 60, minimum=1)
+# A hard cap on the replies one user message gets in a multi-agent session (sessions_app.turns).
+MULTI_AGENT_MAX_TURNS = env_int("MULTI_AGENT_MAX_TURNS", 12, minimum=1, maximum=100)
 # How long a worker retries the final write of a reply while the database is away (the text
 # waits in the live buffer meanwhile; past this the reaper ends the reply `interrupted`).
 REPLY_DB_RETRY_SECONDS = env_float("REPLY_DB_RETRY_SECONDS", 60.0, minimum=0)

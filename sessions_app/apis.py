@@ -22,6 +22,7 @@ from sessions_app.serializers import (
     SessionOutputSerializer,
     SessionUpdateSerializer,
 )
+from sessions_app.turns import PolicyError
 
 
 def _session_or_404(request: Request, session_id: Any) -> Session:
@@ -55,17 +56,43 @@ class SessionListApi(APIView):
     def post(self, request: Request) -> Response:
         data = SessionCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        agent = None
-        if data.validated_data.get("agent"):
-            try:
-                agent = services.agent_check_usable(user=request.user, slug=data.validated_data["agent"])
-            except services.ChatError as exc:
-                return Response(
-                    {"code": exc.code, "message": exc.message, "errors": {"agent": [exc.message]}},
-                    status=status.HTTP_400_BAD_REQUEST,
-                )
-        session = services.session_create(owner=request.user, agent=agent, title=data.validated_data["title"])
+        values = data.validated_data
+        try:
+            agent = _agents(request, [values["agent"]], "agent")[0] if values.get("agent") else None
+            agents = _agents(request, values["agents"], "agents") if values.get("agents") else None
+            session = services.session_create(
+                owner=request.user, agent=agent, title=values["title"], agents=agents,
+                turn_policy=values.get("turn_policy"),
+            )  # fmt: skip
+        except _FieldError as exc:
+            return exc.response()
+        except PolicyError as exc:
+            return _FieldError(exc.field, "invalid_turn_policy", exc.message).response()
         return Response(SessionOutputSerializer(session).data, status=status.HTTP_201_CREATED)
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, code: str, message: str) -> None:
+        self.field, self.code, self.message = field, code, message
+
+    def response(self) -> Response:
+        return Response(
+            {"code": self.code, "message": self.message, "errors": {self.field: [self.message]}},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+
+
+def _agents(request: Request, slugs: list[str], field: str) -> list[Any]:
+    """The agents these slugs name, each one the user may use; duplicates are refused."""
+    if len(set(slugs)) != len(slugs):
+        raise _FieldError(field, "duplicate_agent", "Name each agent once.")
+    agents = []
+    for slug in slugs:
+        try:
+            agents.append(services.agent_check_usable(user=request.user, slug=slug))
+        except services.ChatError as exc:
+            raise _FieldError(field, exc.code, exc.message) from None
+    return agents
 
 
 class SessionDetailApi(APIView):
@@ -78,7 +105,15 @@ class SessionDetailApi(APIView):
         session = _session_or_404(request, session_id)
         data = SessionUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        session = services.session_update(session=session, **data.validated_data)
+        values = dict(data.validated_data)
+        try:
+            if "agents" in values:
+                values["agents"] = _agents(request, values["agents"], "agents")
+            session = services.session_update(session=session, **values)
+        except _FieldError as exc:
+            return exc.response()
+        except PolicyError as exc:
+            return _FieldError(exc.field, "invalid_turn_policy", exc.message).response()
         return Response(SessionOutputSerializer(session).data)
 
     @extend_schema(responses={204: None})

@@ -143,6 +143,11 @@ def done_send(session_id: int, message: dict[str, Any]) -> None:
     group_send(session_group(session_id), {"type": "chat.done", "message": message})
 
 
+def turn_send(session_id: int, turn: dict[str, Any]) -> None:
+    """The next agent of a multi-agent chain was queued: who speaks next."""
+    group_send(session_group(session_id), {"type": "chat.turn", "turn": turn})
+
+
 def deleted_send(session_id: int, message_ids: list[int]) -> None:
     """Messages were removed (an edit or a regenerate replaced the end of the conversation)."""
     group_send(session_group(session_id), {"type": "chat.deleted", "message_ids": message_ids})

@@ -194,4 +194,4 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def chat_message(self, event: dict[str, Any]) -> None:
         self.events.put_nowait(event)
 
-    chat_delta = chat_done = chat_deleted = chat_message
+    chat_delta = chat_done = chat_deleted = chat_turn = chat_message

@@ -88,6 +88,8 @@ class _Follower:
             return self._done(event["message"])
         if kind == "chat.deleted":
             return self._deleted(list(event["message_ids"]))
+        if kind == "chat.turn" and self.reply_id is None:
+            return [{"type": "turn", **event["turn"]}]
         return []
 
     async def _delta(self, message_id: int, seq: int, text: str) -> list[Event]:

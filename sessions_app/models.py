@@ -7,6 +7,10 @@ from django.db import models
 from django.db.models import Q
 
 
+def default_turn_policy() -> dict[str, Any]:
+    return {"kind": "manual"}
+
+
 class Session(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_sessions")
     title = models.CharField(max_length=200, blank=True, default="")
@@ -17,7 +21,17 @@ class Session(models.Model):
         related_name="+",
         help_text="The agent that answers when a message names none.",
     )
-    agents = models.ManyToManyField("agents.Agent", blank=True, related_name="sessions")
+    agents: models.ManyToManyField[Any, Any] = models.ManyToManyField(
+        "agents.Agent",
+        through="Participant",
+        blank=True,
+        related_name="sessions",
+        help_text="The agents taking part, in order (``Participant.position``).",
+    )
+    turn_policy = models.JSONField(
+        default=default_turn_policy,
+        help_text="Who answers a user message: sessions_app.turns (manual, round_robin, supervisor, debate).",
+    )
     archived = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -33,6 +47,21 @@ class Session(models.Model):
     def group_name(self) -> str:
         """The channel-layer group every client watching this session joins."""
         return f"session.{self.pk}"
+
+
+class Participant(models.Model):
+    """An agent taking part in a session. The first is the session's default agent."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="participants")
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="participations")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "pk"]
+        constraints = [models.UniqueConstraint(fields=["session", "agent"], name="participant_once_per_session")]
+
+    def __str__(self) -> str:
+        return f"{self.agent} in {self.session}"
 
 
 class Message(models.Model):
@@ -62,6 +91,10 @@ class Message(models.Model):
     params = models.JSONField(
         default=dict, blank=True, help_text="Per-reply generation overrides (API calls), already capped."
     )
+    # Multi-agent turns. On a user message: the plan of who answers it (sessions_app.turns). On a
+    # reply: its place in that chain, from 1.
+    turns = models.JSONField(default=dict, blank=True)
+    turn = models.PositiveSmallIntegerField(default=0)
 
     # Stream bookkeeping, written by the worker.
     seq = models.PositiveIntegerField(default=0, help_text="Sequence number of the last delta sent.")

@@ -32,6 +32,7 @@ from sessions_app.live import stream_buffer
 from sessions_app.liveness import Lease, heartbeat, worker_name
 from sessions_app.models import Message
 from sessions_app.selectors import history_for_reply, message_payload
+from sessions_app.turns import turn_next
 from sessions_app.unavailable import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -325,3 +326,13 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None,
         return
     message.refresh_from_db()
     _live(broadcast.done_send, message.session_id, message_payload(message))
+    if status == Message.Status.COMPLETE:
+        _turn_next(message)
+
+
+def _turn_next(message: Message) -> None:
+    """In a multi-agent session, queue the next speaker now that this reply is stored."""
+    try:
+        turn_next(message)
+    except Exception:
+        log.exception("queueing the turn after reply %s failed; the chain ends here", message.pk)

@@ -8,7 +8,7 @@ from django.db.models import Q, QuerySet
 
 from inference.backends.base import ChatMessage
 from sessions_app.live import text_fresher
-from sessions_app.models import Message, Session
+from sessions_app.models import Message, Participant, Session
 
 
 def session_list_for_user(*, user: Any, archived: bool | None = None, search: str = "") -> QuerySet[Session]:
@@ -44,15 +44,35 @@ def message_list(*, session: Session, role: str = "", status: str = "") -> Query
 
 
 def history_for_reply(message: Message) -> list[ChatMessage]:
-    """The conversation up to the user message this reply answers, oldest first."""
+    """The conversation before this reply, oldest first, as its agent sees it.
+
+    Its own agent's earlier turns are ``assistant``; every other agent's turn is a ``user``
+    message prefixed with that agent's name ("Poet: …"), so that no agent reads another's words
+    as its own. Such a turn is joined to a neighbouring ``user`` message (many chat templates
+    want turns to alternate). In a session with one agent this is the plain conversation.
+    """
     earlier = (
         Message.objects.filter(session_id=message.session_id, pk__lt=message.pk)
         .exclude(role=Message.Role.ASSISTANT, status__in=[Message.Status.FAILED, Message.Status.QUEUED])
         .exclude(content="")
         .order_by("pk")
-        .values_list("role", "content")
+        .values_list("role", "content", "agent_id", "agent__name")
     )
-    return [{"role": role, "content": content} for role, content in earlier if role != Message.Role.SYSTEM]
+    history: list[ChatMessage] = []
+    joined_last = False  # whether the last entry holds another agent's turn
+    for role, content, agent_id, agent_name in earlier:
+        if role == Message.Role.SYSTEM:
+            continue
+        other = role == Message.Role.ASSISTANT and agent_id != message.agent_id
+        if other:
+            role, content = Message.Role.USER, f"{agent_name or 'Another agent'}: {content}"
+        if history and history[-1]["role"] == role and (other or joined_last):
+            history[-1] = {"role": role, "content": f"{history[-1]['content']}\n\n{content}"}
+            joined_last = True
+        else:
+            history.append({"role": role, "content": content})
+            joined_last = other
+    return history
 
 
 def message_payload(message: Message) -> dict[str, Any]:
@@ -65,6 +85,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         "agent": agent.slug if agent is not None else None,
         "agent_name": agent.name if agent is not None else None,
         "reply_to": message.reply_to_id,
+        "turn": message.turn,
         "content": message.content,
         "status": message.status,
         "error": message.error,
@@ -102,11 +123,18 @@ def message_states(*, session_id: int, message_ids: list[int]) -> dict[int, dict
     return {message.pk: message_payload_live(message) for message in rows}
 
 
+def participant_slugs(session: Session) -> list[str]:
+    """The session's participants in order (the first is its default agent)."""
+    return list(Participant.objects.filter(session=session).values_list("agent__slug", flat=True))
+
+
 def session_payload(session: Session) -> dict[str, Any]:
     return {
         "id": session.pk,
         "title": session.title,
         "agent": session.agent.slug if session.agent else None,
+        "agents": participant_slugs(session),
+        "turn_policy": session.turn_policy,
         "archived": session.archived,
     }
 
@@ -118,7 +146,8 @@ def session_export(*, session: Session) -> dict[str, Any]:
             "id": session.pk,
             "title": session.title,
             "agent": session.agent.slug if session.agent else None,
-            "agents": sorted(session.agents.values_list("slug", flat=True)),
+            "agents": participant_slugs(session),
+            "turn_policy": session.turn_policy,
             "archived": session.archived,
             "created_at": session.created_at.isoformat(),
             "updated_at": session.updated_at.isoformat(),

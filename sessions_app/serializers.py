@@ -5,27 +5,46 @@ from typing import Any
 from rest_framework import serializers
 
 from sessions_app.models import Message, Session
-from sessions_app.selectors import message_payload_live
+from sessions_app.selectors import message_payload_live, participant_slugs
 
 
 class SessionOutputSerializer(serializers.ModelSerializer):
-    agent = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    agents = serializers.SlugRelatedField(slug_field="slug", read_only=True, many=True)
+    agent = serializers.SlugRelatedField(slug_field="slug", read_only=True, help_text="The default agent.")
+    agents = serializers.SerializerMethodField(help_text="The participants' slugs, in order; the first is the default.")
+    turn_policy = serializers.JSONField(help_text="Who answers a message: manual, round_robin or debate.")
 
     class Meta:
         model = Session
-        fields = ["id", "title", "agent", "agents", "archived", "created_at", "updated_at"]
+        fields = ["id", "title", "agent", "agents", "turn_policy", "archived", "created_at", "updated_at"]
         read_only_fields = fields
+
+    def get_agents(self, session: Session) -> list[str]:
+        return participant_slugs(session)
+
+
+_AGENTS_HELP = "Participants' slugs in order (the first is the default agent), 1 to 8."
+_POLICY_HELP = (
+    '{"kind": "manual"} (@slug mentions answer, else the default agent), '
+    '{"kind": "round_robin", "rounds": N} or {"kind": "debate", "rounds": N, "judge": "slug"}.'
+)
 
 
 class SessionCreateSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    agent = serializers.SlugField(required=False, help_text="Slug of the agent that answers.")
+    agent = serializers.SlugField(required=False, help_text="Slug of the agent that answers (one agent).")
+    agents = serializers.ListField(
+        child=serializers.SlugField(), min_length=1, max_length=8, required=False, help_text=_AGENTS_HELP
+    )
+    turn_policy = serializers.JSONField(required=False, help_text=_POLICY_HELP)
 
 
 class SessionUpdateSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200, required=False, allow_blank=True)
     archived = serializers.BooleanField(required=False)
+    agents = serializers.ListField(
+        child=serializers.SlugField(), min_length=1, max_length=8, required=False, help_text=_AGENTS_HELP
+    )
+    turn_policy = serializers.JSONField(required=False, help_text=_POLICY_HELP)
 
 
 class StatsSerializer(serializers.Serializer):
@@ -45,6 +64,7 @@ class MessageOutputSerializer(serializers.Serializer):
     agent = serializers.CharField(allow_null=True, help_text="The answering agent's slug.")
     agent_name = serializers.CharField(allow_null=True)
     reply_to = serializers.IntegerField(allow_null=True)
+    turn = serializers.IntegerField(help_text="A reply's place among the replies to its user message, from 1.")
     content = serializers.CharField(allow_blank=True)
     status = serializers.ChoiceField(choices=Message.Status.choices)
     error = serializers.CharField(allow_blank=True)

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.selectors import agent_default_for_user, agent_get_for_user
-from sessions_app import broadcast
+from sessions_app import broadcast, turns
 from sessions_app.dispatch import reply_enqueue
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_payload
@@ -38,16 +38,48 @@ def agent_check_usable(*, user: Any, slug: Any) -> Agent:
     return agent
 
 
-def session_create(*, owner: Any, agent: Agent | None = None, title: str = "") -> Session:
-    if agent is None:
-        agent = agent_default_for_user(user=owner)
-    session = Session.objects.create(owner=owner, agent=agent, title=title.strip()[:200])
-    if agent is not None:
-        session.agents.add(agent)
+def session_create(
+    *,
+    owner: Any,
+    agent: Agent | None = None,
+    title: str = "",
+    agents: list[Agent] | None = None,
+    turn_policy: Any = None,
+) -> Session:
+    """A new session. ``agents`` are its participants in order (the first is the default agent);
+    without them, ``agent`` or the user's default agent alone. Raises PolicyError for a policy
+    that cannot work with them."""
+    if not agents:
+        agent = agent or agent_default_for_user(user=owner)
+        agents = [agent] if agent is not None else []
+    policy = turns.policy_validate(turn_policy or {"kind": "manual"}, [a.slug for a in agents])
+    with transaction.atomic():
+        session = Session.objects.create(
+            owner=owner, agent=agents[0] if agents else None, title=title.strip()[:200], turn_policy=policy
+        )
+        turns.participants_set(session, agents)
     return session
 
 
-def session_update(*, session: Session, title: str | None = None, archived: bool | None = None) -> Session:
+def session_update(
+    *,
+    session: Session,
+    title: str | None = None,
+    archived: bool | None = None,
+    agents: list[Agent] | None = None,
+    turn_policy: Any = None,
+) -> Session:
+    """Change a session; new ``agents`` and ``turn_policy`` are checked together (PolicyError)."""
+    if agents is not None or turn_policy is not None:
+        slugs = [a.slug for a in agents] if agents is not None else [a.slug for a in turns.participants_of(session)]
+        if agents is not None and not agents:
+            raise turns.PolicyError("agents", "A session needs at least one agent.")
+        policy = turns.policy_validate(turn_policy if turn_policy is not None else session.turn_policy, slugs)
+        with transaction.atomic():
+            if agents is not None:
+                turns.participants_set(session, agents)
+            session.turn_policy = policy
+            session.save(update_fields=["turn_policy", "updated_at"])
     fields = ["updated_at"]
     if title is not None:
         session.title = title.strip()[:200]
@@ -96,7 +128,9 @@ def message_send(
     content = _check_content(content)
     if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 100):
         raise ChatError("invalid_client_id", "client_id must be a string of 1 to 100 characters.")
-    agent = agent or session.agent
+    speakers = turns.speakers_plan(session, content, agent)
+    if agent is None and speakers:
+        agent = Agent.objects.filter(slug=speakers[0]).select_related("model").first()
     if agent is None or not agent.is_active:
         raise ChatError("no_agent", "This session has no active agent to answer.")
     if len(content) > agent.max_prompt_chars:
@@ -111,7 +145,11 @@ def message_send(
     try:
         with transaction.atomic():
             user_message = Message.objects.create(
-                session=session, role=Message.Role.USER, content=content, client_id=client_id
+                session=session,
+                role=Message.Role.USER,
+                content=content,
+                client_id=client_id,
+                turns={"speakers": speakers, "policy": (session.turn_policy or {}).get("kind", "manual")},
             )
             if not session.title:
                 session.title = " ".join(content.split())[:60]
@@ -151,6 +189,8 @@ def reply_stop(*, session: Session, message_id: int | None = None) -> list[int]:
     ids = list(pending.values_list("pk", flat=True))
     if not ids:
         return []
+    # One stop ends the whole chain: no further turn starts after these.
+    turns.chain_stop(list(pending.values_list("reply_to_id", flat=True)))
     Message.objects.filter(pk__in=ids).update(cancel_requested=True)
     now = timezone.now()
     for pk in ids:
@@ -178,8 +218,10 @@ def _truncate_after(session: Session, message: Message, *, keep: bool) -> list[i
 
 def _answering_agent(session: Session, user_message: Message) -> Agent:
     """The agent that answered this message before, else the session's; it must be active."""
-    previous = user_message.replies.order_by("-pk").first()
-    agent = (previous.agent if previous is not None else None) or session.agent
+    speakers = (user_message.turns or {}).get("speakers") or []
+    planned = Agent.objects.filter(slug=speakers[0]).first() if speakers else None
+    previous = user_message.replies.order_by("pk").first()
+    agent = planned or (previous.agent if previous is not None else None) or session.agent
     if agent is None or not agent.is_active:
         raise ChatError("no_agent", "This session has no active agent to answer.")
     return agent
@@ -193,6 +235,9 @@ def reply_regenerate(*, session: Session) -> Message:
     agent = _answering_agent(session, last_user)
     with transaction.atomic():
         _truncate_after(session, last_user, keep=True)
+        if last_user.turns.get("stopped"):
+            last_user.turns = {k: v for k, v in last_user.turns.items() if k != "stopped"}
+            last_user.save(update_fields=["turns"])
         reply = _reply_create(session, last_user, agent)
     return reply
 
@@ -206,21 +251,47 @@ def message_edit(*, session: Session, message_id: Any, content: Any) -> tuple[Me
     message = session.messages.filter(pk=message_id, role=Message.Role.USER).first()
     if message is None:
         raise ChatError("not_found", "No such message of yours in this session.")
-    agent = _answering_agent(session, message)
     with transaction.atomic():
         _truncate_after(session, message, keep=True)
         message.content = content
-        message.save(update_fields=["content"])
+        # The mentions may have changed: plan the turns again.
+        speakers = turns.speakers_plan(session, content, None)
+        message.turns = {"speakers": speakers, "policy": (session.turn_policy or {}).get("kind", "manual")}
+        message.save(update_fields=["content", "turns"])
+        agent = _answering_agent(session, message)
         transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(message)))
         reply = _reply_create(session, message, agent)
     return message, reply
 
 
+def reply_create_turn(session: Session, user_message: Message, agent: Agent, *, turn: int) -> Message:
+    """The next turn of a multi-agent chain (``turns.turn_next``, on a worker): queued, announced
+    with a ``turn`` event, enqueued on its agent's queue on commit."""
+    with transaction.atomic():
+        reply = _reply_create(session, user_message, agent, turn=turn)
+        event = {
+            "reply_to": user_message.pk,
+            "message_id": reply.pk,
+            "agent": agent.slug,
+            "agent_name": agent.name,
+            "turn": turn,
+            "turns": len(user_message.turns.get("speakers") or []),
+        }
+        transaction.on_commit(lambda: broadcast.turn_send(session.pk, event))
+    return reply
+
+
 def _reply_create(
-    session: Session, user_message: Message, agent: Agent, *, params: dict[str, Any] | None = None
+    session: Session,
+    user_message: Message,
+    agent: Agent,
+    *,
+    params: dict[str, Any] | None = None,
+    turn: int = 1,
 ) -> Message:
     """A queued reply to ``user_message``; announced and enqueued on commit. Call in a transaction."""
     reply = Message.objects.create(
+        turn=turn,
         params=params or {},
         session=session,
         role=Message.Role.ASSISTANT,
@@ -230,7 +301,7 @@ def _reply_create(
         backend=agent.backend,
         model_name=agent.model.name if agent.model is not None else "",
     )
-    session.agents.add(agent)
+    turns.participant_add(session, agent)
     Session.objects.filter(pk=session.pk).update(updated_at=timezone.now())
 
     def announce() -> None:

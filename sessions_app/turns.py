@@ -1,0 +1,184 @@
+"""Who answers a user message in a session with several agents: the turn policies.
+
+A session holds an ordered list of participants (the first is its default agent) and a turn
+policy, one of:
+
+- ``{"kind": "manual"}``: the agents named with ``@slug`` answer, in the order named; no mention,
+  the default agent.
+- ``{"kind": "round_robin", "rounds": N}``: every participant answers in order, N rounds.
+- ``{"kind": "debate", "rounds": N, "judge": "slug"}``: the first two participants other than the
+  judge argue for N rounds (one turn each per round), then the judge gives the verdict.
+
+Every policy is capped at ``MULTI_AGENT_MAX_TURNS`` replies per user message. When a user message
+is sent its plan (the speakers, in order) is stored on it; the first reply is queued at once, and
+each next one is queued by the worker that stored the previous reply, once it is stored
+(``turn_next``, called on commit), never by a web process. A reply that does not end
+``complete`` (stopped, failed, interrupted) ends the chain, and a stop marks the chain stopped so
+that a reply finishing at that very moment starts nothing either.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated, Any, Literal
+
+from django.conf import settings
+from django.db import transaction
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from agents.models import Agent
+from sessions_app.models import Message, Participant, Session
+
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 10
+
+
+class _Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Manual(_Policy):
+    kind: Literal["manual"]
+
+
+class RoundRobin(_Policy):
+    kind: Literal["round_robin"]
+    rounds: int = Field(1, ge=1, le=MAX_ROUNDS, description="How many times every participant answers.")
+
+
+class Debate(_Policy):
+    kind: Literal["debate"]
+    rounds: int = Field(2, ge=1, le=MAX_ROUNDS, description="Turns each debater takes.")
+    judge: str = Field(description="Slug of the participant who gives the verdict.")
+
+
+TurnPolicy = Annotated[Manual | RoundRobin | Debate, Field(discriminator="kind")]
+_adapter: TypeAdapter[Manual | RoundRobin | Debate] = TypeAdapter(TurnPolicy)
+
+
+class PolicyError(Exception):
+    """A turn policy that cannot work with these participants; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def max_turns() -> int:
+    return int(settings.MULTI_AGENT_MAX_TURNS)
+
+
+def policy_validate(raw: Any, participants: list[str]) -> dict[str, Any]:
+    """The policy as stored, checked against the participants' slugs (in order)."""
+    try:
+        policy = _adapter.validate_python(raw)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in error["loc"] if not str(p).startswith(("manual", "round_robin", "debate")))
+        raise PolicyError(
+            f"turn_policy.{where}" if where else "turn_policy",
+            f"{where or 'turn_policy'}: {error['msg']} (kinds: manual, round_robin, debate)",
+        ) from None
+    if isinstance(policy, RoundRobin) and policy.rounds * max(len(participants), 1) > max_turns():
+        raise PolicyError(
+            "turn_policy.rounds",
+            f"{policy.rounds} rounds of {len(participants)} agents is more than {max_turns()} turns per message.",
+        )
+    if isinstance(policy, Debate):
+        if policy.judge not in participants:
+            raise PolicyError("turn_policy.judge", f"The judge {policy.judge!r} is not a participant of this session.")
+        if len([p for p in participants if p != policy.judge]) < 2:
+            raise PolicyError("turn_policy", "A debate needs two participants besides the judge.")
+        if 2 * policy.rounds + 1 > max_turns():
+            raise PolicyError(
+                "turn_policy.rounds", f"A debate of {policy.rounds} rounds is more than {max_turns()} turns."
+            )
+    return policy.model_dump()
+
+
+def participants_of(session: Session) -> list[Agent]:
+    return [p.agent for p in Participant.objects.filter(session=session).select_related("agent", "agent__model")]
+
+
+def participants_set(session: Session, agents: list[Agent]) -> None:
+    """Make ``agents`` the session's participants, in this order; the first becomes the default."""
+    Participant.objects.filter(session=session).exclude(agent__in=agents).delete()
+    for position, agent in enumerate(agents):
+        Participant.objects.update_or_create(session=session, agent=agent, defaults={"position": position})
+    session.agent = agents[0] if agents else None
+    session.save(update_fields=["agent", "updated_at"])
+
+
+def participant_add(session: Session, agent: Agent) -> None:
+    """Add ``agent`` at the end unless it takes part already."""
+    if not Participant.objects.filter(session=session, agent=agent).exists():
+        position = Participant.objects.filter(session=session).count()
+        Participant.objects.create(session=session, agent=agent, position=position)
+
+
+_MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9_-]*)")
+
+
+def mentions(content: str, slugs: list[str]) -> list[str]:
+    """The participants named with ``@slug``, in the order first named."""
+    named: list[str] = []
+    for slug in _MENTION.findall(content):
+        if slug in slugs and slug not in named:
+            named.append(slug)
+    return named
+
+
+def speakers_plan(session: Session, content: str, agent: Agent | None) -> list[str]:
+    """Who answers a user message, in order (slugs). ``agent``, when given, answers alone."""
+    if agent is not None:
+        return [agent.slug]
+    slugs = [a.slug for a in participants_of(session) if a.is_active]
+    default = session.agent.slug if session.agent is not None else (slugs[0] if slugs else "")
+    kind = (session.turn_policy or {}).get("kind", "manual")
+    policy = session.turn_policy or {}
+    if kind == "round_robin" and slugs:
+        plan = slugs * int(policy.get("rounds", 1))
+    elif kind == "debate" and policy.get("judge") in slugs:
+        debaters = [s for s in slugs if s != policy["judge"]][:2]
+        plan = debaters * int(policy.get("rounds", 1)) + [policy["judge"]] if len(debaters) == 2 else [default]
+    else:
+        plan = mentions(content, slugs) or [default]
+    return [s for s in plan if s][: max_turns()]
+
+
+def chain_stop(user_message_ids: list[int]) -> None:
+    """Start no further turns for these user messages (a stop was asked for)."""
+    for message in Message.objects.filter(pk__in=user_message_ids, role=Message.Role.USER):
+        if message.turns and not message.turns.get("stopped"):
+            message.turns = {**message.turns, "stopped": True}
+            message.save(update_fields=["turns"])
+
+
+def turn_next(reply: Message) -> Message | None:
+    """After ``reply`` was stored ``complete``: queue the next speaker of its chain, if any."""
+    from sessions_app.services import reply_create_turn
+
+    if reply.reply_to_id is None:
+        return None
+    with transaction.atomic():
+        user_message = Message.objects.select_for_update().filter(pk=reply.reply_to_id).first()
+        if user_message is None or user_message.turns.get("stopped"):
+            return None
+        speakers: list[str] = list(user_message.turns.get("speakers") or [])
+        chain = list(Message.objects.filter(reply_to=user_message, role=Message.Role.ASSISTANT).order_by("pk"))
+        if any(m.status != Message.Status.COMPLETE for m in chain):
+            return None  # still running, or a turn stopped, failed or was interrupted: the chain ends
+        index = len(chain)
+        if index >= len(speakers) or index >= max_turns():
+            return None
+        agent = Agent.objects.filter(slug=speakers[index], is_active=True).select_related("model").first()
+        if agent is None:
+            log.warning(
+                "turn %s of message %s: agent %r is gone; the chain ends", index + 1, user_message.pk, speakers[index]
+            )
+            return None
+        session = Session.objects.get(pk=user_message.session_id)
+        return reply_create_turn(session, user_message, agent, turn=index + 1)
