@@ -1,0 +1,230 @@
+"""Multi-agent sessions with a scripted backend: who answers, in which order, what each agent
+sees, and that one stop ends the chain. The worker side runs here as the worker runs it
+(``reply_generate``); each next turn is queued by it once the previous reply is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from agents.models import Agent
+from inference.cache import model_cache
+from inference.models import ModelArtifact
+from sessions_app import services
+from sessions_app.models import Message, Session
+from sessions_app.replies import reply_generate
+from sessions_app.turns import turn_next
+from tests.fakes import FakeBackend, use_backend
+
+
+@pytest.fixture(autouse=True)
+def fake_backend(settings: Any) -> Iterator[type[FakeBackend]]:
+    use_backend(settings, "tests.fakes.FakeBackend")
+    settings.REPLY_BROADCAST_INTERVAL_MS = 1
+    FakeBackend.script = ["Hello", ", ", "world", "."]
+    FakeBackend.delay = 0.0
+    FakeBackend.fail_with = None
+    FakeBackend.seen_messages = []
+    FakeBackend.on_chunk = None
+    yield FakeBackend
+    model_cache().clear()
+
+
+def make_agent(model: ModelArtifact, slug: str, name: str, prompt: str = "") -> Agent:
+    return Agent.objects.create(name=name, slug=slug, backend="llama_cpp", model=model, system_prompt=prompt)
+
+
+@pytest.fixture
+def poet(gguf_artifact: ModelArtifact) -> Agent:
+    return make_agent(gguf_artifact, "poet", "Poet", "You write verse.")
+
+
+@pytest.fixture
+def critic(gguf_artifact: ModelArtifact) -> Agent:
+    return make_agent(gguf_artifact, "critic", "Critic", "You judge verse.")
+
+
+@pytest.fixture
+def judge(gguf_artifact: ModelArtifact) -> Agent:
+    return make_agent(gguf_artifact, "judge", "Judge", "You decide.")
+
+
+def run_chain(user_message: Message, limit: int = 20) -> list[Message]:
+    """Run the queued replies to ``user_message`` one after another, as workers would."""
+    for _ in range(limit):
+        queued = Message.objects.filter(reply_to=user_message, status=Message.Status.QUEUED).order_by("pk").first()
+        if queued is None:
+            break
+        reply_generate(message_id=queued.pk)
+    return list(Message.objects.filter(reply_to=user_message).order_by("pk").select_related("agent"))
+
+
+def test_round_robin_over_two_rounds_gives_four_replies_in_order(user: Any, poet: Agent, critic: Agent) -> None:
+    session = services.session_create(
+        owner=user, agents=[poet, critic], turn_policy={"kind": "round_robin", "rounds": 2}
+    )
+    sent, first = services.message_send(session=session, content="A poem about rain, please.")
+    assert first.agent == poet and first.turn == 1
+    chain = run_chain(sent)
+    assert [(m.agent.slug, m.turn, m.status) for m in chain] == [
+        ("poet", 1, "complete"),
+        ("critic", 2, "complete"),
+        ("poet", 3, "complete"),
+        ("critic", 4, "complete"),
+    ]
+
+
+def test_each_agent_sees_its_own_turns_as_assistant_and_others_by_name(user: Any, poet: Agent, critic: Agent) -> None:
+    session = services.session_create(
+        owner=user, agents=[poet, critic], turn_policy={"kind": "round_robin", "rounds": 2}
+    )
+    sent, _ = services.message_send(session=session, content="A poem about rain, please.")
+    run_chain(sent)
+    prompts = FakeBackend.seen_messages
+    # The critic's first turn: its own system prompt, the user's words, the poet's by name.
+    assert prompts[1] == [
+        {"role": "system", "content": "You judge verse."},
+        {"role": "user", "content": "A poem about rain, please.\n\nPoet: Hello, world."},
+    ]
+    # The poet's second turn: its own first turn is `assistant`, the critic's is named.
+    assert prompts[2] == [
+        {"role": "system", "content": "You write verse."},
+        {"role": "user", "content": "A poem about rain, please."},
+        {"role": "assistant", "content": "Hello, world."},
+        {"role": "user", "content": "Critic: Hello, world."},
+    ]
+
+
+def test_a_mention_reaches_only_the_agents_named_in_order(user: Any, poet: Agent, critic: Agent) -> None:
+    session = services.session_create(owner=user, agents=[poet, critic])
+    sent, first = services.message_send(session=session, content="@critic what do you think?")
+    assert [m.agent.slug for m in run_chain(sent)] == ["critic"]
+    sent, _ = services.message_send(session=session, content="@critic first, then @poet. And @nobody.")
+    assert [m.agent.slug for m in run_chain(sent)] == ["critic", "poet"]
+    sent, _ = services.message_send(session=session, content="No mention: the default answers.")
+    assert [m.agent.slug for m in run_chain(sent)] == ["poet"]
+    assert first.turn == 1
+
+
+def test_a_debate_alternates_then_the_judge_speaks(user: Any, poet: Agent, critic: Agent, judge: Agent) -> None:
+    session = services.session_create(
+        owner=user, agents=[judge, poet, critic], turn_policy={"kind": "debate", "rounds": 2, "judge": "judge"}
+    )
+    sent, _ = services.message_send(session=session, content="Is rain better than snow?")
+    assert [m.agent.slug for m in run_chain(sent)] == ["poet", "critic", "poet", "critic", "judge"]
+
+
+def test_one_stop_ends_the_whole_chain(user: Any, poet: Agent, critic: Agent) -> None:
+    session = services.session_create(
+        owner=user, agents=[poet, critic], turn_policy={"kind": "round_robin", "rounds": 2}
+    )
+    sent, first = services.message_send(session=session, content="Go.")
+    reply_generate(message_id=first.pk)
+    second = Message.objects.get(reply_to=sent, turn=2)
+    assert second.status == "queued"
+    assert services.reply_stop(session=session) == [second.pk]
+    second.refresh_from_db()
+    assert second.status == "cancelled"
+    assert run_chain(sent) and Message.objects.filter(reply_to=sent).count() == 2
+
+
+def test_a_reply_ending_as_stop_is_pressed_starts_no_next_turn(user: Any, poet: Agent, critic: Agent) -> None:
+    """The stop lands while the first turn is streaming and the reply still ends complete (its
+    last token was out): the chain is marked stopped, so no next turn starts."""
+    session = services.session_create(
+        owner=user, agents=[poet, critic], turn_policy={"kind": "round_robin", "rounds": 1}
+    )
+    sent, first = services.message_send(session=session, content="Go.")
+
+    def stop_at_last_chunk(index: int) -> None:
+        if index == len(FakeBackend.script) - 1:
+            services.reply_stop(session=Session.objects.get(pk=session.pk))
+            # The worker does not see the flag in time: the reply is stored complete.
+            Message.objects.filter(pk=first.pk).update(cancel_requested=False)
+
+    FakeBackend.on_chunk = stop_at_last_chunk
+    reply_generate(message_id=first.pk)
+    first.refresh_from_db()
+    assert first.status == "complete"
+    assert Message.objects.filter(reply_to=sent).count() == 1
+    assert turn_next(first) is None
+
+
+def test_a_failed_turn_ends_the_chain(user: Any, poet: Agent, critic: Agent) -> None:
+    session = services.session_create(
+        owner=user, agents=[poet, critic], turn_policy={"kind": "round_robin", "rounds": 2}
+    )
+    sent, _ = services.message_send(session=session, content="Go.")
+    FakeBackend.fail_with = RuntimeError("engine crashed")
+    chain = run_chain(sent)
+    assert [(m.agent.slug, m.status) for m in chain] == [("poet", "failed")]
+
+
+def test_regenerate_runs_the_chain_again_from_its_first_speaker(user: Any, poet: Agent, critic: Agent) -> None:
+    session = services.session_create(
+        owner=user, agents=[poet, critic], turn_policy={"kind": "round_robin", "rounds": 1}
+    )
+    sent, _ = services.message_send(session=session, content="Go.")
+    run_chain(sent)
+    reply = services.reply_regenerate(session=session)
+    assert reply.agent == poet
+    assert [m.agent.slug for m in run_chain(sent)] == ["poet", "critic"]
+
+
+# --- the REST door ----------------------------------------------------------------------------
+
+
+def test_sessions_are_created_and_changed_with_agents_and_a_policy(api: APIClient, poet: Agent, critic: Agent) -> None:
+    body = {"agents": ["poet", "critic"], "turn_policy": {"kind": "round_robin", "rounds": 2}}
+    response = api.post("/api/sessions/", body, format="json")
+    assert response.status_code == 201, response.json()
+    created = response.json()
+    assert created["agent"] == "poet" and created["agents"] == ["poet", "critic"]
+    assert created["turn_policy"] == {"kind": "round_robin", "rounds": 2}
+    response = api.patch(
+        f"/api/sessions/{created['id']}/", {"agents": ["critic", "poet"], "turn_policy": {"kind": "manual"}}, "json"
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["agents"] == ["critic", "poet"] and response.json()["agent"] == "critic"
+    assert api.get(f"/api/sessions/{created['id']}/").json()["turn_policy"] == {"kind": "manual"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"agents": ["poet", "ghost"]}, "agents", "ghost"),
+        ({"agents": ["poet", "poet"]}, "agents", "once"),
+        ({"agents": ["poet"], "turn_policy": {"kind": "chaos"}}, "turn_policy", "kinds"),
+        ({"agents": ["poet"], "turn_policy": {"kind": "round_robin", "rounds": 0}}, "turn_policy.rounds", "1"),
+        (
+            {"agents": ["poet", "critic"], "turn_policy": {"kind": "round_robin", "rounds": 7}},
+            "turn_policy.rounds",
+            "12",
+        ),
+        (
+            {"agents": ["poet", "critic"], "turn_policy": {"kind": "debate", "judge": "nobody"}},
+            "turn_policy.judge",
+            "nobody",
+        ),
+        ({"agents": ["poet", "critic"], "turn_policy": {"kind": "debate", "judge": "poet"}}, "turn_policy", "two"),
+        ({"agents": ["poet"], "turn_policy": {"kind": "manual", "extra": 1}}, "turn_policy.extra", "xtra"),
+    ],
+)
+def test_a_bad_participant_list_or_policy_answers_400_naming_the_field(
+    api: APIClient, poet: Agent, critic: Agent, body: dict[str, Any], field: str, words: str
+) -> None:
+    before = Session.objects.count()
+    response = api.post("/api/sessions/", body, format="json")
+    assert response.status_code == 400, response.json()
+    assert field in response.json()["errors"], response.json()
+    assert words in response.json()["message"]
+    assert Session.objects.count() == before
+
+
+def test_another_users_session_cannot_be_changed(api: APIClient, other_api: APIClient, poet: Agent) -> None:
+    created = api.post("/api/sessions/", {"agents": ["poet"]}, format="json").json()
+    response = other_api.patch(f"/api/sessions/{created['id']}/", {"turn_policy": {"kind": "manual"}}, "json")
+    assert response.status_code == 404
