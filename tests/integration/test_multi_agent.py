@@ -1,0 +1,76 @@
+"""Two agents in one session on the real stack (daphne, Redis, a Celery worker, the bundled
+model): round robin over two rounds answers with four replies in order, each queued by the worker
+after the previous one is stored, with turn events telling the client who speaks next; a stop
+ends the chain."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.chat_client import Watcher, api, send, ws_open
+from tests.integration.conftest import Platform
+from tools.launch import manage
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def critic(platform: Platform) -> str:
+    manage(
+        platform.env, "shell", "-c",
+        "from agents.models import Agent\n"
+        "base = Agent.objects.get(slug='assistant')\n"
+        "Agent.objects.update_or_create(slug='critic', defaults=dict(name='Critic', model=base.model,"
+        " backend=base.backend, system_prompt='You are a critic. Answer in one short sentence.',"
+        " max_tokens=24, temperature=0.0))\n"
+        "Agent.objects.filter(slug='assistant').update(max_tokens=24, temperature=0.0)\n",
+    )  # fmt: skip
+    return "critic"
+
+
+def session_with(platform: Platform, policy: dict) -> int:
+    status, body = api(
+        platform.http, platform.tokens["alice"], "POST", "/api/sessions/",
+        {"agents": ["assistant", "critic"], "turn_policy": policy},
+    )  # fmt: skip
+    assert status == 201, body
+    return int(body["id"])
+
+
+def test_round_robin_over_two_rounds_on_the_real_stack(platform: Platform, critic: str) -> None:
+    sid = session_with(platform, {"kind": "round_robin", "rounds": 2})
+    watcher = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+    watcher.recv()
+    send(watcher.ws, type="message", content="Name one fruit.")
+    first = watcher.first_reply_id()
+    watcher.until_done(first)
+    turns = []
+    for _ in range(3):
+        turn = watcher.until(lambda e: e["type"] == "turn")
+        turns.append((turn["agent"], turn["turn"], turn["turns"]))
+        done = watcher.until_done(turn["message_id"])
+        assert done.done is not None and done.done["status"] == "complete" and done.text
+    watcher.close()
+    assert turns == [("critic", 2, 4), ("assistant", 3, 4), ("critic", 4, 4)]
+    status, body = api(platform.http, platform.tokens["alice"], "GET", f"/api/sessions/{sid}/messages/")
+    replies = [(m["agent"], m["turn"], m["status"]) for m in body["results"] if m["role"] == "assistant"]
+    assert replies == [
+        ("assistant", 1, "complete"), ("critic", 2, "complete"), ("assistant", 3, "complete"), ("critic", 4, "complete")
+    ]  # fmt: skip
+
+
+def test_a_stop_ends_the_chain_on_the_real_stack(platform: Platform, critic: str) -> None:
+    sid = session_with(platform, {"kind": "round_robin", "rounds": 3})
+    watcher = Watcher(ws_open(platform.ws, sid, platform.tokens["alice"]))
+    watcher.recv()
+    send(watcher.ws, type="message", content="Name one colour.")
+    first = watcher.first_reply_id()
+    watcher.until_done(first)
+    turn = watcher.until(lambda e: e["type"] == "turn")
+    send(watcher.ws, type="stop")
+    done = watcher.until_done(turn["message_id"])
+    assert done.done is not None and done.done["status"] in ("cancelled", "complete")
+    watcher.close()
+    status, body = api(platform.http, platform.tokens["alice"], "GET", f"/api/sessions/{sid}/messages/")
+    replies = [m for m in body["results"] if m["role"] == "assistant"]
+    assert len(replies) == 2  # nothing after the stopped turn, of the six planned
