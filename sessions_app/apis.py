@@ -160,7 +160,9 @@ class MessageListApi(APIView):
             )
         except services.ChatError as exc:
             return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(MessageOutputSerializer([sent, reply], many=True).data, status=status.HTTP_202_ACCEPTED)
+        # Under a supervisor no reply exists yet: it picks the first speaker on its worker.
+        created = [sent, reply] if reply is not None else [sent]
+        return Response(MessageOutputSerializer(created, many=True).data, status=status.HTTP_202_ACCEPTED)
 
 
 class MessageDetailApi(APIView):

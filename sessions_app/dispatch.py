@@ -32,6 +32,27 @@ def reply_enqueue(*, message_id: int, queue: str) -> None:
     reply_task.apply_async(kwargs={"message_id": message_id}, queue=queue)
 
 
+def turn_choose_enqueue(*, user_message_id: int, queue: str) -> None:
+    """Ask a session's supervisor who speaks next, on the supervisor's queue (or in-process)."""
+    if settings.EMBEDDED:
+        embedded_pool().submit(_choose_logged, user_message_id)
+        return
+    from sessions_app.tasks import turn_choose as choose_task
+
+    choose_task.apply_async(kwargs={"user_message_id": user_message_id}, queue=queue)
+
+
+def _choose_logged(user_message_id: int) -> None:
+    from sessions_app.turns import turn_choose
+
+    try:
+        turn_choose(user_message_id=user_message_id)
+    except Exception:
+        log.exception("the supervisor's pick for message %s failed", user_message_id)
+    finally:
+        _close_connection()
+
+
 def embedded_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:

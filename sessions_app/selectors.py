@@ -51,19 +51,27 @@ def history_for_reply(message: Message) -> list[ChatMessage]:
     as its own. Such a turn is joined to a neighbouring ``user`` message (many chat templates
     want turns to alternate). In a session with one agent this is the plain conversation.
     """
+    return history_as_seen(session_id=message.session_id, before=message.pk, agent_id=message.agent_id)
+
+
+def history_as_seen(*, session_id: int, before: int | None, agent_id: int | None) -> list[ChatMessage]:
+    """The conversation before message ``before`` (all of it when None), as agent ``agent_id``
+    sees it (see ``history_for_reply``)."""
+    messages = Message.objects.filter(session_id=session_id)
+    if before is not None:
+        messages = messages.filter(pk__lt=before)
     earlier = (
-        Message.objects.filter(session_id=message.session_id, pk__lt=message.pk)
-        .exclude(role=Message.Role.ASSISTANT, status__in=[Message.Status.FAILED, Message.Status.QUEUED])
+        messages.exclude(role=Message.Role.ASSISTANT, status__in=[Message.Status.FAILED, Message.Status.QUEUED])
         .exclude(content="")
         .order_by("pk")
         .values_list("role", "content", "agent_id", "agent__name")
     )
     history: list[ChatMessage] = []
     joined_last = False  # whether the last entry holds another agent's turn
-    for role, content, agent_id, agent_name in earlier:
+    for role, content, speaker_id, agent_name in earlier:
         if role == Message.Role.SYSTEM:
             continue
-        other = role == Message.Role.ASSISTANT and agent_id != message.agent_id
+        other = role == Message.Role.ASSISTANT and speaker_id != agent_id
         if other:
             role, content = Message.Role.USER, f"{agent_name or 'Another agent'}: {content}"
         if history and history[-1]["role"] == role and (other or joined_last):

@@ -119,8 +119,9 @@ def message_send(
     client_id: str | None = None,
     agent: Agent | None = None,
     params: dict[str, Any] | None = None,
-) -> tuple[Message, Message]:
-    """Store a user message and queue the agent's reply; return both.
+) -> tuple[Message, Message | None]:
+    """Store a user message and queue the agent's reply; return both. Under a supervisor the
+    reply is None: the supervisor picks the first speaker on its worker.
 
     A message resent with the same ``client_id`` is not stored twice: the first one and its reply
     come back instead. The reply is queued only once the transaction has committed.
@@ -129,7 +130,12 @@ def message_send(
     if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 100):
         raise ChatError("invalid_client_id", "client_id must be a string of 1 to 100 characters.")
     speakers = turns.speakers_plan(session, content, agent)
-    if agent is None and speakers:
+    supervisor = turns.supervised(session) if agent is None else None
+    plan: dict[str, Any] = {"speakers": speakers, "policy": (session.turn_policy or {}).get("kind", "manual")}
+    if supervisor is not None:
+        plan["max_turns"] = int(session.turn_policy.get("max_turns", 1))
+        agent = supervisor  # the limits below are the supervisor's
+    elif agent is None and speakers:
         agent = Agent.objects.filter(slug=speakers[0]).select_related("model").first()
     if agent is None or not agent.is_active:
         raise ChatError("no_agent", "This session has no active agent to answer.")
@@ -149,12 +155,15 @@ def message_send(
                 role=Message.Role.USER,
                 content=content,
                 client_id=client_id,
-                turns={"speakers": speakers, "policy": (session.turn_policy or {}).get("kind", "manual")},
+                turns=plan,
             )
             if not session.title:
                 session.title = " ".join(content.split())[:60]
                 session.save(update_fields=["title", "updated_at"])
             transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(user_message)))
+            if supervisor is not None:
+                turns.choose_enqueue(user_message)
+                return user_message, None
             reply = _reply_create(session, user_message, agent, params=params)
     except IntegrityError:
         # The same client_id raced in from another connection: answer with the stored one.
@@ -275,7 +284,7 @@ def reply_create_turn(session: Session, user_message: Message, agent: Agent, *, 
             "agent": agent.slug,
             "agent_name": agent.name,
             "turn": turn,
-            "turns": len(user_message.turns.get("speakers") or []),
+            "turns": len(user_message.turns.get("speakers") or []) or user_message.turns.get("max_turns"),
         }
         transaction.on_commit(lambda: broadcast.turn_send(session.pk, event))
     return reply

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from sessions_app import reaper, replies
+from sessions_app import reaper, replies, turns
 from sessions_app.unavailable import DATABASE_ERRORS
 
 
@@ -25,3 +25,9 @@ def reply_generate(*, message_id: int) -> bool:
 @shared_task(name="sessions_app.tasks.replies_reap")
 def replies_reap() -> int:
     return reaper.replies_reap()
+
+
+@shared_task(name="sessions_app.tasks.turn_choose", acks_late=True)
+def turn_choose(*, user_message_id: int) -> str | None:
+    """The supervisor of a multi-agent session picks the next speaker (on the supervisor's queue)."""
+    return turns.turn_choose(user_message_id=user_message_id)

@@ -261,6 +261,7 @@ class TerminalChat:
         except DatabaseError as exc:
             self.error(f"error: the message was not sent: {exc}")
             return
+        assert reply is not None  # the terminal names its agent: it answers
         self.write(self.agent_prompt(self._agent().slug))
         await self._follow(reply.pk)
 

@@ -8,6 +8,9 @@ policy, one of:
 - ``{"kind": "round_robin", "rounds": N}``: every participant answers in order, N rounds.
 - ``{"kind": "debate", "rounds": N, "judge": "slug"}``: the first two participants other than the
   judge argue for N rounds (one turn each per round), then the judge gives the verdict.
+- ``{"kind": "supervisor", "supervisor": "slug", "max_turns": N}``: before each turn the supervisor
+  agent is asked, on its own worker, who speaks next (or ``END``); its answer must be exactly a
+  participant's slug or ``END``. Anything else ends the round with a visible note, never a loop.
 
 Every policy is capped at ``MULTI_AGENT_MAX_TURNS`` replies per user message. When a user message
 is sent its plan (the speakers, in order) is stored on it; the first reply is queued at once, and
@@ -54,8 +57,15 @@ class Debate(_Policy):
     judge: str = Field(description="Slug of the participant who gives the verdict.")
 
 
-TurnPolicy = Annotated[Manual | RoundRobin | Debate, Field(discriminator="kind")]
-_adapter: TypeAdapter[Manual | RoundRobin | Debate] = TypeAdapter(TurnPolicy)
+class Supervisor(_Policy):
+    kind: Literal["supervisor"]
+    supervisor: str = Field(description="Slug of the participant who picks each next speaker.")
+    max_turns: int = Field(4, ge=1, description="Replies per user message at most (besides the picks).")
+
+
+TurnPolicy = Annotated[Manual | RoundRobin | Debate | Supervisor, Field(discriminator="kind")]
+_adapter: TypeAdapter[Manual | RoundRobin | Debate | Supervisor] = TypeAdapter(TurnPolicy)
+KINDS = ("manual", "round_robin", "debate", "supervisor")
 
 
 class PolicyError(Exception):
@@ -77,10 +87,10 @@ def policy_validate(raw: Any, participants: list[str]) -> dict[str, Any]:
         policy = _adapter.validate_python(raw)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in error["loc"] if not str(p).startswith(("manual", "round_robin", "debate")))
+        where = ".".join(str(p) for p in error["loc"] if str(p) not in KINDS)
         raise PolicyError(
             f"turn_policy.{where}" if where else "turn_policy",
-            f"{where or 'turn_policy'}: {error['msg']} (kinds: manual, round_robin, debate)",
+            f"{where or 'turn_policy'}: {error['msg']} (kinds: {', '.join(KINDS)})",
         ) from None
     if isinstance(policy, RoundRobin) and policy.rounds * max(len(participants), 1) > max_turns():
         raise PolicyError(
@@ -96,6 +106,15 @@ def policy_validate(raw: Any, participants: list[str]) -> dict[str, Any]:
             raise PolicyError(
                 "turn_policy.rounds", f"A debate of {policy.rounds} rounds is more than {max_turns()} turns."
             )
+    if isinstance(policy, Supervisor):
+        if policy.supervisor not in participants:
+            raise PolicyError(
+                "turn_policy.supervisor", f"The supervisor {policy.supervisor!r} is not a participant of this session."
+            )
+        if not [p for p in participants if p != policy.supervisor]:
+            raise PolicyError("turn_policy", "A supervisor needs at least one other participant to pick.")
+        if policy.max_turns > max_turns():
+            raise PolicyError("turn_policy.max_turns", f"At most {max_turns()} turns per message.")
     return policy.model_dump()
 
 
@@ -131,10 +150,21 @@ def mentions(content: str, slugs: list[str]) -> list[str]:
     return named
 
 
+def supervised(session: Session) -> Agent | None:
+    """The supervisor agent when the session's policy is ``supervisor``."""
+    policy = session.turn_policy or {}
+    if policy.get("kind") != "supervisor":
+        return None
+    return Agent.objects.filter(slug=policy.get("supervisor"), is_active=True).select_related("model").first()
+
+
 def speakers_plan(session: Session, content: str, agent: Agent | None) -> list[str]:
-    """Who answers a user message, in order (slugs). ``agent``, when given, answers alone."""
+    """Who answers a user message, in order (slugs). ``agent``, when given, answers alone.
+    Empty under a supervisor: it picks each speaker as the chain goes."""
     if agent is not None:
         return [agent.slug]
+    if (session.turn_policy or {}).get("kind") == "supervisor":
+        return []
     slugs = [a.slug for a in participants_of(session) if a.is_active]
     default = session.agent.slug if session.agent is not None else (slugs[0] if slugs else "")
     kind = (session.turn_policy or {}).get("kind", "manual")
@@ -172,6 +202,11 @@ def turn_next(reply: Message) -> Message | None:
         if any(m.status != Message.Status.COMPLETE for m in chain):
             return None  # still running, or a turn stopped, failed or was interrupted: the chain ends
         index = len(chain)
+        if user_message.turns.get("policy") == "supervisor":
+            limit = min(int(user_message.turns.get("max_turns") or 0), max_turns())
+            if index < limit:
+                choose_enqueue(user_message)
+            return None
         if index >= len(speakers) or index >= max_turns():
             return None
         agent = Agent.objects.filter(slug=speakers[index], is_active=True).select_related("model").first()
@@ -182,3 +217,109 @@ def turn_next(reply: Message) -> Message | None:
             return None
         session = Session.objects.get(pk=user_message.session_id)
         return reply_create_turn(session, user_message, agent, turn=index + 1)
+
+
+# --- the supervisor ------------------------------------------------------------------------------
+
+END = "END"
+SUPERVISOR_INSTRUCTION = (
+    "You run a conversation between the user and these agents:\n{roster}\n"
+    "Decide who should speak next to serve the user's last request, or whether it has been answered. "
+    "Reply with exactly one word: the name in brackets of the agent who speaks next, or END. "
+    "Nothing else."
+)
+
+
+def choose_enqueue(user_message: Message) -> None:
+    """Ask the supervisor, on its own queue, who answers next (on commit)."""
+    from sessions_app.dispatch import turn_choose_enqueue
+
+    session = Session.objects.get(pk=user_message.session_id)
+    supervisor = supervised(session)
+    if supervisor is None:
+        note_add(user_message, "The supervisor of this session is gone; the round ends.")
+        return
+    transaction.on_commit(lambda: turn_choose_enqueue(user_message_id=user_message.pk, queue=supervisor.queue))
+
+
+def choice_parse(answer: str, candidates: list[str]) -> str | None:
+    """The supervisor's answer, strictly: a candidate's slug or END (case, brackets, quotes and a
+    final full stop forgiven), else None."""
+    word = answer.strip().strip("\"'`[]").rstrip(".").strip()
+    if word.upper() == END:
+        return END
+    return word if word in candidates else None
+
+
+def note_add(user_message: Message, text: str) -> Message:
+    """A visible note in the conversation (a ``system`` message; no agent reads it)."""
+    from sessions_app import broadcast
+    from sessions_app.selectors import message_payload
+
+    note = Message.objects.create(
+        session_id=user_message.session_id, role=Message.Role.SYSTEM, content=text, reply_to=user_message
+    )
+    transaction.on_commit(lambda: broadcast.message_send(note.session_id, message_payload(note)))
+    return note
+
+
+def turn_choose(*, user_message_id: int) -> str | None:
+    """On the supervisor's worker: ask it who speaks next and queue that turn. Returns the choice."""
+    from inference.backends.base import GenerationParams
+    from inference.cache import model_cache
+    from sessions_app.selectors import history_as_seen
+
+    user_message = Message.objects.filter(pk=user_message_id, role=Message.Role.USER).first()
+    if user_message is None or user_message.turns.get("stopped"):
+        return None
+    session = Session.objects.get(pk=user_message.session_id)
+    supervisor = supervised(session)
+    if supervisor is None:
+        with transaction.atomic():
+            note_add(user_message, "This session no longer has a supervisor; the round ends.")
+        return None
+    if not _chain_may_grow(user_message):
+        return None  # at the cap, or a turn is running or did not complete (a repeated task)
+    candidates = [a for a in participants_of(session) if a.is_active and a.pk != supervisor.pk]
+    roster = "\n".join(f"- {a.name} [{a.slug}]" for a in candidates)
+    # What the supervisor has seen: the conversation up to now, every agent's turn by name.
+    history = history_as_seen(session_id=session.pk, before=None, agent_id=supervisor.pk)
+    system = (supervisor.system_prompt + "\n\n" if supervisor.system_prompt else "") + SUPERVISOR_INSTRUCTION.format(
+        roster=roster
+    )
+    plan = supervisor.load_plan()
+    with model_cache().use(plan.key, plan.build) as backend:
+        params = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0, repetition_penalty=1.0, stop=("\n",))
+        chunks = backend.stream_chat(
+            [{"role": "system", "content": system}, *history], params, should_stop=lambda: False, session_key=None
+        )
+        answer = "".join(chunk.text for chunk in chunks)
+    choice = choice_parse(answer, [a.slug for a in candidates])
+    with transaction.atomic():
+        user_message = Message.objects.select_for_update().get(pk=user_message.pk)
+        if user_message.turns.get("stopped") or not _chain_may_grow(user_message):
+            return None
+        if choice is None:
+            note_add(
+                user_message,
+                f"The supervisor {supervisor.name} answered {answer.strip()[:80]!r}, which names no participant; "
+                "the round ends.",
+            )
+            return None
+        if choice == END:
+            return END
+        from sessions_app.services import reply_create_turn
+
+        agent = next(a for a in candidates if a.slug == choice)
+        done = Message.objects.filter(reply_to=user_message, role=Message.Role.ASSISTANT).count()
+        reply_create_turn(session, user_message, agent, turn=done + 1)
+    return choice
+
+
+def _chain_may_grow(user_message: Message) -> bool:
+    """Under a supervisor: every turn so far is complete and the cap is not reached."""
+    chain = list(
+        Message.objects.filter(reply_to=user_message, role=Message.Role.ASSISTANT).values_list("status", flat=True)
+    )
+    limit = min(int(user_message.turns.get("max_turns") or 0), max_turns())
+    return len(chain) < limit and all(status == Message.Status.COMPLETE for status in chain)

@@ -33,6 +33,7 @@ class FakeBackend(Backend):
     on_chunk: ClassVar[Any] = None  # called with the chunk's index after each chunk
     loads: ClassVar[int] = 0
     seen_messages: ClassVar[list[list[ChatMessage]]] = []
+    answer: ClassVar[Any] = None  # when set, called with the messages: its text is the whole reply
 
     def __init__(self, *, model_path: str, options: Any, api_key: str = "", n_ctx: int = 2048) -> None:
         super().__init__(model_path=model_path, options=options, api_key=api_key)
@@ -55,7 +56,8 @@ class FakeBackend(Backend):
         type(self).seen_messages.append(messages)
         time.sleep(self.first_delay)
         produced = 0
-        for piece in self.script:
+        script = [type(self).answer(messages)] if self.answer is not None else self.script
+        for piece in script:
             if self.fail_with is not None and produced == 2:
                 raise self.fail_with
             if should_stop():

@@ -44,6 +44,7 @@ def completion_start(*, session: Session, request: CompletionRequest) -> Message
             _, reply = services.message_send(
                 session=session, content=request.prompt, agent=request.agent, params=request.params
             )
+            assert reply is not None  # an agent is named: it answers
     except services.ChatError as exc:
         services.session_delete(session=session)
         raise CompletionError(exc.message, code=exc.code, param="messages") from exc

@@ -16,7 +16,7 @@ from inference.models import ModelArtifact
 from sessions_app import services
 from sessions_app.models import Message, Session
 from sessions_app.replies import reply_generate
-from sessions_app.turns import turn_next
+from sessions_app.turns import turn_choose, turn_next
 from tests.fakes import FakeBackend, use_backend
 
 
@@ -29,7 +29,9 @@ def fake_backend(settings: Any) -> Iterator[type[FakeBackend]]:
     FakeBackend.fail_with = None
     FakeBackend.seen_messages = []
     FakeBackend.on_chunk = None
+    FakeBackend.answer = None
     yield FakeBackend
+    FakeBackend.answer = None
     model_cache().clear()
 
 
@@ -228,3 +230,88 @@ def test_another_users_session_cannot_be_changed(api: APIClient, other_api: APIC
     created = api.post("/api/sessions/", {"agents": ["poet"]}, format="json").json()
     response = other_api.patch(f"/api/sessions/{created['id']}/", {"turn_policy": {"kind": "manual"}}, "json")
     assert response.status_code == 404
+
+
+# --- the supervisor --------------------------------------------------------------------------
+
+
+def supervisor_says(*picks: str) -> list[list[dict[str, str]]]:
+    """The supervisor answers ``picks`` in turn; every other agent says "Hello, world."."""
+    asked: list[list[dict[str, str]]] = []
+    left = list(picks)
+
+    def answer(messages: list[dict[str, str]]) -> str:
+        if "Reply with exactly one word" in messages[0]["content"]:
+            asked.append(messages)
+            return left.pop(0) if left else "END"
+        return "Hello, world."
+
+    FakeBackend.answer = answer
+    return asked
+
+
+def run_supervised(user_message: Message, limit: int = 20) -> list[Message]:
+    """What the workers do under a supervisor: a pick, the picked reply, a pick, ..."""
+    for _ in range(limit):
+        turn_choose(user_message_id=user_message.pk)
+        queued = Message.objects.filter(reply_to=user_message, status=Message.Status.QUEUED).first()
+        if queued is None:
+            break
+        reply_generate(message_id=queued.pk)
+    return list(Message.objects.filter(reply_to=user_message).order_by("pk").select_related("agent"))
+
+
+@pytest.fixture
+def supervised(user: Any, poet: Agent, critic: Agent, judge: Agent) -> Session:
+    return services.session_create(
+        owner=user,
+        agents=[judge, poet, critic],
+        turn_policy={"kind": "supervisor", "supervisor": "judge", "max_turns": 3},
+    )
+
+
+def test_the_supervisor_picks_each_speaker_until_it_ends_the_round(supervised: Session) -> None:
+    asked = supervisor_says("critic", "[poet]", "END")
+    sent, reply = services.message_send(session=supervised, content="Rain or snow?")
+    assert reply is None  # the supervisor picks the first speaker, on its worker
+    chain = run_supervised(sent)
+    assert [(m.role, m.agent.slug if m.agent else None, m.turn) for m in chain] == [
+        ("assistant", "critic", 1),
+        ("assistant", "poet", 2),
+    ]
+    # It was shown who it may pick and, later, the turns so far by name.
+    assert "- Poet [poet]" in asked[0][0]["content"] and "- Critic [critic]" in asked[0][0]["content"]
+    assert "[judge]" not in asked[0][0]["content"]
+    assert asked[1][-1] == {"role": "user", "content": "Rain or snow?\n\nCritic: Hello, world."}
+
+
+def test_a_bad_pick_ends_the_round_with_a_visible_note(supervised: Session) -> None:
+    supervisor_says("poet, then the critic")
+    sent, _ = services.message_send(session=supervised, content="Rain or snow?")
+    chain = run_supervised(sent)
+    assert [m.role for m in chain] == ["system"]
+    assert "names no participant" in chain[0].content and "poet, then the critic" in chain[0].content
+
+
+def test_the_supervisor_is_capped_at_max_turns(supervised: Session) -> None:
+    asked = supervisor_says(*["poet"] * 10)
+    sent, _ = services.message_send(session=supervised, content="Rain or snow?")
+    chain = run_supervised(sent)
+    assert [m.agent.slug for m in chain] == ["poet", "poet", "poet"]
+    assert len(asked) == 3  # no pick is asked for past the cap
+
+
+def test_a_stop_ends_a_supervised_round(supervised: Session) -> None:
+    supervisor_says("critic", "poet")
+    sent, _ = services.message_send(session=supervised, content="Rain or snow?")
+    turn_choose(user_message_id=sent.pk)
+    queued = Message.objects.get(reply_to=sent, status=Message.Status.QUEUED)
+    services.reply_stop(session=supervised)
+    assert turn_choose(user_message_id=sent.pk) is None
+    assert list(Message.objects.filter(reply_to=sent).values_list("pk", "status")) == [(queued.pk, "cancelled")]
+
+
+def test_a_supervisor_must_be_a_participant(api: APIClient, poet: Agent, critic: Agent) -> None:
+    body = {"agents": ["poet", "critic"], "turn_policy": {"kind": "supervisor", "supervisor": "judge"}}
+    response = api.post("/api/sessions/", body, format="json")
+    assert response.status_code == 400 and "turn_policy.supervisor" in response.json()["errors"]
