@@ -307,6 +307,8 @@ def turn_choose(*, user_message_id: int) -> str | None:
             )
             return None
         if choice == END:
+            if not Message.objects.filter(reply_to=user_message, role=Message.Role.ASSISTANT).exists():
+                note_add(user_message, f"The supervisor {supervisor.name} ended the round before any agent answered.")
             return END
         from sessions_app.services import reply_create_turn
 

@@ -5,6 +5,8 @@ ends the chain."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.integration.chat_client import Watcher, api, send, ws_open
@@ -74,3 +76,36 @@ def test_a_stop_ends_the_chain_on_the_real_stack(platform: Platform, critic: str
     status, body = api(platform.http, platform.tokens["alice"], "GET", f"/api/sessions/{sid}/messages/")
     replies = [m for m in body["results"] if m["role"] == "assistant"]
     assert len(replies) == 2  # nothing after the stopped turn, of the six planned
+
+
+def test_a_supervised_round_ends_within_its_cap_on_the_real_stack(platform: Platform, critic: str) -> None:
+    """The bundled 135M model is a poor supervisor: whatever it answers, the round ends (a pick
+    that names nobody leaves a note) within max_turns replies, and nothing is left running."""
+    sid = session_with(platform, {"kind": "supervisor", "supervisor": "assistant", "max_turns": 2})
+    token = platform.tokens["alice"]
+    status, body = api(platform.http, token, "POST", f"/api/sessions/{sid}/messages/", {"content": "Name a tree."})
+    assert status == 202 and [m["role"] for m in body] == ["user"], body
+
+    def settled() -> list[dict] | None:
+        _, page = api(platform.http, token, "GET", f"/api/sessions/{sid}/messages/")
+        messages = page["results"]
+        replies = [m for m in messages if m["role"] == "assistant"]
+        notes = [m for m in messages if m["role"] == "system"]
+        if any(m["status"] in ("queued", "streaming") for m in replies):
+            return None
+        return messages if notes or len(replies) >= 2 else None
+
+    deadline = time.monotonic() + 120
+    messages = None
+    while messages is None and time.monotonic() < deadline:
+        messages = settled()
+        time.sleep(0.5)
+    if messages is None:  # the supervisor said END early: nothing more comes
+        _, page = api(platform.http, token, "GET", f"/api/sessions/{sid}/messages/")
+        messages = page["results"]
+    replies = [m for m in messages if m["role"] == "assistant"]
+    assert len(replies) <= 2 and all(m["status"] == "complete" for m in replies)
+    assert all(m["agent"] == "critic" for m in replies)  # the supervisor picks among the others
+    time.sleep(3)
+    _, page = api(platform.http, token, "GET", f"/api/sessions/{sid}/messages/")
+    assert len(page["results"]) == len(messages)  # nothing more was started

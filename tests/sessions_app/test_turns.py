@@ -315,3 +315,12 @@ def test_a_supervisor_must_be_a_participant(api: APIClient, poet: Agent, critic:
     body = {"agents": ["poet", "critic"], "turn_policy": {"kind": "supervisor", "supervisor": "judge"}}
     response = api.post("/api/sessions/", body, format="json")
     assert response.status_code == 400 and "turn_policy.supervisor" in response.json()["errors"]
+
+
+def test_a_round_ended_before_any_answer_says_so(supervised: Session) -> None:
+    supervisor_says("END")
+    sent, _ = services.message_send(session=supervised, content="Rain or snow?")
+    chain = run_supervised(sent)
+    assert [(m.role, m.content) for m in chain] == [
+        ("system", "The supervisor Judge ended the round before any agent answered.")
+    ]
