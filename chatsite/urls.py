@@ -31,6 +31,13 @@ api_patterns = [
         sse.message_stream,
         name="message-stream",
     ),
+    path(
+        "sessions/<int:session_id>/messages/<int:message_id>/pick/",
+        session_apis.ReplyPickApi.as_view(),
+        name="reply-pick",
+    ),
+    path("leaderboard/", session_apis.LeaderboardApi.as_view(), name="leaderboard"),
+    path("leaderboard/preferences/", session_apis.PreferencesApi.as_view(), name="preferences"),
     path("sessions/<int:session_id>/stop/", session_apis.ReplyStopApi.as_view(), name="reply-stop"),
     path("sessions/<int:session_id>/regenerate/", session_apis.ReplyRegenerateApi.as_view(), name="reply-regenerate"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

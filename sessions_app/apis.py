@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from typing import Any
 
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents.selectors import agent_list_for_user
 from sessions_app import services
+from sessions_app.leaderboard import leaderboard, preferences_for_user
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_list, session_get_for_user, session_list_for_user
 from sessions_app.serializers import (
+    LeaderboardRowSerializer,
     MessageCreateSerializer,
     MessageEditSerializer,
     MessageOutputSerializer,
+    PickOutputSerializer,
     SessionCreateSerializer,
     SessionOutputSerializer,
     SessionUpdateSerializer,
@@ -148,6 +154,18 @@ class MessageListApi(APIView):
         session = _session_or_404(request, session_id)
         data = MessageCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        if data.validated_data.get("compare"):
+            try:
+                agents = _agents(request, data.validated_data["compare"], "compare")
+                sent, replies = services.message_compare(
+                    session=session, content=data.validated_data["content"], agents=agents,
+                    client_id=data.validated_data.get("client_id"),
+                )  # fmt: skip
+            except _FieldError as exc:
+                return exc.response()
+            except services.ChatError as exc:
+                return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+            return Response(MessageOutputSerializer([sent, *replies], many=True).data, status=status.HTTP_202_ACCEPTED)
         try:
             agent = None
             if data.validated_data.get("agent"):
@@ -209,3 +227,45 @@ class ReplyRegenerateApi(APIView):
         except services.ChatError as exc:
             return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
         return Response(MessageOutputSerializer(reply).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ReplyPickApi(APIView):
+    @extend_schema(request=None, responses={200: PickOutputSerializer})
+    def post(self, request: Request, session_id: int, message_id: int) -> Response:
+        """Pick this reply as the best of those compared for its message (a new pick replaces the
+        old one). Picks feed the leaderboard and the preference export."""
+        session = _session_or_404(request, session_id)
+        try:
+            pick = services.reply_pick(session=session, message_id=message_id)
+        except services.ChatError as exc:
+            if exc.code == "not_found":
+                raise Http404(exc.message) from None
+            return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+        winner = pick.winner
+        return Response(
+            {
+                "reply_to": pick.user_message_id,
+                "picked": winner.pk,
+                "agent": winner.agent.slug if winner.agent else None,
+            }
+        )
+
+
+class LeaderboardApi(APIView):
+    @extend_schema(responses=LeaderboardRowSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        """Agents rated from every user's compare picks (Bradley–Terry, 95 % bootstrap interval);
+        only agents you may use are listed."""
+        rows = leaderboard(agents=list(agent_list_for_user(user=request.user)))
+        return Response(LeaderboardRowSerializer([asdict(r) for r in rows], many=True).data)
+
+
+class PreferencesApi(APIView):
+    @extend_schema(responses={200: None})
+    def get(self, request: Request) -> HttpResponse:
+        """Your picks as preference pairs for fine-tuning, one JSON object a line (``prompt``,
+        ``chosen``, ``rejected``, and the agents)."""
+        lines = [json.dumps(row, ensure_ascii=False) for row in preferences_for_user(user=request.user)]
+        response = HttpResponse("".join(line + "\n" for line in lines), content_type="application/x-ndjson")
+        response["Content-Disposition"] = 'attachment; filename="preferences.jsonl"'
+        return response

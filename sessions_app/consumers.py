@@ -164,6 +164,15 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self._error(exc.code, exc.message)
 
     def _send_message(self, *, session: Session, content: dict[str, Any]) -> None:
+        compare = content.get("compare")
+        if compare is not None:
+            if not isinstance(compare, list) or not all(isinstance(slug, str) for slug in compare):
+                raise services.ChatError("invalid_compare", "compare must be a list of 2 to 4 agent slugs.")
+            agents = [services.agent_check_usable(user=self.scope["user"], slug=slug) for slug in compare]
+            services.message_compare(
+                session=session, content=content.get("content"), agents=agents, client_id=content.get("client_id")
+            )
+            return
         agent = None
         if content.get("agent"):
             agent = services.agent_check_usable(user=self.scope["user"], slug=content["agent"])

@@ -136,6 +136,19 @@ class Message(models.Model):
         return self.status in self.FINAL_STATUSES
 
 
+class Pick(models.Model):
+    """A user's choice of the best reply among those compared for one of their messages (the
+    compare mode). The leaderboard and the preference export read these."""
+
+    user_message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="pick")
+    winner = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"pick of {self.winner_id} for {self.user_message_id}"
+
+
 class ApiToken(models.Model):
     """A named API token. Only a SHA-256 hash of the secret is stored; the secret is shown once.
 

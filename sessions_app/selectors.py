@@ -64,13 +64,16 @@ def history_as_seen(*, session_id: int, before: int | None, agent_id: int | None
         messages.exclude(role=Message.Role.ASSISTANT, status__in=[Message.Status.FAILED, Message.Status.QUEUED])
         .exclude(content="")
         .order_by("pk")
-        .values_list("role", "content", "agent_id", "agent__name")
+        .values_list("role", "content", "agent_id", "agent__name", "pk", "reply_to_id")
     )
+    kept = _compare_kept(session_id)
     history: list[ChatMessage] = []
     joined_last = False  # whether the last entry holds another agent's turn
-    for role, content, speaker_id, agent_name in earlier:
+    for role, content, speaker_id, agent_name, pk, reply_to_id in earlier:
         if role == Message.Role.SYSTEM:
             continue
+        if reply_to_id in kept and kept[reply_to_id] != pk:
+            continue  # of a compare, only the reply picked (else the first) goes on
         other = role == Message.Role.ASSISTANT and speaker_id != agent_id
         if other:
             role, content = Message.Role.USER, f"{agent_name or 'Another agent'}: {content}"
@@ -129,6 +132,23 @@ def message_states(*, session_id: int, message_ids: list[int]) -> dict[int, dict
     """The live payloads of these messages of one session; a deleted one is absent."""
     rows = Message.objects.select_related("agent").filter(session_id=session_id, pk__in=message_ids)
     return {message.pk: message_payload_live(message) for message in rows}
+
+
+def _compare_kept(session_id: int) -> dict[int, int]:
+    """For each compared user message of the session: the reply that stays in the conversation,
+    the one picked, else the first that completed."""
+    compared = Message.objects.filter(session_id=session_id, role=Message.Role.USER, turns__policy="compare")
+    kept: dict[int, int] = {}
+    for user_message_id, winner in compared.values_list("pk", "pick__winner_id"):
+        if winner is None:
+            winner = (
+                Message.objects.filter(reply_to_id=user_message_id, status=Message.Status.COMPLETE)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+                .first()
+            )
+        kept[user_message_id] = winner or 0
+    return kept
 
 
 def participant_slugs(session: Session) -> list[str]:

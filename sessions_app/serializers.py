@@ -86,6 +86,30 @@ class MessageCreateSerializer(serializers.Serializer):
     content = serializers.CharField(trim_whitespace=False)
     client_id = serializers.CharField(max_length=100, required=False)
     agent = serializers.SlugField(required=False)
+    compare = serializers.ListField(
+        child=serializers.SlugField(),
+        min_length=2,
+        max_length=4,
+        required=False,
+        help_text="2 to 4 agents that all answer this message side by side; pick the best afterwards.",
+    )
+
+
+class PickOutputSerializer(serializers.Serializer):
+    reply_to = serializers.IntegerField(help_text="The user message whose replies were compared.")
+    picked = serializers.IntegerField(help_text="The reply picked as the best.")
+    agent = serializers.CharField(allow_null=True)
+
+
+class LeaderboardRowSerializer(serializers.Serializer):
+    agent = serializers.CharField()
+    name = serializers.CharField()
+    rating = serializers.FloatField(help_text="Bradley–Terry rating on an Elo-like scale (1000 = average).")
+    rating_low = serializers.FloatField(help_text="95 % bootstrap interval, low end.")
+    rating_high = serializers.FloatField(help_text="95 % bootstrap interval, high end.")
+    wins = serializers.IntegerField()
+    losses = serializers.IntegerField()
+    battles = serializers.IntegerField()
 
 
 class MessageEditSerializer(serializers.Serializer):

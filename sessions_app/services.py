@@ -14,7 +14,7 @@ from agents.models import Agent
 from agents.selectors import agent_default_for_user, agent_get_for_user
 from sessions_app import broadcast, turns
 from sessions_app.dispatch import reply_enqueue
-from sessions_app.models import Message, Session
+from sessions_app.models import Message, Pick, Session
 from sessions_app.selectors import message_payload
 from sessions_app.unavailable import BROKER_ERRORS, BrokerUnavailable
 
@@ -172,6 +172,60 @@ def message_send(
             raise
         return existing
     return user_message, reply
+
+
+COMPARE_MIN, COMPARE_MAX = 2, 4
+
+
+def message_compare(
+    *, session: Session, content: Any, agents: list[Agent], client_id: str | None = None
+) -> tuple[Message, list[Message]]:
+    """Store a user message answered by all of ``agents`` at once (compare mode): one queued reply
+    each, on each agent's queue, in parallel. The user then picks the best (``reply_pick``)."""
+    content = _check_content(content)
+    slugs = [a.slug for a in agents]
+    if not COMPARE_MIN <= len(agents) <= COMPARE_MAX or len(set(slugs)) != len(slugs):
+        raise ChatError("invalid_compare", f"Compare {COMPARE_MIN} to {COMPARE_MAX} different agents.")
+    for agent in agents:
+        if len(content) > agent.max_prompt_chars:
+            raise ChatError(
+                "content_too_long",
+                f"The message has {len(content)} characters; {agent.slug} accepts at most {agent.max_prompt_chars}.",
+            )
+    with transaction.atomic():
+        user_message = Message.objects.create(
+            session=session,
+            role=Message.Role.USER,
+            content=content,
+            client_id=client_id,
+            turns={"speakers": slugs, "policy": "compare"},
+        )
+        if not session.title:
+            session.title = " ".join(content.split())[:60]
+            session.save(update_fields=["title", "updated_at"])
+        transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(user_message)))
+        replies = [_reply_create(session, user_message, agent, turn=i + 1) for i, agent in enumerate(agents)]
+    return user_message, replies
+
+
+def reply_pick(*, session: Session, message_id: Any) -> Pick:
+    """The user picks ``message_id`` as the best of the replies compared for its message; a new
+    pick replaces the earlier one."""
+    reply = (
+        session.messages.filter(pk=message_id, role=Message.Role.ASSISTANT).select_related("reply_to", "agent").first()
+    )
+    if reply is None:
+        raise ChatError("not_found", "No such reply in this session.")
+    user_message = reply.reply_to
+    if user_message is None or (user_message.turns or {}).get("policy") != "compare":
+        raise ChatError("not_compared", "Only a reply of a compare can be picked.")
+    unfinished = user_message.replies.filter(status__in=[Message.Status.QUEUED, Message.Status.STREAMING])
+    if unfinished.exists():
+        raise ChatError("compare_running", "Wait until every compared reply has finished, then pick.")
+    if reply.status != Message.Status.COMPLETE:
+        raise ChatError("not_complete", "Pick a reply that completed.")
+    pick, _ = Pick.objects.update_or_create(user_message=user_message, defaults={"winner": reply})
+    return pick
 
 
 def _resent(session: Session, client_id: str) -> tuple[Message, Message] | None:

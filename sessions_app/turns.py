@@ -202,6 +202,8 @@ def turn_next(reply: Message) -> Message | None:
         if any(m.status != Message.Status.COMPLETE for m in chain):
             return None  # still running, or a turn stopped, failed or was interrupted: the chain ends
         index = len(chain)
+        if user_message.turns.get("policy") == "compare":
+            return None  # compared replies run side by side, not in turn
         if user_message.turns.get("policy") == "supervisor":
             limit = min(int(user_message.turns.get("max_turns") or 0), max_turns())
             if index < limit:
