@@ -97,6 +97,8 @@ def message_payload(message: Message) -> dict[str, Any]:
         "agent_name": agent.name if agent is not None else None,
         "reply_to": message.reply_to_id,
         "turn": message.turn,
+        "compare": bool((message.turns or {}).get("compare")),
+        "picked": bool((message.turns or {}).get("picked")),
         "content": message.content,
         "status": message.status,
         "error": message.error,

@@ -65,6 +65,8 @@ class MessageOutputSerializer(serializers.Serializer):
     agent_name = serializers.CharField(allow_null=True)
     reply_to = serializers.IntegerField(allow_null=True)
     turn = serializers.IntegerField(help_text="A reply's place among the replies to its user message, from 1.")
+    compare = serializers.BooleanField(help_text="A reply of a compare (shown side by side with the others).")
+    picked = serializers.BooleanField(help_text="The compare reply the user picked as the best.")
     content = serializers.CharField(allow_blank=True)
     status = serializers.ChoiceField(choices=Message.Status.choices)
     error = serializers.CharField(allow_blank=True)

@@ -204,7 +204,9 @@ def message_compare(
             session.title = " ".join(content.split())[:60]
             session.save(update_fields=["title", "updated_at"])
         transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(user_message)))
-        replies = [_reply_create(session, user_message, agent, turn=i + 1) for i, agent in enumerate(agents)]
+        replies = [
+            _reply_create(session, user_message, agent, turn=i + 1, compare=True) for i, agent in enumerate(agents)
+        ]
     return user_message, replies
 
 
@@ -224,7 +226,12 @@ def reply_pick(*, session: Session, message_id: Any) -> Pick:
         raise ChatError("compare_running", "Wait until every compared reply has finished, then pick.")
     if reply.status != Message.Status.COMPLETE:
         raise ChatError("not_complete", "Pick a reply that completed.")
-    pick, _ = Pick.objects.update_or_create(user_message=user_message, defaults={"winner": reply})
+    with transaction.atomic():
+        pick, _ = Pick.objects.update_or_create(user_message=user_message, defaults={"winner": reply})
+        for compared in user_message.replies.select_related("agent"):
+            compared.turns = {**compared.turns, "picked": compared.pk == reply.pk}
+            compared.save(update_fields=["turns"])
+            transaction.on_commit(partial(broadcast.message_send, session.pk, message_payload(compared)))
     return pick
 
 
@@ -351,10 +358,12 @@ def _reply_create(
     *,
     params: dict[str, Any] | None = None,
     turn: int = 1,
+    compare: bool = False,
 ) -> Message:
     """A queued reply to ``user_message``; announced and enqueued on commit. Call in a transaction."""
     reply = Message.objects.create(
         turn=turn,
+        turns={"compare": True} if compare else {},
         params=params or {},
         session=session,
         role=Message.Role.ASSISTANT,
