@@ -148,6 +148,11 @@ def turn_send(session_id: int, turn: dict[str, Any]) -> None:
     group_send(session_group(session_id), {"type": "chat.turn", "turn": turn})
 
 
+def picked_send(session_id: int, pick: dict[str, Any]) -> None:
+    """The user picked the best of a compare's replies (``reply_to``, ``picked``)."""
+    group_send(session_group(session_id), {"type": "chat.picked", "pick": pick})
+
+
 def deleted_send(session_id: int, message_ids: list[int]) -> None:
     """Messages were removed (an edit or a regenerate replaced the end of the conversation)."""
     group_send(session_group(session_id), {"type": "chat.deleted", "message_ids": message_ids})

@@ -14,6 +14,8 @@ Server -> client::
     {"type": "delta", "message_id": 12, "seq": 3, "text": "..."}
     {"type": "done", "message_id": 12, "status": "complete", "stats": {...}, "message": {...}}
     {"type": "deleted", "message_ids": [...]}                  replaced by an edit or a regenerate
+    {"type": "turn", "reply_to", "message_id", "agent", "agent_name", "turn", "turns"}   who speaks next
+    {"type": "picked", "reply_to": 11, "picked": 13}            the best of a compare's replies
     {"type": "error", "code": "...", "message": "..."}
 
 What the client sees of the session comes from the one reply follower (``sessions_app.follow``):
@@ -203,4 +205,4 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def chat_message(self, event: dict[str, Any]) -> None:
         self.events.put_nowait(event)
 
-    chat_delta = chat_done = chat_deleted = chat_turn = chat_message
+    chat_delta = chat_done = chat_deleted = chat_turn = chat_picked = chat_message

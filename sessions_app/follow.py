@@ -90,6 +90,8 @@ class _Follower:
             return self._deleted(list(event["message_ids"]))
         if kind == "chat.turn" and self.reply_id is None:
             return [{"type": "turn", **event["turn"]}]
+        if kind == "chat.picked" and self.reply_id is None:
+            return [{"type": "picked", **event["pick"]}]
         return []
 
     async def _delta(self, message_id: int, seq: int, text: str) -> list[Event]:

@@ -4,7 +4,7 @@ Each pick is a set of pairwise results: the picked reply's agent beat every othe
 for that message. Ratings are Bradley–Terry strengths fitted to all pairwise results (Hunter's
 minorization–maximization iterations), put on the Elo-like scale FastChat's Arena uses
 (``1000 + 400·log10(strength)``, the mean strength 1), with a 95 % interval from bootstrap
-resamples of the picks.
+resamples of the picks (none below ``MIN_PICKS_FOR_INTERVAL`` picks: too few to say).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sessions_app.models import Message, Pick
 
 BASE, SCALE = 1000.0, 400.0
 BOOTSTRAP_ROUNDS = 200
+MIN_PICKS_FOR_INTERVAL = 5  # resampling fewer picks than this says nothing about the spread
 PRIOR = 0.1  # half a win and half a loss against a virtual average agent, so that no strength is 0 or ∞
 
 
@@ -28,8 +29,8 @@ class Row:
     agent: str
     name: str
     rating: float
-    rating_low: float
-    rating_high: float
+    rating_low: float | None
+    rating_high: float | None
     wins: int
     losses: int
     battles: int
@@ -99,13 +100,14 @@ def leaderboard(*, agents: list[Agent], seed: int = 0) -> list[Row]:
         if p not in visible:
             continue
         ordered = sorted(samples[p])
+        spread = len(picks) >= MIN_PICKS_FOR_INTERVAL
         rows.append(
             Row(
                 agent=visible[p].slug,
                 name=visible[p].name,
                 rating=round(_rating(strength[p]), 1),
-                rating_low=round(ordered[int(0.025 * (len(ordered) - 1))], 1),
-                rating_high=round(ordered[int(0.975 * (len(ordered) - 1))], 1),
+                rating_low=round(ordered[int(0.025 * (len(ordered) - 1))], 1) if spread else None,
+                rating_high=round(ordered[int(0.975 * (len(ordered) - 1))], 1) if spread else None,
                 wins=wins[p],
                 losses=losses[p],
                 battles=wins[p] + losses[p],

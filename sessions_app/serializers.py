@@ -107,8 +107,10 @@ class LeaderboardRowSerializer(serializers.Serializer):
     agent = serializers.CharField()
     name = serializers.CharField()
     rating = serializers.FloatField(help_text="Bradley–Terry rating on an Elo-like scale (1000 = average).")
-    rating_low = serializers.FloatField(help_text="95 % bootstrap interval, low end.")
-    rating_high = serializers.FloatField(help_text="95 % bootstrap interval, high end.")
+    rating_low = serializers.FloatField(
+        allow_null=True, help_text="95 % bootstrap interval, low end (null: too few picks)."
+    )
+    rating_high = serializers.FloatField(allow_null=True, help_text="95 % bootstrap interval, high end.")
     wins = serializers.IntegerField()
     losses = serializers.IntegerField()
     battles = serializers.IntegerField()

@@ -139,28 +139,14 @@ def message_send(
         agent = Agent.objects.filter(slug=speakers[0]).select_related("model").first()
     if agent is None or not agent.is_active:
         raise ChatError("no_agent", "This session has no active agent to answer.")
-    if len(content) > agent.max_prompt_chars:
-        raise ChatError(
-            "content_too_long",
-            f"The message has {len(content)} characters; {agent.slug} accepts at most {agent.max_prompt_chars}.",
-        )
+    _check_length(content, agent)
     if client_id is not None:
         existing = _resent(session, client_id)
         if existing is not None:
             return existing
     try:
         with transaction.atomic():
-            user_message = Message.objects.create(
-                session=session,
-                role=Message.Role.USER,
-                content=content,
-                client_id=client_id,
-                turns=plan,
-            )
-            if not session.title:
-                session.title = " ".join(content.split())[:60]
-                session.save(update_fields=["title", "updated_at"])
-            transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(user_message)))
+            user_message = _user_message_create(session, content, client_id, plan)
             if supervisor is not None:
                 turns.choose_enqueue(user_message)
                 return user_message, None
@@ -172,6 +158,26 @@ def message_send(
             raise
         return existing
     return user_message, reply
+
+
+def _check_length(content: str, agent: Agent) -> None:
+    if len(content) > agent.max_prompt_chars:
+        raise ChatError(
+            "content_too_long",
+            f"The message has {len(content)} characters; {agent.slug} accepts at most {agent.max_prompt_chars}.",
+        )
+
+
+def _user_message_create(session: Session, content: str, client_id: str | None, plan: dict[str, Any]) -> Message:
+    """The user's message with its turn plan; titles an untitled session; announced on commit."""
+    user_message = Message.objects.create(
+        session=session, role=Message.Role.USER, content=content, client_id=client_id, turns=plan
+    )
+    if not session.title:
+        session.title = " ".join(content.split())[:60]
+        session.save(update_fields=["title", "updated_at"])
+    transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(user_message)))
+    return user_message
 
 
 COMPARE_MIN, COMPARE_MAX = 2, 4
@@ -187,23 +193,9 @@ def message_compare(
     if not COMPARE_MIN <= len(agents) <= COMPARE_MAX or len(set(slugs)) != len(slugs):
         raise ChatError("invalid_compare", f"Compare {COMPARE_MIN} to {COMPARE_MAX} different agents.")
     for agent in agents:
-        if len(content) > agent.max_prompt_chars:
-            raise ChatError(
-                "content_too_long",
-                f"The message has {len(content)} characters; {agent.slug} accepts at most {agent.max_prompt_chars}.",
-            )
+        _check_length(content, agent)
     with transaction.atomic():
-        user_message = Message.objects.create(
-            session=session,
-            role=Message.Role.USER,
-            content=content,
-            client_id=client_id,
-            turns={"speakers": slugs, "policy": "compare"},
-        )
-        if not session.title:
-            session.title = " ".join(content.split())[:60]
-            session.save(update_fields=["title", "updated_at"])
-        transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(user_message)))
+        user_message = _user_message_create(session, content, client_id, {"speakers": slugs, "policy": "compare"})
         replies = [
             _reply_create(session, user_message, agent, turn=i + 1, compare=True) for i, agent in enumerate(agents)
         ]
@@ -228,10 +220,11 @@ def reply_pick(*, session: Session, message_id: Any) -> Pick:
         raise ChatError("not_complete", "Pick a reply that completed.")
     with transaction.atomic():
         pick, _ = Pick.objects.update_or_create(user_message=user_message, defaults={"winner": reply})
-        for compared in user_message.replies.select_related("agent"):
+        for compared in user_message.replies.all():
             compared.turns = {**compared.turns, "picked": compared.pk == reply.pk}
             compared.save(update_fields=["turns"])
-            transaction.on_commit(partial(broadcast.message_send, session.pk, message_payload(compared)))
+        event = {"reply_to": user_message.pk, "picked": reply.pk}
+        transaction.on_commit(lambda: broadcast.picked_send(session.pk, event))
     return pick
 
 

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agents.models import Agent
 from agents.selectors import agent_list_for_user
 from sessions_app import services
+from sessions_app.leaderboard import leaderboard
 from sessions_app.models import Message, Session
 from sessions_app.selectors import session_export, session_get_for_user, session_list_for_user, session_payload
 
@@ -208,6 +209,15 @@ def session_export_markdown(request: HttpRequest, session_id: int) -> HttpRespon
     session = _session_or_404(request, session_id)
     body = export_markdown(session_export(session=session))
     return _attachment(body, "text/markdown; charset=utf-8", _filename(session, "md"))
+
+
+@with_csp
+@login_required
+@require_GET
+def leaderboard_page(request: HttpRequest) -> HttpResponse:
+    """Agents rated from compare picks (``sessions_app.leaderboard``)."""
+    rows = leaderboard(agents=list(agent_list_for_user(user=request.user)))
+    return render(request, "leaderboard.html", {"rows": rows})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -3,8 +3,9 @@
 
 import { Connection } from "./connection.js";
 import { MessageList } from "./messages.js";
+import { Participants, mentionCompleter } from "./participants.js";
 import { Sidebar } from "./sidebar.js";
-import { debounce, uuid } from "./util.js";
+import { apiFetch, debounce, uuid } from "./util.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 const agents = new Map(config.agents.map((agent) => [agent.slug, agent]));
@@ -13,6 +14,7 @@ const sessionId = config.session ? config.session.id : null;
 // Errors the server answers a `message` frame with: that message was not stored.
 const SEND_ERRORS = new Set([
   "empty_content", "content_too_long", "invalid_content", "invalid_client_id", "no_agent", "unknown_agent", "not_found",
+  "invalid_compare",
 ]);
 
 const sidebar = new Sidebar({
@@ -71,6 +73,13 @@ function startChat() {
     onStop: (id) => requireConnection({ type: "stop", message_id: id }),
     onRegenerate: () => requireConnection({ type: "regenerate" }),
     onEdit: (id, content) => requireConnection({ type: "edit", message_id: id, content }),
+    onPick: async (id) => {
+      try {
+        await apiFetch("POST", `/api/sessions/${sessionId}/messages/${id}/pick/`);
+      } catch (error) {
+        toast(error.message);
+      }
+    },
     onChange: () => {
       stop.hidden = !messages.hasActive();
       jump.hidden = messages.stick || messages.size === 0;
@@ -115,6 +124,12 @@ function startChat() {
       case "deleted":
         messages.remove(event.message_ids);
         break;
+      case "picked":
+        messages.picked(event.reply_to, event.picked);
+        break;
+      case "turn":
+        turnState.textContent = `${event.agent_name} is next (turn ${event.turn}${event.turns ? ` of ${event.turns}` : ""})`;
+        break;
       case "error":
         if (SEND_ERRORS.has(event.code)) {
           const oldest = outbox.keys().next().value;
@@ -142,6 +157,26 @@ function startChat() {
   const connection = new Connection(url, { onEvent, onState });
   connection.start();
 
+  // --- participants, mentions and compare ---------------------------------------------------
+  const turnState = document.getElementById("turn-state") || document.createElement("span");
+  const participants = new Participants(document.getElementById("participants"), {
+    sessionId,
+    agents,
+    session: config.session,
+    onError: toast,
+  });
+  mentionCompleter(prompt, document.getElementById("mention-list"), () => participants.slugs,
+    (slug) => agents.get(slug)?.name || slug);
+  const comparePanel = document.getElementById("compare-panel");
+  const compareToggle = document.getElementById("compare-toggle");
+  compareToggle?.addEventListener("click", () => {
+    comparePanel.hidden = !comparePanel.hidden;
+    compareToggle.setAttribute("aria-expanded", String(!comparePanel.hidden));
+    compareToggle.classList.toggle("primary", !comparePanel.hidden);
+  });
+  const compareChoice = () => (comparePanel && !comparePanel.hidden
+    ? [...comparePanel.querySelectorAll("input:checked")].map((box) => box.value) : []);
+
   // --- composer ------------------------------------------------------------------------------
   const autosize = () => {
     prompt.style.height = "auto";
@@ -162,9 +197,16 @@ function startChat() {
       toast(`The message has ${content.length} characters; the limit is ${config.maxChars}.`);
       return;
     }
+    const compare = compareChoice();
+    if (comparePanel && !comparePanel.hidden && (compare.length < 2 || compare.length > 4)) {
+      toast("Tick 2 to 4 agents to compare.");
+      return;
+    }
     const clientId = uuid();
     const message = { type: "message", content, client_id: clientId };
-    if (agentSelect) message.agent = agentSelect.value;
+    if (compare.length) message.compare = compare;
+    else if (agentSelect?.value) message.agent = agentSelect.value;
+    turnState.textContent = "";
     outbox.set(clientId, message);
     messages.addPending(clientId, content);
     connection.send(message); // or, if not connected now, after the next snapshot

@@ -23,12 +23,13 @@ export class MessageList {
    * @param {HTMLElement} scroller  the element that scrolls
    * @param {object} options        agents (by slug), username, and the actions' callbacks
    */
-  constructor(root, scroller, { agents, username, onStop, onRegenerate, onEdit, onChange }) {
+  constructor(root, scroller, { agents, username, onStop, onRegenerate, onEdit, onPick, onChange }) {
     this.root = root;
     this.scroller = scroller;
     this.agents = agents;
     this.username = username;
-    this.callbacks = { onStop, onRegenerate, onEdit, onChange };
+    this.callbacks = { onStop, onRegenerate, onEdit, onPick, onChange };
+    this.groups = new Map(); // user message id -> the row holding its compared replies
     this.items = new Map(); // message id -> item
     this.pending = new Map(); // client_id -> item, a message sent but not yet stored
     this.dirty = new Set();
@@ -90,7 +91,7 @@ export class MessageList {
       } else {
         item = this.create(message);
       }
-      fragment.append(item.el); // moves existing nodes into server order
+      fragment.append(this.placed(item)); // moves existing nodes into server order
     }
     for (const [id, item] of this.items) {
       if (!seen.has(id)) {
@@ -98,6 +99,7 @@ export class MessageList {
         this.items.delete(id);
       }
     }
+    this.dropEmptyGroups();
     for (const item of this.pending.values()) fragment.append(item.el);
     this.root.append(fragment);
     this.flush();
@@ -111,9 +113,40 @@ export class MessageList {
     if (item) {
       this.update(item, message, { replaceText: message.role === "user" || !ACTIVE.has(message.status) });
     } else {
-      this.root.append(this.create(message).el);
+      this.root.append(this.placed(this.create(message)));
     }
     this.markLast();
+  }
+
+  /** A `picked` event: ``pickedId`` is now the best of the replies to ``replyTo``. */
+  picked(replyTo, pickedId) {
+    for (const item of this.items.values()) {
+      if (item.data.reply_to === replyTo && item.data.compare) {
+        this.update(item, { ...item.data, picked: item.data.id === pickedId }, { replaceText: false });
+      }
+    }
+  }
+
+  /** The node to put in the log for ``item``: a compared reply goes in its message's row. */
+  placed(item) {
+    if (!item.data.compare || !item.data.reply_to) return item.el;
+    let group = this.groups.get(item.data.reply_to);
+    if (!group) {
+      group = h("div", { class: "compare-row", "data-reply-to": item.data.reply_to, role: "group",
+        "aria-label": "Replies compared side by side" });
+      this.groups.set(item.data.reply_to, group);
+    }
+    if (item.el.parentNode !== group) group.append(item.el);
+    return group;
+  }
+
+  dropEmptyGroups() {
+    for (const [id, group] of this.groups) {
+      if (!group.childElementCount) {
+        group.remove();
+        this.groups.delete(id);
+      }
+    }
   }
 
   /** A `delta` event. Returns false when a delta is missing (the caller resyncs). */
@@ -149,6 +182,7 @@ export class MessageList {
         this.dirty.delete(item);
       }
     }
+    this.dropEmptyGroups();
     this.markLast();
   }
 
@@ -201,7 +235,8 @@ export class MessageList {
     if (user) avatar.textContent = (this.username[0] || "?").toUpperCase();
     else if (agent?.image) avatar.append(h("img", { src: agent.image, alt: "" }));
     else avatar.textContent = agent?.emoji || "🤖";
-    const who = user ? "You" : message.agent_name || agent?.name || message.agent || "Assistant";
+    const who = user ? "You" : message.role === "system" ? "Note"
+      : message.agent_name || agent?.name || message.agent || "Assistant";
     const statusEl = h("span", { class: "status" });
     const body = h("div", { class: user ? "msg-body" : "msg-body markdown" });
     const errorEl = h("p", { class: "msg-error", role: "alert", hidden: true });
@@ -215,8 +250,13 @@ export class MessageList {
         iconButton("refresh", "Regenerate this reply", { "data-action": "regenerate", class: "icon-button act-regenerate" }),
         iconButton("stop", "Stop this reply", { "data-action": "stop", class: "icon-button act-stop" }),
       );
+      if (message.compare) {
+        actions.prepend(h("button", { type: "button", class: "button small act-pick", "data-action": "pick",
+          text: "Pick as best" }));
+      }
     }
-    const el = h("article", { class: `msg ${user ? "msg-user" : "msg-assistant"}`, "aria-label": `${who} said` },
+    const kind = user ? "msg-user" : message.role === "system" ? "msg-system" : "msg-assistant";
+    const el = h("article", { class: `msg ${kind}${message.compare ? " msg-compare" : ""}`, "aria-label": `${who} said` },
       avatar,
       h("div", { class: "msg-main" },
         h("header", { class: "msg-head" },
@@ -247,6 +287,13 @@ export class MessageList {
     item.noteEl.textContent = message.status === "interrupted"
       ? "This reply was interrupted (its worker stopped); the text so far is kept." : "";
     item.statsEl.textContent = message.role === "assistant" ? this.statsLine(item.data) : "";
+    item.el.classList.toggle("is-picked", Boolean(item.data.picked));
+    const pick = item.el.querySelector(".act-pick");
+    if (pick) {
+      pick.hidden = item.data.status !== "complete";
+      pick.textContent = item.data.picked ? "Picked" : "Pick as best";
+      pick.setAttribute("aria-pressed", String(Boolean(item.data.picked)));
+    }
     this.schedule(item);
     if (wasActive && !ACTIVE.has(message.status)) this.flushItem(item); // final text, highlighted now
   }
@@ -341,6 +388,7 @@ export class MessageList {
     else if (action === "stop") this.callbacks.onStop(id);
     else if (action === "regenerate") this.callbacks.onRegenerate(id);
     else if (action === "edit") this.startEdit(item);
+    else if (action === "pick") this.callbacks.onPick?.(id);
   }
 
   startEdit(item) {

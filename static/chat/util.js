@@ -124,7 +124,7 @@ export async function apiFetch(method, url, body) {
     let detail = `${response.status} ${response.statusText}`;
     try {
       const data = await response.json();
-      detail = data.detail || JSON.stringify(data);
+      detail = data.message || data.detail || JSON.stringify(data);
     } catch {
       /* not JSON */
     }

@@ -14,7 +14,8 @@ from inference.models import ModelArtifact
 from sessions_app.models import Message
 from sessions_app.replies import reply_generate
 from tests.fakes import FakeBackend
-from tests.sessions_app.test_turns import fake_backend, make_agent  # noqa: F401 - the fixture
+from tests.sessions_app.test_reply_lifecycle import fake_backend  # noqa: F401 - the autouse fixture
+from tests.sessions_app.test_turns import make_agent
 
 SLUGS = ["poet", "critic", "judge"]
 
@@ -96,7 +97,7 @@ def test_picks_move_the_leaderboard(api: APIClient, sid: int) -> None:
     assert (rows["critic"]["wins"], rows["critic"]["losses"]) == (0, 4)
     assert (rows["judge"]["wins"], rows["judge"]["losses"]) == (1, 0)
     assert rows["poet"]["rating"] > rows["critic"]["rating"]
-    assert rows["critic"]["rating_low"] <= rows["critic"]["rating"] <= rows["critic"]["rating_high"]
+    assert rows["critic"]["rating_low"] <= rows["critic"]["rating"] <= rows["critic"]["rating_high"]  # 5 picks
     assert list(rows) == sorted(rows, key=lambda a: -rows[a]["rating"])
 
 
@@ -128,3 +129,12 @@ def test_only_the_picked_reply_goes_on_in_the_conversation(api: APIClient, sid: 
         {"role": "assistant", "content": picked},
         {"role": "user", "content": "And now?"},
     ]
+
+
+def test_a_single_pick_gives_a_rating_but_no_interval(api: APIClient, sid: int) -> None:
+    created = compare(api, sid, ["critic", "poet"])
+    run_all(created)
+    api.post(f"/api/sessions/{sid}/messages/{created[1]['id']}/pick/")
+    rows = {r["agent"]: r for r in api.get("/api/leaderboard/").json()}
+    assert rows["critic"]["rating"] > 1000 > rows["poet"]["rating"]
+    assert rows["critic"]["rating_low"] is None and rows["critic"]["rating_high"] is None

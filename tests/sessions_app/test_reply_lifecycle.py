@@ -29,7 +29,9 @@ def fake_backend(settings: Any) -> Iterator[type[FakeBackend]]:
     FakeBackend.fail_with = None
     FakeBackend.seen_messages = []
     FakeBackend.on_chunk = None
+    FakeBackend.answer = None
     yield FakeBackend
+    FakeBackend.answer = None
     model_cache().clear()
 
 

@@ -4,35 +4,19 @@ sees, and that one stop ends the chain. The worker side runs here as the worker 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
 
 from agents.models import Agent
-from inference.cache import model_cache
 from inference.models import ModelArtifact
 from sessions_app import services
 from sessions_app.models import Message, Session
 from sessions_app.replies import reply_generate
 from sessions_app.turns import turn_choose, turn_next
-from tests.fakes import FakeBackend, use_backend
-
-
-@pytest.fixture(autouse=True)
-def fake_backend(settings: Any) -> Iterator[type[FakeBackend]]:
-    use_backend(settings, "tests.fakes.FakeBackend")
-    settings.REPLY_BROADCAST_INTERVAL_MS = 1
-    FakeBackend.script = ["Hello", ", ", "world", "."]
-    FakeBackend.delay = 0.0
-    FakeBackend.fail_with = None
-    FakeBackend.seen_messages = []
-    FakeBackend.on_chunk = None
-    FakeBackend.answer = None
-    yield FakeBackend
-    FakeBackend.answer = None
-    model_cache().clear()
+from tests.fakes import FakeBackend
+from tests.sessions_app.test_reply_lifecycle import fake_backend  # noqa: F401 - the autouse fixture
 
 
 def make_agent(model: ModelArtifact, slug: str, name: str, prompt: str = "") -> Agent:

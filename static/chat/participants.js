@@ -1,0 +1,171 @@
+// The agents taking part in a chat and its turn policy: chips with a remove button, an "add"
+// menu, and a policy picker. Changes go to PATCH /api/sessions/{id}/ (the server checks them).
+
+import { apiFetch, h, iconButton } from "./util.js";
+
+const KINDS = {
+  manual: "Manual: @mentions answer, else the first",
+  round_robin: "Round robin: everyone in turn",
+  debate: "Debate: two argue, a judge decides",
+  supervisor: "Supervisor: one agent picks who speaks",
+};
+
+export class Participants {
+  /**
+   * @param {HTMLElement} root
+   * @param {object} options  sessionId, agents (Map by slug), session ({agents, turn_policy}),
+   *                          onChange(session), onError(text)
+   */
+  constructor(root, { sessionId, agents, session, onChange, onError }) {
+    this.root = root;
+    this.sessionId = sessionId;
+    this.agents = agents;
+    this.slugs = session.agents || [];
+    this.policy = session.turn_policy || { kind: "manual" };
+    this.onChange = onChange;
+    this.onError = onError;
+    this.render();
+  }
+
+  name(slug) {
+    return this.agents.get(slug)?.name || slug;
+  }
+
+  async save(patch) {
+    try {
+      const session = await apiFetch("PATCH", `/api/sessions/${this.sessionId}/`, patch);
+      this.slugs = session.agents;
+      this.policy = session.turn_policy;
+      this.onChange?.(session);
+    } catch (error) {
+      this.onError?.(error.message);
+    }
+    this.render();
+  }
+
+  render() {
+    const chips = this.slugs.map((slug, index) => {
+      const agent = this.agents.get(slug);
+      const remove = iconButton("x", `Remove ${this.name(slug)}`, { "data-remove": slug, class: "icon-button chip-remove" });
+      remove.disabled = this.slugs.length === 1;
+      return h("li", { class: "chip", "data-agent": slug, title: index === 0 ? "Answers when nobody is named" : "" },
+        h("span", { class: "chip-avatar", "aria-hidden": "true", text: agent?.emoji || "🤖" }),
+        h("span", { class: "chip-name", text: this.name(slug) }),
+        index === 0 ? h("span", { class: "chip-default muted", text: "default" }) : null,
+        remove);
+    });
+    const addable = [...this.agents.values()].filter((a) => !this.slugs.includes(a.slug));
+    const add = h("select", { class: "chip-add", "aria-label": "Add an agent to this chat" },
+      h("option", { value: "", text: "+ Add agent" }),
+      ...addable.map((a) => h("option", { value: a.slug, text: `${a.emoji || "🤖"} ${a.name}` })));
+    add.disabled = addable.length === 0;
+    add.addEventListener("change", () => {
+      if (add.value) this.save({ agents: [...this.slugs, add.value] });
+    });
+    const list = h("ul", { class: "chips", "aria-label": "Agents in this chat" }, ...chips);
+    list.addEventListener("click", (event) => {
+      const button = event.target.closest("[data-remove]");
+      if (button) this.save({ agents: this.slugs.filter((s) => s !== button.dataset.remove) });
+    });
+    this.root.replaceChildren(list, add, this.policyForm());
+  }
+
+  policyForm() {
+    const kind = h("select", { name: "kind", "aria-label": "Turn policy" },
+      ...Object.entries(KINDS).map(([value, label]) => h("option", { value, text: label })));
+    kind.value = this.policy.kind;
+    const agentSelect = (name, label, value) => {
+      const select = h("select", { name, "aria-label": label },
+        ...this.slugs.map((slug) => h("option", { value: slug, text: this.name(slug) })));
+      if (value) select.value = value;
+      return h("label", { class: "policy-field", "data-field": name }, h("span", { text: label }), select);
+    };
+    const number = (name, label, value, max) => h("label", { class: "policy-field", "data-field": name },
+      h("span", { text: label }),
+      h("input", { type: "number", name, min: "1", max: String(max), value: String(value ?? 1), "aria-label": label }));
+    const fields = {
+      rounds: number("rounds", "Rounds", this.policy.rounds ?? 1, 10),
+      judge: agentSelect("judge", "Judge", this.policy.judge),
+      supervisor: agentSelect("supervisor", "Supervisor", this.policy.supervisor),
+      max_turns: number("max_turns", "Most turns", this.policy.max_turns ?? 4, 12),
+    };
+    const shown = { manual: [], round_robin: ["rounds"], debate: ["rounds", "judge"], supervisor: ["supervisor", "max_turns"] };
+    const form = h("form", { class: "policy", "aria-label": "Who answers" }, kind, ...Object.values(fields),
+      h("button", { type: "submit", class: "button small", text: "Apply" }));
+    const showFields = () => {
+      for (const [name, field] of Object.entries(fields)) field.hidden = !shown[kind.value].includes(name);
+    };
+    kind.addEventListener("change", showFields);
+    showFields();
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const policy = { kind: kind.value };
+      for (const name of shown[kind.value]) {
+        const input = form.elements[name];
+        policy[name] = input.type === "number" ? Number(input.value) : input.value;
+      }
+      this.save({ turn_policy: policy });
+    });
+    return form;
+  }
+}
+
+/** "@" completion in the message box: the chat's agents whose slug starts with what was typed. */
+export function mentionCompleter(textarea, list, slugsOf, nameOf) {
+  let matches = [];
+  let active = 0;
+  const close = () => {
+    list.hidden = true;
+    matches = [];
+  };
+  const word = () => {
+    const before = textarea.value.slice(0, textarea.selectionStart);
+    const found = /(?:^|\s)@([\w-]*)$/.exec(before);
+    return found ? found[1] : null;
+  };
+  const show = () => {
+    list.replaceChildren(...matches.map((slug, i) => h("li", {
+      role: "option", id: `mention-${slug}`, "data-slug": slug, "aria-selected": String(i === active),
+      text: `@${slug} · ${nameOf(slug)}`,
+    })));
+    list.hidden = matches.length === 0;
+    textarea.setAttribute("aria-activedescendant", matches.length ? `mention-${matches[active]}` : "");
+  };
+  const insert = (slug) => {
+    const start = textarea.selectionStart;
+    const before = textarea.value.slice(0, start).replace(/@[\w-]*$/, `@${slug} `);
+    textarea.value = before + textarea.value.slice(start);
+    textarea.selectionStart = textarea.selectionEnd = before.length;
+    close();
+    textarea.dispatchEvent(new Event("input"));
+  };
+  textarea.addEventListener("input", () => {
+    const typed = word();
+    if (typed === null) return close();
+    matches = slugsOf().filter((slug) => slug.startsWith(typed));
+    active = 0;
+    show();
+  });
+  textarea.addEventListener("keydown", (event) => {
+    if (list.hidden || !matches.length) return;
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      active = (active + (event.key === "ArrowDown" ? 1 : matches.length - 1)) % matches.length;
+      show();
+    } else if (event.key === "Enter" || event.key === "Tab") {
+      event.preventDefault();
+      event.stopImmediatePropagation(); // not a send
+      insert(matches[active]);
+    } else if (event.key === "Escape") {
+      close();
+    }
+  });
+  list.addEventListener("mousedown", (event) => {
+    const option = event.target.closest("[data-slug]");
+    if (option) {
+      event.preventDefault();
+      insert(option.dataset.slug);
+    }
+  });
+  textarea.addEventListener("blur", () => setTimeout(close, 100));
+}
