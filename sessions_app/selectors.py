@@ -95,6 +95,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         "role": message.role,
         "agent": agent.slug if agent is not None else None,
         "agent_name": agent.name if agent is not None else None,
+        "agent_avatar": _avatar(agent),
         "reply_to": message.reply_to_id,
         "turn": message.turn,
         "compare": bool((message.turns or {}).get("compare")),
@@ -117,6 +118,13 @@ def message_payload(message: Message) -> dict[str, Any]:
         "started_at": message.started_at.isoformat() if message.started_at else None,
         "finished_at": message.finished_at.isoformat() if message.finished_at else None,
     }
+
+
+def _avatar(agent: Any) -> str | None:
+    """The agent's picture: its image's URL, else its emoji."""
+    if agent is None:
+        return None
+    return agent.avatar_image.url if agent.avatar_image else agent.avatar_emoji or None
 
 
 def message_payload_live(message: Message) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class MessageOutputSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Message.Role.choices)
     agent = serializers.CharField(allow_null=True, help_text="The answering agent's slug.")
     agent_name = serializers.CharField(allow_null=True)
+    agent_avatar = serializers.CharField(allow_null=True, help_text="The agent's emoji, or its image's URL.")
     reply_to = serializers.IntegerField(allow_null=True)
     turn = serializers.IntegerField(help_text="A reply's place among the replies to its user message, from 1.")
     compare = serializers.BooleanField(help_text="A reply of a compare (shown side by side with the others).")

@@ -234,7 +234,8 @@ export class MessageList {
     const avatar = h("div", { class: user ? "avatar avatar-user" : "avatar", "aria-hidden": "true" });
     if (user) avatar.textContent = (this.username[0] || "?").toUpperCase();
     else if (agent?.image) avatar.append(h("img", { src: agent.image, alt: "" }));
-    else avatar.textContent = agent?.emoji || "🤖";
+    else if (/^(\/|https?:)/.test(message.agent_avatar || "")) avatar.append(h("img", { src: message.agent_avatar, alt: "" }));
+    else avatar.textContent = agent?.emoji || message.agent_avatar || "🤖";
     const who = user ? "You" : message.role === "system" ? "Note"
       : message.agent_name || agent?.name || message.agent || "Assistant";
     const statusEl = h("span", { class: "status" });

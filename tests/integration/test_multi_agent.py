@@ -1,11 +1,12 @@
-"""Two agents in one session on the real stack (daphne, Redis, a Celery worker, the bundled
-model): round robin over two rounds answers with four replies in order, each queued by the worker
-after the previous one is stored, with turn events telling the client who speaks next; a stop
-ends the chain."""
+"""Two agents in one session on the real stack (daphne, Redis, a Celery worker per backend, the
+bundled model on llama.cpp and as an OpenVINO IR): round robin over two rounds answers with four
+replies in order, each queued by the worker after the previous one is stored, with turn events
+telling the client who speaks next; a stop ends the chain; a supervised round ends in its cap."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,23 +18,35 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def critic(platform: Platform) -> str:
+def critic(platform: Platform) -> Iterator[str]:
+    """A second agent on another backend: OpenVINO GenAI on the IR made from the bundled model,
+    answered by its own worker on the ``openvino`` queue (the first agent runs on llama.cpp)."""
+    from inference.convert import openvino_ir_for_bundled
+
+    ir_dir = openvino_ir_for_bundled()
     manage(
         platform.env, "shell", "-c",
         "from agents.models import Agent\n"
+        "from inference.models import ModelArtifact\n"
+        "ir, _ = ModelArtifact.objects.get_or_create(name='SmolLM2 IR (tests)', format='openvino',"
+        f" path={str(ir_dir)!r})\n"
+        "Agent.objects.update_or_create(slug='critic', defaults=dict(name='Critic', model=ir, backend='openvino',"
+        " system_prompt='You are a critic. Answer in one short sentence.', max_tokens=24, temperature=0.0))\n"
+        # Its own llama.cpp agent: the other integration tests keep the bundled one as it is.
         "base = Agent.objects.get(slug='assistant')\n"
-        "Agent.objects.update_or_create(slug='critic', defaults=dict(name='Critic', model=base.model,"
-        " backend=base.backend, system_prompt='You are a critic. Answer in one short sentence.',"
-        " max_tokens=24, temperature=0.0))\n"
-        "Agent.objects.filter(slug='assistant').update(max_tokens=24, temperature=0.0)\n",
+        "Agent.objects.update_or_create(slug='poet', defaults=dict(name='Poet', model=base.model,"
+        " backend=base.backend, system_prompt='You are a poet. Answer in one short line.', max_tokens=24,"
+        " temperature=0.0))\n",
     )  # fmt: skip
-    return "critic"
+    platform.start_worker(name="worker-openvino", queues="openvino")
+    yield "critic"
+    platform.kill("worker-openvino")
 
 
 def session_with(platform: Platform, policy: dict) -> int:
     status, body = api(
         platform.http, platform.tokens["alice"], "POST", "/api/sessions/",
-        {"agents": ["assistant", "critic"], "turn_policy": policy},
+        {"agents": ["poet", "critic"], "turn_policy": policy},
     )  # fmt: skip
     assert status == 201, body
     return int(body["id"])
@@ -53,11 +66,13 @@ def test_round_robin_over_two_rounds_on_the_real_stack(platform: Platform, criti
         done = watcher.until_done(turn["message_id"])
         assert done.done is not None and done.done["status"] == "complete" and done.text
     watcher.close()
-    assert turns == [("critic", 2, 4), ("assistant", 3, 4), ("critic", 4, 4)]
+    assert turns == [("critic", 2, 4), ("poet", 3, 4), ("critic", 4, 4)]
     status, body = api(platform.http, platform.tokens["alice"], "GET", f"/api/sessions/{sid}/messages/")
     replies = [(m["agent"], m["turn"], m["status"]) for m in body["results"] if m["role"] == "assistant"]
+    backends = {m["agent"]: m["backend"] for m in body["results"] if m["role"] == "assistant"}
+    assert backends == {"poet": "llama_cpp", "critic": "openvino"}
     assert replies == [
-        ("assistant", 1, "complete"), ("critic", 2, "complete"), ("assistant", 3, "complete"), ("critic", 4, "complete")
+        ("poet", 1, "complete"), ("critic", 2, "complete"), ("poet", 3, "complete"), ("critic", 4, "complete")
     ]  # fmt: skip
 
 
@@ -81,7 +96,7 @@ def test_a_stop_ends_the_chain_on_the_real_stack(platform: Platform, critic: str
 def test_a_supervised_round_ends_within_its_cap_on_the_real_stack(platform: Platform, critic: str) -> None:
     """The bundled 135M model is a poor supervisor: whatever it answers, the round ends (a pick
     that names nobody leaves a note) within max_turns replies, and nothing is left running."""
-    sid = session_with(platform, {"kind": "supervisor", "supervisor": "assistant", "max_turns": 2})
+    sid = session_with(platform, {"kind": "supervisor", "supervisor": "poet", "max_turns": 2})
     token = platform.tokens["alice"]
     status, body = api(platform.http, token, "POST", f"/api/sessions/{sid}/messages/", {"content": "Name a tree."})
     assert status == 202 and [m["role"] for m in body] == ["user"], body
