@@ -166,15 +166,19 @@ def participant_slugs(session: Session) -> list[str]:
     return list(Participant.objects.filter(session=session).values_list("agent__slug", flat=True))
 
 
-def session_payload(session: Session) -> dict[str, Any]:
-    return {
+def session_payload(session: Session, *, participants: bool = True) -> dict[str, Any]:
+    """A session as events and pages show it; ``participants=False`` (the sidebar's long list)
+    leaves out ``agents`` and ``turn_policy`` and saves a query per session."""
+    payload: dict[str, Any] = {
         "id": session.pk,
         "title": session.title,
         "agent": session.agent.slug if session.agent else None,
-        "agents": participant_slugs(session),
-        "turn_policy": session.turn_policy,
         "archived": session.archived,
     }
+    if participants:
+        payload["agents"] = participant_slugs(session)
+        payload["turn_policy"] = session.turn_policy
+    return payload
 
 
 def session_export(*, session: Session) -> dict[str, Any]:

@@ -91,8 +91,8 @@ def _agent_card(agent: Agent) -> dict[str, Any]:
     }
 
 
-def _session_row(session: Session) -> dict[str, Any]:
-    return {**session_payload(session), "updated_at": session.updated_at.isoformat()}
+def _session_row(session: Session, *, participants: bool = False) -> dict[str, Any]:
+    return {**session_payload(session, participants=participants), "updated_at": session.updated_at.isoformat()}
 
 
 @with_csp
@@ -104,7 +104,7 @@ def chat(request: HttpRequest, session_id: int | None = None) -> HttpResponse:
     agents = list(agent_list_for_user(user=request.user))
     sessions = session_list_for_user(user=request.user, archived=False)[:SIDEBAR_LIMIT]
     config = {
-        "session": _session_row(session) if session else None,
+        "session": _session_row(session, participants=True) if session else None,
         "agents": [_agent_card(agent) for agent in agents],
         "sessions": [_session_row(s) for s in sessions],
         "maxChars": settings.MESSAGE_MAX_CHARS,
