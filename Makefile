@@ -15,8 +15,13 @@ EXTRAS ?= llama_cpp,llama_cpp_server,openvino,convert,dev
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_VERSION := 0.3.36
 WHEELHOUSE ?= $(HOME)/.cache/chatsite/wheels/avx2
+# llama-cpp-python's source distribution: the wheel is built from it, and its vendor/llama.cpp
+# carries convert_hf_to_gguf.py with its gguf-py, which the convert job runs (HF -> GGUF).
+LLAMA_SDIST_DIR ?= $(HOME)/.cache/chatsite/src
+LLAMA_SDIST := $(LLAMA_SDIST_DIR)/llama_cpp_python-$(LLAMA_VERSION).tar.gz
+LLAMA_CONVERTER := $(VENV)/share/chatsite/llama.cpp
 
-.PHONY: install run test lint worker clean chromium vllm-venv
+.PHONY: install run test lint worker clean chromium vllm-venv gptq-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed
@@ -24,9 +29,16 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements/model.txt requirements/test-nodeps.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel setuptools
+	test -f $(LLAMA_SDIST) || $(PIP) download --no-deps --no-binary :all: -d $(LLAMA_SDIST_DIR) llama-cpp-python==$(LLAMA_VERSION)
 	# Build llama-cpp-python once per machine (about 4 minutes on 2 cores) and keep the wheel.
 	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
-		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELHOUSE) $(LLAMA_SDIST)
+	# llama.cpp's HF -> GGUF converter, from the same source (the gguf package alone has none).
+	rm -rf $(LLAMA_CONVERTER) && mkdir -p $(LLAMA_CONVERTER)
+	tar -xzf $(LLAMA_SDIST) -C $(LLAMA_CONVERTER) --strip-components=3 \
+		llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/convert_hf_to_gguf.py \
+		llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/conversion \
+		llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/gguf-py
 	$(PIP) install --find-links $(WHEELHOUSE) -e '.[$(EXTRAS)]'
 	# optimum-intel pulls in PyPI's torchvision, a CUDA build that breaks every transformers import
 	# next to the CPU torch; nothing here needs it (DESIGN.md does the same for vLLM).
@@ -90,6 +102,33 @@ $(VLLM_STAMP): pyproject.toml $(VLLM_REQUIREMENTS)
 	rm -f $(VLLM_VENV)/.installed-*
 	touch $@
 	@echo "start it with: $(VLLM_VENV)/bin/celery -A chatsite worker -Q vllm -P threads --concurrency 16 --without-gossip --without-mingle"
+
+# The GPTQ job step (llm-compressor) gets its own environment: llm-compressor pins its own
+# transformers and compressed-tensors. Only requirements/gptq.txt is installed, not the project:
+# the job runner puts this folder on PYTHONPATH and runs
+#   .venv-gptq/bin/python -m inference.jobs.steps gptq '<json>'
+# The stamp makes a second run instant; editing requirements/gptq.txt installs again.
+GPTQ_VENV ?= .venv-gptq
+GPTQ_REQUIREMENTS ?= requirements/gptq.txt
+GPTQ_STAMP := $(GPTQ_VENV)/.installed-$(basename $(notdir $(GPTQ_REQUIREMENTS)))
+# Anything that pulls in PyPI's torchvision/torchaudio/torchcodec (CUDA builds) breaks transformers'
+# imports next to the CPU torch; the step never uses them.
+GPTQ_DROP ?= torchvision torchaudio torchcodec
+# Where no local wheel folder has torch 2.13.0+cpu: GPTQ_PIP_ARGS=--extra-index-url=https://download.pytorch.org/whl/cpu
+GPTQ_PIP_ARGS ?=
+
+gptq-venv: $(GPTQ_STAMP)
+
+$(GPTQ_STAMP): $(GPTQ_REQUIREMENTS)
+	test -x $(GPTQ_VENV)/bin/python || $(PYTHON) -m venv $(GPTQ_VENV)
+	$(GPTQ_VENV)/bin/pip install --quiet --upgrade pip wheel
+	$(GPTQ_VENV)/bin/pip install $(GPTQ_PIP_ARGS) -r $(GPTQ_REQUIREMENTS)
+	$(GPTQ_VENV)/bin/pip uninstall -y -q $(GPTQ_DROP) 2>/dev/null || true
+	PYTHONPATH=$(CURDIR) $(GPTQ_VENV)/bin/python -c "import torch, transformers, compressed_tensors, llmcompressor, inference.jobs.steps; \
+		print('llmcompressor', llmcompressor.__version__, 'compressed-tensors', compressed_tensors.__version__, \
+		'transformers', transformers.__version__, 'torch', torch.__version__)"
+	rm -f $(GPTQ_VENV)/.installed-*
+	touch $@
 
 clean:
 	rm -rf $(VENV) var

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from agents.models import Agent
+from inference.backends.registry import backend_for_format
 from inference.models import ModelArtifact
 
 
@@ -32,6 +33,17 @@ class AgentSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         m2m = {k: attrs.pop(k) for k in ("allowed_users", "allowed_groups") if k in attrs}
+        model = attrs.get("model")
+        if self.instance is None and "backend" not in self.initial_data and model is not None:
+            # An agent made from an artifact runs on the backend for its format (GGUF: llama_cpp).
+            backend = backend_for_format(model.format)
+            if backend is None:
+                raise serializers.ValidationError(
+                    {"model": [f"No backend serves a {model.get_format_display()} artifact; pick a servable one."]}
+                )
+            attrs["backend"] = backend
+            if model.context_length and "context_window" not in self.initial_data:
+                attrs["context_window"] = min(model.context_length, 8192)
         instance = Agent(**{**self._current(), **attrs})
         try:
             instance.clean()

@@ -21,7 +21,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 app = Celery("chatsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["sessions_app"])
+app.autodiscover_tasks(["sessions_app", "inference"])
 
 
 def _queue_names() -> list[str]:
@@ -32,9 +32,13 @@ def _queue_names() -> list[str]:
 def _on_worker_ready(sender: Any = None, **_: object) -> None:
     # A worker that restarts after a crash should not leave its replies `streaming` forever.
     from agents.preload import models_preload_in_background
+    from inference.jobs.reaper import jobs_reap
+    from inference.workers import worker_beat_start
     from sessions_app.reaper import replies_reap
 
     replies_reap()
+    jobs_reap()
+    worker_beat_start(hostname=getattr(sender, "hostname", None) or "worker", queues=_queue_names())
     # A prefork worker's pool processes run the replies (and preload there, below); a thread or
     # solo pool runs them in this process, so its models are loaded here.
     pool = getattr(sender, "pool", None)

@@ -7,6 +7,7 @@ replies generated in-process by a bounded thread pool, on the bundled SmolLM2 GG
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reap-replies": {"task": "sessions_app.tasks.replies_reap", "schedule": 15.0, "options": {"queue": "default"}},
+    "reap-jobs": {"task": "inference.tasks.jobs_reap", "schedule": 15.0, "options": {"queue": "default"}},
 }
 
 # --- Inference ----------------------------------------------------------------------------------
@@ -179,6 +181,22 @@ REPLY_DB_RETRY_SECONDS = env_float("REPLY_DB_RETRY_SECONDS", 60.0, minimum=0)
 # A client following a reply (websocket, SSE, /v1, terminal) that hears nothing for this long
 # reads the reply's state from the database: a lost event never leaves it waiting.
 REPLY_FOLLOW_CHECK_SECONDS = env_float("REPLY_FOLLOW_CHECK_SECONDS", 2.0, minimum=0.1)
+# --- Model pipeline jobs (inference.jobs, docs/jobs.md) ----------------------------------------
+# Where jobs write the artifacts they make (a volume every worker that serves them can read).
+ARTIFACT_ROOT = env_path("CHATSITE_ARTIFACT_ROOT", DATA_DIR / "artifacts")
+# A running job renews its heartbeat this often; one silent for JOB_STALE_SECONDS lost its worker.
+JOB_HEARTBEAT_SECONDS = env_float("JOB_HEARTBEAT_SECONDS", 5.0, minimum=0.2)
+JOB_STALE_SECONDS = env_int("JOB_STALE_SECONDS", 30, minimum=1)
+JOB_CANCEL_POLL_SECONDS = env_float("JOB_CANCEL_POLL_SECONDS", 1.0, minimum=0.05)
+JOB_KILL_GRACE_SECONDS = env_float("JOB_KILL_GRACE_SECONDS", 5.0, minimum=0)
+JOB_TIME_LIMIT_SECONDS = env_int("JOB_TIME_LIMIT_SECONDS", 48 * 3600, minimum=60)
+# The Python of each environment a job step runs in (tools whose pins conflict get their own).
+JOB_PYTHONS = {
+    "main": env_str("JOB_PYTHON", sys.executable),
+    "gptq": env_str("JOB_PYTHON_GPTQ", str(BASE_DIR / ".venv-gptq" / "bin" / "python")),
+}
+# The dashboard links to Flower (docker-compose runs it behind basic auth) when this is set.
+FLOWER_URL = env_str("FLOWER_URL", "")
 MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
 DEFAULT_AGENT_SLUG = env_str("DEFAULT_AGENT_SLUG", "assistant")
 WEBSOCKET_ALLOWED_ORIGINS = env_list("WEBSOCKET_ALLOWED_ORIGINS", [])
@@ -256,5 +274,5 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
 
-for _folder in (DATA_DIR, STATIC_ROOT, MEDIA_ROOT):
+for _folder in (DATA_DIR, STATIC_ROOT, MEDIA_ROOT, ARTIFACT_ROOT):
     _folder.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,10 @@ from django.db import models
 class Job(models.Model):
     """A long job (convert, quantize, fine-tune, evaluate, benchmark) run on the `jobs` queue.
 
-    The pipeline issues fill in the kinds; the foundation needs the row so that an artifact can
-    name the job that made it.
+    The row is the job's only state: the Celery task carries just its id and claims it with a
+    conditional update (``queued -> running``), so a second delivery does nothing. The worker
+    renews ``heartbeat_at`` while it runs; a running job whose heartbeat lapsed lost its worker
+    and is marked ``interrupted`` (``inference.jobs.reaper``). See docs/jobs.md.
     """
 
     class Kind(models.TextChoices):
@@ -34,21 +36,50 @@ class Job(models.Model):
     kind = models.CharField(max_length=32, choices=Kind.choices)
     params = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0)
+    progress = models.FloatField(default=0.0, help_text="0-100")
     stage = models.CharField(max_length=200, blank=True)
-    log = models.TextField(blank=True)
+    log = models.TextField(blank=True, help_text="The last lines of the log; the whole log is in log_path.")
+    log_path = models.CharField(max_length=1000, blank=True)
     error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="What the job's steps reported.")
+    queue = models.CharField(max_length=100, default="jobs")
+    worker = models.CharField(max_length=200, blank=True, help_text="The worker (host and pid) that ran it.")
+    cancel_requested = models.BooleanField(default=False)
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
     created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    peak_rss_bytes = models.BigIntegerField(null=True, blank=True, help_text="Peak memory of the job's processes.")
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        from django.utils import timezone
+
+        end = self.finished_at or timezone.now()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the pace so far; None before 1 % or once finished."""
+        elapsed = self.duration_seconds()
+        if self.status != self.Status.RUNNING or elapsed is None or self.progress < 1:
+            return None
+        return round(elapsed * (100 - self.progress) / self.progress, 1)
 
 
 class ModelArtifact(models.Model):
@@ -58,6 +89,8 @@ class ModelArtifact(models.Model):
         GGUF = "gguf", "GGUF"
         OPENVINO = "openvino", "OpenVINO IR"
         HF = "hf", "Hugging Face"
+        RTN = "rtn", "Round-to-nearest (evaluation only)"
+        DATASET = "dataset", "Dataset (text or JSONL)"
         SERVED = "served", "Served (URL)"
 
     name = models.CharField(max_length=200, unique=True)
@@ -72,6 +105,9 @@ class ModelArtifact(models.Model):
         null=True, blank=True, help_text="The model's trained context window, when known."
     )
     notes = models.TextField(blank=True)
+    details = models.JSONField(
+        default=dict, blank=True, help_text="What made it: file type, tensor types, settings, checks."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -110,3 +146,25 @@ class ModelArtifact(models.Model):
         if p.is_dir():
             return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
         return None
+
+
+class Evaluation(models.Model):
+    """One evaluation of an artifact: perplexity on a held-out text, size, speed and a sample."""
+
+    artifact = models.ForeignKey(ModelArtifact, on_delete=models.CASCADE, related_name="evaluations")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations")
+    text = models.CharField(max_length=200, help_text="The held-out text the perplexity is measured on.")
+    perplexity = models.FloatField(null=True, blank=True)
+    ppl_tokens = models.PositiveIntegerField(null=True, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    decode_tokens_per_s = models.FloatField(null=True, blank=True)
+    prefill_tokens_per_s = models.FloatField(null=True, blank=True)
+    sample = models.TextField(blank=True, help_text="The greedy answer to the evaluation prompt.")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.artifact} ppl={self.perplexity}"

@@ -8,5 +8,12 @@ class SessionsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the token scheme with drf-spectacular.
-        from sessions_app import schema  # noqa: F401
+        from inference.jobs import events
+        from sessions_app import (
+            broadcast,
+            schema,  # noqa: F401  # registers the token scheme with drf-spectacular
+        )
+
+        # Job progress goes out through the same broadcaster as replies (never raises; in the
+        # embedded default it hands the send to daphne's loop).
+        events.sender_install(broadcast.group_send)

@@ -90,3 +90,12 @@ def load_plan(
         raise BackendError(f"The agent's backend options are invalid: {exc}") from None
     spec = ModelSpec(location=location, options=typed, api_key=api_key, context_window=context_window)
     return LoadPlan(cls=cls, kwargs=cls.load_kwargs(spec))
+
+
+def backend_for_format(fmt: str) -> str | None:
+    """The backend that runs an artifact of this format by default: the most specific one that
+    takes it (GGUF: llama_cpp, OpenVINO IR: openvino, Hugging Face: vllm); None when none does."""
+    candidates = [cls for cls in backend_classes().values() if fmt in cls.formats]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda cls: len(cls.formats)).name

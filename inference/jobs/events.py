@@ -1,0 +1,76 @@
+"""Job progress over the channel layer, to the job dashboard's websocket (group ``jobs``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from inference.models import Job
+
+log = logging.getLogger(__name__)
+
+GROUP = "jobs"
+
+
+def job_payload(job: Job) -> dict[str, Any]:
+    """A job as the API and the dashboard show it."""
+    return {
+        "id": job.pk,
+        "kind": job.kind,
+        "params": job.params,
+        "status": job.status,
+        "progress": round(job.progress, 1),
+        "stage": job.stage,
+        "eta_seconds": job.eta_seconds(),
+        "error": job.error,
+        "log_tail": job.log,
+        "queue": job.queue,
+        "worker": job.worker,
+        "cancel_requested": job.cancel_requested,
+        "retry_of": job.retry_of_id,
+        "created_by": job.created_by.get_username() if job.created_by_id and job.created_by else None,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
+        "duration_seconds": job.duration_seconds(),
+        "peak_rss_bytes": job.peak_rss_bytes,
+        "result": job.result,
+        "artifacts": sorted(job.artifacts.values_list("pk", flat=True)) if job.pk else [],
+    }
+
+
+def _default_send(group: str, event: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(group, event)
+
+
+# The upper layer installs its broadcaster (sessions_app.broadcast.group_send, which hands the
+# embedded default's sends to daphne's loop) when the apps are ready.
+_sender: Callable[[str, dict[str, Any]], None] = _default_send
+
+
+def sender_install(send: Callable[[str, dict[str, Any]], None]) -> None:
+    global _sender
+    _sender = send
+
+
+def group_send(event: dict[str, Any]) -> None:
+    """Send to the dashboard; never raises (the job goes on when Redis is away)."""
+    try:
+        _sender(GROUP, event)
+    except Exception as exc:
+        log.warning("job event not sent: %s: %s", type(exc).__name__, exc)
+
+
+def job_changed(job: Job, *, new_lines: list[str] | None = None) -> None:
+    group_send({"type": "job.changed", "job": job_payload(job), "lines": new_lines or []})
+
+
+def artifacts_changed() -> None:
+    group_send({"type": "artifacts.changed"})

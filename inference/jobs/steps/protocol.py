@@ -1,0 +1,41 @@
+"""The lines a step prints for the job runner (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+PROGRESS_PREFIX = "CHATSITE_PROGRESS "
+RESULT_PREFIX = "CHATSITE_RESULT "
+
+_last_progress = 0.0
+
+
+def progress(percent: float, stage: str = "", *, force: bool = False) -> None:
+    """Report ``percent`` (0-100) done and the current stage; at most a few lines a second."""
+    global _last_progress
+    now = time.monotonic()
+    if not force and now - _last_progress < 0.25:
+        return
+    _last_progress = now
+    line = json.dumps({"progress": max(0.0, min(100.0, float(percent))), "stage": stage})
+    print(PROGRESS_PREFIX + line, flush=True)
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def result(payload: dict[str, Any]) -> None:
+    print(RESULT_PREFIX + json.dumps(payload), flush=True)
+
+
+class StepError(Exception):
+    """A step failed for a reason a person can act on; the message is shown as the job's error."""
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(3)
