@@ -54,7 +54,10 @@ DJANGO_SERVICES = {
 }
 REQUIRED_ENV = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}
 # Stands in for the operator's shell when the file is interpolated.
-SHELL_ENV = {"SECRET_KEY": "compose-test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"}
+SHELL_ENV = {
+    "SECRET_KEY": "compose-test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+    "FLOWER_BASIC_AUTH": "ops:flower-password-1",
+}
 
 
 # --- Compose interpolation ------------------------------------------------------------------------
@@ -225,7 +228,7 @@ def test_environment_names_are_read_by_settings(services: dict[str, Any]) -> Non
 
 def test_secret_key_must_come_from_the_shell() -> None:
     with pytest.raises(MissingVariable, match="SECRET_KEY"):
-        load_compose(env={})
+        load_compose(env={"FLOWER_BASIC_AUTH": SHELL_ENV["FLOWER_BASIC_AUTH"]})
     env = environment(load_compose()["services"]["web"])
     assert env["SECRET_KEY"] == SHELL_ENV["SECRET_KEY"]
     assert env["DEBUG"] in {"0", "false", "False", "no", "off"}
@@ -692,6 +695,15 @@ def test_compose_file_parses_with_compose_spec() -> None:
     document["services"]["worker-vllm"]["deplyo"] = {}
     with pytest.raises(ValueError):
         compose_spec.PyCompose.from_yaml(yaml.safe_dump(document)).validate()
+
+
+def test_flower_asks_for_a_login_from_the_shell() -> None:
+    """Flower has no users of its own: compose refuses to start it without basic auth."""
+    with pytest.raises(MissingVariable, match="FLOWER_BASIC_AUTH"):
+        load_compose(env={"SECRET_KEY": SHELL_ENV["SECRET_KEY"]})
+    flower = load_compose()["services"]["flower"]
+    assert f"--basic-auth={SHELL_ENV['FLOWER_BASIC_AUTH']}" in flower["command"]
+    assert all(port.startswith("127.0.0.1:") for port in flower["ports"])
 
 
 def test_workers_run_without_gossip_and_mingle(services: dict[str, Any]) -> None:
