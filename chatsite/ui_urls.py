@@ -20,6 +20,7 @@ urlpatterns = [
     path("", views.chat, name="chat"),
     path("tokens/", token_views.tokens, name="tokens"),
     path("leaderboard", views.leaderboard_page, name="leaderboard-page"),
+    path("jobs/", views.jobs_page, name="jobs-page"),
     path("tokens/<int:token_id>/revoke/", token_views.token_revoke_view, name="token-revoke"),
     path("s/new/", views.session_new, name="chat-session-new"),
     path("s/list.json", views.session_list, name="chat-session-list"),

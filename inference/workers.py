@@ -28,7 +28,7 @@ _started_at = time.time()
 def _redis() -> Any:
     import redis
 
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return redis.Redis.from_url(settings.REDIS_URL or "", socket_timeout=2, socket_connect_timeout=2)
 
 
 def worker_beat_start(*, hostname: str, queues: list[str]) -> None:
@@ -56,6 +56,7 @@ def workers_online() -> list[dict[str, Any]]:
     """The workers that beat within the last ``WORKER_BEAT_TTL`` seconds, with their running jobs."""
     from inference.models import Job
 
+    workers: list[dict[str, Any]]
     if settings.EMBEDDED:
         workers = [{"hostname": "embedded", "queues": ["*"], "pid": os.getpid(), "host": socket.gethostname(),
                     "started_at": _started_at, "beat_at": time.time()}]  # fmt: skip
@@ -71,5 +72,5 @@ def workers_online() -> list[dict[str, Any]]:
     running = list(Job.objects.filter(status=Job.Status.RUNNING).values("id", "kind", "worker", "progress"))
     for worker in workers:
         worker["jobs"] = [j for j in running if (j["worker"] or "").split(" ")[0] == worker["hostname"]]
-        worker["beat_age_seconds"] = round(max(0.0, time.time() - worker["beat_at"]), 1)
+        worker["beat_age_seconds"] = round(max(0.0, time.time() - float(worker["beat_at"])), 1)
     return workers

@@ -220,6 +220,17 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
     return render(request, "leaderboard.html", {"rows": rows})
 
 
+@with_csp
+@login_required
+@require_GET
+def jobs_page(request: HttpRequest) -> HttpResponse:
+    """The model pipeline's dashboard (staff only; others get a 404, as for a page that is not
+    there): a shell whose script (``static/jobs/``) reads ``/api/jobs/`` and ``/ws/jobs/``."""
+    if not request.user.is_staff:
+        raise Http404("No such page.")
+    return render(request, "jobs.html", {"flower_url": settings.FLOWER_URL})
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness for a load balancer or compose: 200 when the database (and Redis, when the
     platform runs distributed) answer, else 503 naming the one that does not."""

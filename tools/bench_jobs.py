@@ -71,13 +71,14 @@ def main() -> None:
         hf = run("convert", source=bundled.pk, to="hf")
         jobs.append(hf)
         hf_a = hf.artifacts.get()
-        for kind, params in [
+        plan: list[tuple[str, dict[str, Any]]] = [
             ("export_openvino", {"weight_format": "int4", "group_size": 64}),
             ("export_openvino", {"weight_format": "int8"}),
             ("quantize_rtn", {"bits": 8}),
             ("quantize_rtn", {"bits": 4}),
             *([] if args.skip_gptq else [("gptq", {"bits": 4, "group_size": 64, "samples": 64, "max_length": 256})]),
-        ]:
+        ]
+        for kind, params in plan:
             jobs.append(run(kind, source=hf_a.pk, **params))
         f16 = run("convert", source=hf_a.pk, to="gguf", outtype="f16")
         jobs.append(f16)
@@ -87,10 +88,10 @@ def main() -> None:
         evaluations = []
         for art in evaluated:
             jobs.append(run("evaluate", source=art.pk))
-            e = art.evaluations.first()
+            e = art.evaluations.get()
             evaluations.append({
                 "artifact": art.name, "format": art.format, "quantization": art.quantization,
-                "size_mib": round((e.size_bytes or 0) / 2**20, 1), "perplexity": round(e.perplexity, 3),
+                "size_mib": round((e.size_bytes or 0) / 2**20, 1), "perplexity": round(e.perplexity or 0, 3),
                 "ppl_tokens": e.ppl_tokens, "decode_tokens_per_s": round(e.decode_tokens_per_s or 0, 1),
                 "prefill_tokens_per_s": round(e.prefill_tokens_per_s or 0, 1), "sample": e.sample,
             })  # fmt: skip
@@ -98,17 +99,22 @@ def main() -> None:
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "jobs": [
-                {"kind": j.kind, "params": {k: v for k, v in j.params.items() if k != "source"},
-                 "seconds": round(j.duration_seconds() or 0, 1), "peak_rss_mib": round((j.peak_rss_bytes or 0) / 2**20)}
+                {
+                    "kind": j.kind,
+                    "params": {k: v for k, v in j.params.items() if k != "source"},
+                    "seconds": round(j.duration_seconds() or 0, 1),
+                    "peak_rss_mib": round((j.peak_rss_bytes or 0) / 2**20),
+                }
                 for j in jobs
             ],  # fmt: skip
             "evaluations": evaluations,
         }
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print("\n| artifact | format | quantization | size MiB | perplexity | decode tok/s | prefill tok/s |")
-    for e in evaluations:
-        print(f"| {e['artifact']} | {e['format']} | {e['quantization']} | {e['size_mib']} | {e['perplexity']} "
-              f"| {e['decode_tokens_per_s']} | {e['prefill_tokens_per_s']} |")  # fmt: skip
+    for row in evaluations:
+        cells = ["artifact", "format", "quantization", "size_mib", "perplexity", "decode_tokens_per_s",
+                 "prefill_tokens_per_s"]  # fmt: skip
+        print("| " + " | ".join(str(row[c]) for c in cells) + " |")
     draw(record, Path(args.picture))
     print(f"saved {args.out} and {args.picture}")
 

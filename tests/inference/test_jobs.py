@@ -180,8 +180,10 @@ def test_cancel_and_retry_rules(hf_artifact: ModelArtifact, no_dispatch: list[in
 
 def test_the_reaper_interrupts_only_jobs_whose_heartbeat_lapsed(hf_artifact: ModelArtifact, settings: Any) -> None:
     now = timezone.now()
-    dead = Job.objects.create(kind="evaluate", status=Job.Status.RUNNING, worker="w@gone (host:1)",
-                              heartbeat_at=now - timedelta(seconds=120), started_at=now - timedelta(seconds=200))  # fmt: skip
+    dead = Job.objects.create(
+        kind="evaluate", status=Job.Status.RUNNING, worker="w@gone (host:1)",
+        heartbeat_at=now - timedelta(seconds=120), started_at=now - timedelta(seconds=200),
+    )  # fmt: skip
     alive = Job.objects.create(kind="evaluate", status=Job.Status.RUNNING, heartbeat_at=now, started_at=now)
     runner.partial_dir(dead.pk).mkdir(parents=True)
     assert jobs_reap(stale_seconds=30) == 1

@@ -1,0 +1,61 @@
+"""``make test``'s pytest: two independent groups at once, one per core.
+
+The model pipeline jobs (tests/integration/test_jobs.py and the dashboard's browser test) spend
+minutes in torch and llama.cpp's converters; the rest of the suite spends much of its time
+waiting on sockets and timers. They share nothing (each starts its own platform on its own
+PostgreSQL database; the jobs group uses Redis db 14, the rest db 13), so they run side by side
+and the whole run takes about as long as the longer group. Each group's output is printed whole
+when it ends; the exit status is non-zero when either group fails.
+
+    python -m tools.run_tests            # both groups
+    python -m tools.run_tests -k cancel  # any pytest arguments: one plain pytest run instead
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS_GROUP = ["tests/integration/test_jobs.py", "tests/ui/test_jobs_dashboard.py"]
+
+
+def main(argv: list[str]) -> int:
+    pytest = [sys.executable, "-m", "pytest"]
+    if argv:
+        return subprocess.call([*pytest, *argv], cwd=ROOT)
+    jobs_group = [path for path in JOBS_GROUP if (ROOT / path).exists()]
+    rest = [*pytest, *(f"--ignore={path}" for path in jobs_group)]
+    jobs_env = {**os.environ, "TEST_INTEGRATION_REDIS_URL": "redis://127.0.0.1:6379/14"}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="chatsite-tests-") as tmp:
+        logs = {"jobs": Path(tmp) / "jobs.log", "rest": Path(tmp) / "rest.log"}
+        procs = {}
+        with logs["jobs"].open("wb") as jobs_log, logs["rest"].open("wb") as rest_log:
+            procs["jobs"] = subprocess.Popen(
+                [*pytest, "-p", "no:cacheprovider", *jobs_group], cwd=ROOT, env=jobs_env,
+                stdout=jobs_log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            procs["rest"] = subprocess.Popen(rest, cwd=ROOT, stdout=rest_log, stderr=subprocess.STDOUT)
+            codes: dict[str, int] = {}
+            while len(codes) < len(procs):
+                for name, proc in procs.items():
+                    if name not in codes and proc.poll() is not None:
+                        codes[name] = proc.returncode
+                        took = time.monotonic() - started
+                        print(
+                            f"\n===== test group {name!r} ended with status {proc.returncode} after {took:.0f} s ====="
+                        )
+                        sys.stdout.write(logs[name].read_text(errors="replace"))
+                        sys.stdout.flush()
+                time.sleep(1)
+    print(f"\n===== both groups done in {time.monotonic() - started:.0f} s: {codes} =====")
+    return 0 if all(code == 0 for code in codes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
