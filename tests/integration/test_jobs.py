@@ -158,9 +158,9 @@ def test_hf_to_gguf_f16_to_q4_k_m_answers_on_a_llama_cpp_agent(platform: Platfor
     assert "Paris" in text, text
 
 
-# The bundled 135M model dequantized from Q4_1; RTN int8 of its float weights keeps perplexity
-# within a few percent (measured 0.x %, docs/jobs.md). 5 % is the margin asserted.
-RTN_INT8_MARGIN = 0.05
+# The bundled 135M model dequantized from Q4_1; per-row RTN int8 of its float weights kept the
+# perplexity within 0.3 % of the original's here (docs/jobs.md). 3 % is the margin asserted.
+RTN_INT8_MARGIN = 0.03
 
 
 def test_rtn_int8_perplexity_is_within_its_margin_of_the_original(platform: Platform, hf: dict) -> None:
@@ -170,7 +170,7 @@ def test_rtn_int8_perplexity_is_within_its_margin_of_the_original(platform: Plat
     quantized = evaluate(platform, rtn["id"])
     assert original["ppl_tokens"] == quantized["ppl_tokens"] >= 512
     assert original["perplexity"] > 1
-    assert quantized["perplexity"] <= original["perplexity"] * (1 + RTN_INT8_MARGIN), (original, quantized)
+    assert abs(quantized["perplexity"] / original["perplexity"] - 1) < RTN_INT8_MARGIN, (original, quantized)
     assert rtn["size_bytes"] < hf["size_bytes"] / 2
     assert "Paris" in original["sample"], original
 
