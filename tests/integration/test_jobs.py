@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration.chat_client import Watcher, api, send, ws_open
 from tests.integration.services import wait_until
-from tools.launch import Platform, manage
+from tools.launch import ROOT, Platform, manage
 
 pytestmark = pytest.mark.slow
 
@@ -265,9 +265,46 @@ def test_a_redelivered_task_does_nothing(platform: Platform, hf: dict) -> None:
     )
 
 
-def test_gptq_runs_and_its_perplexity_is_reported(platform: Platform, hf: dict) -> None:
-    gptq = made(platform, "gptq", source=hf["id"], bits=4, group_size=64, samples=16, max_length=128)
-    assert gptq["format"] == "hf" and gptq["quantization"].startswith("GPTQ")
+def test_gptq_runs_its_perplexity_is_reported_and_vllm_serves_it(platform: Platform, hf: dict) -> None:
+    # A small calibration (8 samples of 128 tokens) keeps the job under a minute here.
+    gptq = made(platform, "gptq", source=hf["id"], bits=4, group_size=64, samples=8, max_length=128)
+    assert gptq["format"] == "hf" and gptq["quantization"] == "GPTQ W4A16 g64"
+    assert gptq["details"]["python_env"] == "gptq"
     assert gptq["size_bytes"] < hf["size_bytes"] / 2
+    assert json.loads(Path(gptq["path"], "config.json").read_text())["quantization_config"]["quant_method"] == (
+        "compressed-tensors"
+    )
     result = evaluate(platform, gptq["id"])
-    assert result["perplexity"] > 1 and result["ppl_tokens"] >= 512
+    original = artifact(platform, hf["id"])["evaluations"] or [evaluate(platform, hf["id"])]
+    assert result["ppl_tokens"] == original[0]["ppl_tokens"]
+    assert 1 < result["perplexity"] < original[0]["perplexity"] * 3, (result, original[0])
+    # vLLM's CPU build runs 4-bit compressed-tensors with its WNA16 kernel, in bfloat16 only.
+    platform.start(
+        "worker-jobs-vllm",
+        [str(ROOT / ".venv-vllm" / "bin" / "celery"), "-A", "chatsite", "worker", "-Q", "vllm", "-P", "threads",
+         "--concurrency", "4", "-n", "jobs-vllm@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
+    )  # fmt: skip
+    try:
+        platform.wait_worker_ready("worker-jobs-vllm")
+        status, agent = api(
+            platform.http, platform.tokens["ops"], "POST", "/api/agents/",
+            {"name": "gptq", "slug": "gptq-vllm", "model": gptq["id"], "temperature": 0.0, "max_tokens": 32,
+             "backend_options": {"mode": "hosted", "dtype": "bfloat16", "gpu_memory_utilization": 0.3,
+                                 "max_model_len": 2048}},
+        )  # fmt: skip
+        assert status == 201 and agent["backend"] == "vllm", agent
+        status, session = api(
+            platform.http, platform.tokens["alice"], "POST", "/api/sessions/", {"agents": ["gptq-vllm"]}
+        )
+        assert status == 201, session
+        watcher = Watcher(ws_open(platform.ws, session["id"], platform.tokens["alice"]))
+        try:
+            watcher.recv()
+            send(watcher.ws, type="message", content="What is the capital of France?")
+            reply = watcher.until_done(watcher.first_reply_id(), timeout=600)
+        finally:
+            watcher.close()
+    finally:
+        platform.kill("worker-jobs-vllm", signal.SIGTERM)
+    assert reply.done is not None and reply.done["message"]["status"] == "complete", reply.done
+    assert "Paris" in reply.text, reply.text
