@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference.backends.registry import backend_for_format
-from inference.jobs import services
+from inference.jobs import dispatch, services
 from inference.jobs.events import job_payload
 from inference.jobs.kinds import KINDS
 from inference.models import Evaluation, Job, ModelArtifact
@@ -50,6 +50,7 @@ class StaffApi(APIView):
 
 class JobListApi(StaffApi):
     def get(self, request: Request) -> Response:
+        dispatch.embedded_recover()
         jobs = _jobs()
         if request.query_params.get("status"):
             jobs = jobs.filter(status=request.query_params["status"])

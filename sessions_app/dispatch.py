@@ -86,20 +86,18 @@ def replies_recover_embedded(pool: ThreadPoolExecutor) -> int:
 
 def _embedded_reaper(pool: ThreadPoolExecutor) -> None:
     """In the embedded default nothing else runs the reaper, so a daemon thread does."""
-    from inference.jobs.dispatch import jobs_resume_embedded
-    from inference.jobs.reaper import jobs_reap
+    from inference.jobs.dispatch import embedded_recover
 
     try:
         replies_recover_embedded(pool)
-        jobs_resume_embedded()
+        embedded_recover()  # the jobs' own thread and reaper
     except Exception:
         log.exception("recovering replies and jobs of a previous process failed")
     while True:
         _close_connection()
-        time.sleep(max(1.0, min(settings.REPLY_STALE_SECONDS, settings.JOB_STALE_SECONDS) / 4))
+        time.sleep(max(1.0, settings.REPLY_STALE_SECONDS / 4))
         try:
             replies_reap()
-            jobs_reap()
         except Exception:
             log.exception("reaper failed")
 

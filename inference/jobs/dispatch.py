@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -44,7 +45,32 @@ def _embedded_pool() -> ThreadPoolExecutor:
     with _pool_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
+            threading.Thread(target=_embedded_reaper, name="job-reaper", daemon=True).start()
         return _pool
+
+
+def embedded_recover() -> None:
+    """In the embedded default, the first look at the jobs starts the job thread and its reaper:
+    a job a previous process left `running` is marked `interrupted`, one left `queued` runs."""
+    if settings.EMBEDDED and _pool is None:
+        _embedded_pool()
+
+
+def _embedded_reaper() -> None:
+    from inference.jobs.reaper import jobs_reap
+
+    first = True
+    while True:
+        try:
+            if first:
+                jobs_resume_embedded()
+                first = False
+            jobs_reap()
+        except Exception:
+            log.exception("the embedded job reaper failed")
+        finally:
+            close_old_connections()
+        time.sleep(max(1.0, settings.JOB_STALE_SECONDS / 4))
 
 
 def _run_embedded(job_id: int) -> None:

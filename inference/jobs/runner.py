@@ -383,6 +383,8 @@ def _finish(ctx: JobContext, outcome: str, error: str, outputs: list[Output]) ->
         raise
     job.refresh_from_db()
     events.job_changed(job)
+    if outcome == Job.Status.SUCCEEDED and (outputs or ctx.evaluation is not None):
+        events.artifacts_changed()
 
 
 def _artifacts_create(job: Job, source: ModelArtifact, folder: Path, outputs: list[Output]) -> None:

@@ -24,6 +24,7 @@ def no_dispatch(monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path) 
     """Jobs are recorded instead of run, and write under a temporary artifact root."""
     queued: list[int] = []
     monkeypatch.setattr(dispatch, "job_enqueue", lambda job: queued.append(job.pk))
+    monkeypatch.setattr(dispatch, "embedded_recover", lambda: None)
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
     settings.JOB_CANCEL_POLL_SECONDS = 0.05
     settings.JOB_HEARTBEAT_SECONDS = 0.2
@@ -220,6 +221,7 @@ def test_jobs_api_is_for_staff_only(
     kinds_ = staff_api.get("/api/jobs/kinds/").json()
     assert kinds_["export_openvino"]["schema"]["properties"]["group_size"]["default"] == 64
     assert staff_api.get(f"/api/jobs/{created.json()['id']}/").json()["status"] == "queued"
+    assert [j["id"] for j in staff_api.get("/api/jobs/").json()["results"]] == [created.json()["id"]]
     assert staff_api.get("/api/jobs/999999/").status_code == 404
 
 

@@ -24,23 +24,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from inference.jobs.steps.protocol import StepError, log, progress
+from inference.jobs.steps.protocol import StepError, log, progress, tokenizer_files_copy
 
 BUILTIN_CALIBRATION = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
 
-# Copied verbatim from the source folder (whichever exist), over anything save_pretrained wrote.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-    "chat_template.json",
-    "generation_config.json",
-)
 
 # Progress bands: loading 0-8, calibration data 8-10, layer-by-layer calibration 10-92, saving 92-100.
 _CAL_START, _CAL_END = 10.0, 92.0
@@ -268,11 +255,8 @@ def gptq(params: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     try:
         model.save_pretrained(work, save_compressed=True)
-        copied = []
-        for name in TOKENIZER_FILES:
-            if (source / name).is_file():
-                shutil.copyfile(source / name, work / name)
-                copied.append(name)
+        # Verbatim from the source, over what save_pretrained wrote.
+        copied = tokenizer_files_copy(source, work, also=("generation_config.json",))
         log(f"copied from the source: {', '.join(copied)}")
         config = json.loads((work / "config.json").read_text())
         qconfig = config.get("quantization_config") or {}
@@ -299,4 +283,3 @@ def gptq(params: dict[str, Any]) -> dict[str, Any]:
         "sample_tokens": len(windows[0]),
         "calibration_tokens": stream_tokens,
     }
-

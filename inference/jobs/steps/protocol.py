@@ -39,3 +39,31 @@ class StepError(Exception):
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(3)
+
+
+# A model folder's tokenizer and chat files, copied verbatim from a step's source to what it
+# makes: the source's tokenizer was fixed by hand and must never be derived again.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+def tokenizer_files_copy(source: Any, target: Any, *, also: tuple[str, ...] = ()) -> list[str]:
+    """Copy the tokenizer files (and ``also``) that exist in ``source`` into ``target``."""
+    import shutil
+    from pathlib import Path
+
+    copied = []
+    for name in (*also, *TOKENIZER_FILES):
+        if (Path(source) / name).is_file():
+            shutil.copyfile(Path(source) / name, Path(target) / name)
+            copied.append(name)
+    return copied

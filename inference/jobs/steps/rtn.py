@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inference.jobs.steps.protocol import StepError, progress
+from inference.jobs.steps.protocol import StepError, progress, tokenizer_files_copy
 
 if TYPE_CHECKING:
     import torch
@@ -37,20 +37,6 @@ WEIGHTS_FILE = "rtn.safetensors"
 META_FILE = "rtn.json"
 SCHEME = "symmetric absmax round-to-nearest, one float32 scale per output row"
 INT4_STORAGE = "packed two per byte in uint8: q + 8, even column in the low nibble"
-# Files copied verbatim from the source folder (tokenizer and generation settings).
-COPIED_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-    "chat_template.json",
-)
 # A Linear inside a decoder layer: "model.layers.3.self_attn.q_proj" and the like.
 _DECODER_LINEAR = re.compile(r"(^|\.)layers\.(\d+)\.")
 
@@ -226,9 +212,8 @@ def save_rtn(model: Any, out: Path, *, bits: int, modules: list[str], source: Pa
 
     out.mkdir(parents=True, exist_ok=True)
     if source is not None:
-        for name in COPIED_FILES:
-            if (source / name).is_file():
-                shutil.copy2(source / name, out / name)
+        # Verbatim from the source: its tokenizer was fixed by hand and is never derived again.
+        tokenizer_files_copy(source, out, also=("config.json", "generation_config.json"))
     if not (out / "config.json").is_file():
         model.config.save_pretrained(out)
     # save_model stores a tensor shared by two names (tied lm_head / embeddings) once.
