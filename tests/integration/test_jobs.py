@@ -134,7 +134,8 @@ def hf(platform: Platform, ops: str) -> dict[str, Any]:
 def test_gguf_to_hf_to_openvino_int4_answers_paris_on_an_openvino_agent(platform: Platform, hf: dict) -> None:
     ir = made(platform, "export_openvino", source=hf["id"], weight_format="int4", group_size=64, ratio=1.0)
     assert ir["format"] == "openvino" and ir["parent"] == hf["id"]
-    assert ir["quantization"].startswith("int4 g64")
+    assert ir["quantization"] == "int4 g64 r1 asym"
+    assert ir["size_bytes"] < hf["size_bytes"] / 3, "the weights were not compressed"
     assert Path(ir["path"], "openvino_tokenizer.xml").is_file()
     platform.start_worker(name="worker-jobs-openvino", queues="openvino")
     try:
