@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from inference.jobs.steps import rtn
-from inference.jobs.steps.evaluate import Timer, perplexity, window_nll, windows
+from inference.jobs.steps.engines import Timer
+from inference.jobs.steps.evaluate import perplexity, window_nll, windows
 from inference.jobs.steps.protocol import StepError
 
 torch = pytest.importorskip("torch")
