@@ -56,7 +56,10 @@ class JobListApi(StaffApi):
             jobs = jobs.filter(status=request.query_params["status"])
         if request.query_params.get("kind"):
             jobs = jobs.filter(kind=request.query_params["kind"])
-        limit = min(int(request.query_params.get("limit", 100) or 100), 500)
+        raw_limit = request.query_params.get("limit", "100")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+            return Response({"code": "invalid", "message": "limit: a whole number from 1 to 500"}, status=400)
+        limit = int(raw_limit)
         return Response({"results": [job_payload(j) for j in jobs[:limit]]})
 
     def post(self, request: Request) -> Response:

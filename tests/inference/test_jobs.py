@@ -222,6 +222,7 @@ def test_jobs_api_is_for_staff_only(
     assert kinds_["export_openvino"]["schema"]["properties"]["group_size"]["default"] == 64
     assert staff_api.get(f"/api/jobs/{created.json()['id']}/").json()["status"] == "queued"
     assert [j["id"] for j in staff_api.get("/api/jobs/").json()["results"]] == [created.json()["id"]]
+    assert staff_api.get("/api/jobs/?limit=lots").status_code == 400
     assert staff_api.get("/api/jobs/999999/").status_code == 404
 
 
