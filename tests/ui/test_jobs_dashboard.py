@@ -115,14 +115,18 @@ def test_a_staff_user_quantizes_the_bundled_model_and_watches_it_to_the_end(
 
     # Evaluate starts a job on it; Cancel stops that job, and Retry runs it again.
     child.get_by_role("button", name="Evaluate").first.click()
-    evaluation = page.locator("tr.job").first
-    expect(evaluation.locator(".kind")).to_have_text("evaluate")
+    newest = page.locator("tr.job").first
+    expect(newest.locator(".kind")).to_have_text("evaluate")
+    # Pinned by id: a locator of "the first row" moves to the retry's row once that appears.
+    evaluation_id = int(newest.get_attribute("data-id") or 0)
+    assert evaluation_id > job_id
+    evaluation = page.locator(f"#job-{evaluation_id}")
     expect(evaluation).to_have_attribute("data-status", re.compile("queued|running"))
     evaluation.get_by_role("button", name="Cancel").click()
     expect(evaluation).to_have_attribute("data-status", "cancelled", timeout=30_000)
     evaluation.get_by_role("button", name="Retry").click()
-    retried = page.locator("tr.job").first
-    expect(retried).not_to_have_attribute("data-id", evaluation.get_attribute("data-id") or "")
+    expect(page.locator("tr.job").first).not_to_have_attribute("data-id", str(evaluation_id))
+    retried = page.locator(f"#job-{page.locator('tr.job').first.get_attribute('data-id')}")
     expect(retried.locator(".kind")).to_have_text("evaluate")
     retried.get_by_role("button", name="Cancel").click()
     expect(retried).to_have_attribute("data-status", "cancelled", timeout=30_000)
