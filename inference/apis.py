@@ -73,6 +73,7 @@ class JobListApi(StaffApi):
 
 class JobDetailApi(StaffApi):
     def get(self, request: Request, job_id: int) -> Response:
+        dispatch.embedded_recover()
         return Response(job_payload(get_object_or_404(_jobs(), pk=job_id)))
 
 

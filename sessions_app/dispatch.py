@@ -86,13 +86,10 @@ def replies_recover_embedded(pool: ThreadPoolExecutor) -> int:
 
 def _embedded_reaper(pool: ThreadPoolExecutor) -> None:
     """In the embedded default nothing else runs the reaper, so a daemon thread does."""
-    from inference.jobs.dispatch import embedded_recover
-
     try:
         replies_recover_embedded(pool)
-        embedded_recover()  # the jobs' own thread and reaper
     except Exception:
-        log.exception("recovering replies and jobs of a previous process failed")
+        log.exception("recovering replies of a previous process failed")
     while True:
         _close_connection()
         time.sleep(max(1.0, settings.REPLY_STALE_SECONDS / 4))

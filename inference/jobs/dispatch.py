@@ -50,8 +50,9 @@ def _embedded_pool() -> ThreadPoolExecutor:
 
 
 def embedded_recover() -> None:
-    """In the embedded default, the first look at the jobs starts the job thread and its reaper:
-    a job a previous process left `running` is marked `interrupted`, one left `queued` runs."""
+    """In the embedded default, the first look at the jobs (the dashboard, the job API) starts the
+    job thread and its reaper: a job a previous process left `running` is marked `interrupted`,
+    one left `queued` runs."""
     if settings.EMBEDDED and _pool is None:
         _embedded_pool()
 
@@ -68,8 +69,10 @@ def _embedded_reaper() -> None:
             jobs_reap()
         except Exception:
             log.exception("the embedded job reaper failed")
-        finally:
+        try:
             close_old_connections()
+        except Exception as exc:  # the database restarting: the reaper must outlive it
+            log.warning("job reaper: closing the database connection failed: %s", exc)
         time.sleep(max(1.0, settings.JOB_STALE_SECONDS / 4))
 
 

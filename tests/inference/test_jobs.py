@@ -6,6 +6,7 @@ small function so that the runner's own rules are checked in milliseconds.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,20 @@ def test_a_failing_job_keeps_its_error_and_leaves_no_partial_files(
     assert not runner.partial_dir(job.pk).exists() and not job.artifacts.exists()
 
 
+def _locked_retry(call: Any) -> Any:
+    """The test database is SQLite in memory with a shared cache, where a write by the job's
+    heartbeat thread makes another connection's statement fail at once ("database table is
+    locked") instead of waiting as a file database does: try again for a few seconds."""
+    from django.db import OperationalError
+
+    for _ in range(100):
+        try:
+            return call()
+        except OperationalError:
+            time.sleep(0.05)
+    return call()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_reaches_a_running_step_and_ends_its_process_group(
     hf_artifact: ModelArtifact, monkeypatch: pytest.MonkeyPatch, settings: Any
@@ -156,9 +171,10 @@ def test_a_cancel_reaches_a_running_step_and_ends_its_process_group(
     thread = threading.Thread(target=lambda: seen.setdefault("claimed", runner.job_run(job.pk)))
     thread.start()
     deadline = timezone.now() + timedelta(seconds=20)
-    while not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).exists() and timezone.now() < deadline:
-        pass
-    services.job_cancel(Job.objects.get(pk=job.pk))
+    while not _locked_retry(lambda: Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).exists()):
+        assert timezone.now() < deadline, "the job was never claimed"
+        time.sleep(0.05)
+    _locked_retry(lambda: services.job_cancel(Job.objects.get(pk=job.pk)))
     thread.join(timeout=20)
     assert not thread.is_alive(), "the cancelled step did not end"
     job.refresh_from_db()
