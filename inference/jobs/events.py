@@ -40,7 +40,8 @@ def job_payload(job: Job) -> dict[str, Any]:
         "duration_seconds": job.duration_seconds(),
         "peak_rss_bytes": job.peak_rss_bytes,
         "result": job.result,
-        "artifacts": sorted(job.artifacts.values_list("pk", flat=True)) if job.pk else [],
+        # .all() uses the job list's prefetch (values_list would query once per job).
+        "artifacts": sorted(a.pk for a in job.artifacts.all()) if job.pk else [],
     }
 
 

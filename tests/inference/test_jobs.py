@@ -253,3 +253,12 @@ def test_an_agent_is_made_from_an_artifact_on_the_backend_for_its_format(
     rtn = ModelArtifact.objects.create(name="rtn", format="rtn", path=str(tmp_path))
     refused = staff_api.post("/api/agents/", {"name": "R", "slug": "r", "model": rtn.pk}, format="json")
     assert refused.status_code == 400 and "model" in refused.json()["errors"]
+
+
+def test_the_job_list_reads_a_fixed_number_of_queries(
+    staff_api: APIClient, hf_artifact: ModelArtifact, django_assert_max_num_queries: Any
+) -> None:
+    for _ in range(20):
+        services.job_create(kind="quantize_rtn", params={"source": hf_artifact.pk})
+    with django_assert_max_num_queries(8):
+        assert len(staff_api.get("/api/jobs/").json()["results"]) == 20
