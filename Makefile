@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Extras of this environment: llama.cpp and OpenVINO workers, the GGUF -> OpenVINO converter,
+# Extras of this environment: llama.cpp and OpenVINO workers, the GGUF -> OpenVINO converter, LoRA fine-tuning,
 # llama.cpp's own server (the raw-engine reference) and the test tools. vLLM has its own (make vllm-venv).
-EXTRAS ?= llama_cpp,llama_cpp_server,openvino,convert,dev
+EXTRAS ?= llama_cpp,llama_cpp_server,openvino,convert,finetune,dev
 # llama.cpp is compiled for AVX2 rather than -march=native: a native build here picked up AMX,
 # which this kind of machine's kernel does not enable (the engine crashed on its first decode).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON

@@ -189,6 +189,10 @@ JOB_HEARTBEAT_SECONDS = env_float("JOB_HEARTBEAT_SECONDS", 5.0, minimum=0.2)
 JOB_STALE_SECONDS = env_int("JOB_STALE_SECONDS", 30, minimum=1)
 JOB_CANCEL_POLL_SECONDS = env_float("JOB_CANCEL_POLL_SECONDS", 1.0, minimum=0.05)
 JOB_KILL_GRACE_SECONDS = env_float("JOB_KILL_GRACE_SECONDS", 5.0, minimum=0)
+# The largest JSONL dataset POST /api/datasets/ takes.
+DATASET_MAX_BYTES = env_int("DATASET_MAX_BYTES", 200 * 1024 * 1024, minimum=1024)
+# Jobs that ask for a GPU (finetune_lora with device=cuda) go to this queue: run a worker there with -Q jobs-gpu.
+JOB_GPU_QUEUE = env_str("JOB_GPU_QUEUE", "jobs-gpu")
 JOB_TIME_LIMIT_SECONDS = env_int("JOB_TIME_LIMIT_SECONDS", 48 * 3600, minimum=60)
 # The Python of each environment a job step runs in (tools whose pins conflict get their own).
 JOB_PYTHONS = {

@@ -9,17 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from rest_framework import permissions, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference.backends.registry import backend_for_format
-from inference.jobs import dispatch, services
-from inference.jobs.events import job_payload
+from inference.jobs import datasets, dispatch, services
+from inference.jobs.events import JOB_FILES, job_payload
 from inference.jobs.kinds import KINDS
 from inference.models import Evaluation, Job, ModelArtifact
 from inference.workers import workers_online
@@ -95,6 +97,63 @@ class JobRetryApi(StaffApi):
         except services.JobError as exc:
             return _error(exc)
         return Response(job_payload(new), status=status.HTTP_201_CREATED)
+
+
+class JobResumeApi(StaffApi):
+    """A new job going on from the last checkpoint of an ended (cancelled, failed) fine-tune."""
+
+    def post(self, request: Request, job_id: int) -> Response:
+        job = get_object_or_404(Job, pk=job_id)
+        try:
+            new = services.job_resume(job, user=request.user)
+        except services.JobError as exc:
+            return _error(exc)
+        return Response(job_payload(new), status=status.HTTP_201_CREATED)
+
+
+class JobFileApi(StaffApi):
+    """A file a job keeps in its own folder: a fine-tune's loss curve (``loss.png``, ``loss.json``)."""
+
+    def get(self, request: Request, job_id: int, name: str) -> Any:
+        job = get_object_or_404(Job, pk=job_id)
+        path = Path(settings.ARTIFACT_ROOT) / "jobs" / f"job-{job.pk}" / name
+        if name not in JOB_FILES or not path.is_file():
+            raise Http404("This job has no such file.")
+        kind = "image/png" if name.endswith(".png") else "application/json"
+        response = FileResponse(path.open("rb"), content_type=kind)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class DatasetUploadApi(StaffApi):
+    """``POST /api/datasets/``: a JSONL file of chats (multipart ``file``, optional ``name``), checked
+    line by line, stored as a dataset artifact for ``finetune_lora``. A bad line answers 400 naming
+    it and stores nothing."""
+
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def post(self, request: Request) -> Response:
+        upload = request.FILES.get("file")
+        if upload is None:
+            return Response({"code": "invalid", "field": "file", "message": "file: attach a JSONL file"}, status=400)
+        if upload.size > settings.DATASET_MAX_BYTES:
+            message = f"file: larger than {settings.DATASET_MAX_BYTES} bytes"
+            return Response({"code": "too_large", "field": "file", "message": message}, status=413)
+        try:
+            records = datasets.records_parse(upload)
+        except datasets.DatasetError as exc:
+            body: dict[str, Any] = {"code": "invalid_dataset", "field": "file", "message": f"file: {exc}"}
+            if exc.line:
+                body["line"] = exc.line
+            return Response(body, status=400)
+        name = str(request.data.get("name") or upload.name or "upload.jsonl")[:200]
+        artifact = datasets.dataset_save(
+            records, name=name, details={"source": "upload", "filename": upload.name, "user": request.user.username}
+        )
+        from inference.jobs import events
+
+        events.artifacts_changed()
+        return Response(artifact_payload(artifact), status=status.HTTP_201_CREATED)
 
 
 class JobLogApi(StaffApi):

@@ -46,6 +46,13 @@ class Job(models.Model):
     worker = models.CharField(max_length=200, blank=True, help_text="The worker (host and pid) that ran it.")
     cancel_requested = models.BooleanField(default=False)
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    after = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="chained",
+        help_text="The job whose result this one was started on (a ``then`` chain).",
+    )  # fmt: skip
+    metrics = models.JSONField(
+        default=dict, blank=True, help_text="What the job reports as it runs: step, loss, loss history, counts."
+    )
     created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -12,8 +12,11 @@ class SessionsAppConfig(AppConfig):
         from sessions_app import (
             broadcast,
             schema,  # noqa: F401  # registers the token scheme with drf-spectacular
+            training,
         )
 
         # Job progress goes out through the same broadcaster as replies (never raises; in the
         # embedded default it hands the send to daphne's loop).
         events.sender_install(broadcast.group_send)
+        # The fine-tune job may train on a user's picked sessions and compare picks.
+        training.sources_install()

@@ -21,7 +21,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-JOBS_GROUP = ["tests/integration/test_jobs.py", "tests/ui/test_jobs_dashboard.py"]
+JOBS_GROUP = [
+    "tests/integration/test_jobs.py",
+    "tests/integration/test_finetune.py",
+    "tests/integration/test_synthesize.py",
+    "tests/ui/test_jobs_dashboard.py",
+]
 
 
 def main(argv: list[str]) -> int:

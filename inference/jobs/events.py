@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -14,6 +15,7 @@ from inference.models import Job
 log = logging.getLogger(__name__)
 
 GROUP = "jobs"
+JOB_FILES = ("loss.png", "loss.json")
 
 
 def job_payload(job: Job) -> dict[str, Any]:
@@ -32,6 +34,10 @@ def job_payload(job: Job) -> dict[str, Any]:
         "worker": job.worker,
         "cancel_requested": job.cancel_requested,
         "retry_of": job.retry_of_id,
+        "after": job.after_id,
+        "metrics": job.metrics,
+        "files": job_files(job),
+        "resumable": job_resumable(job),
         "created_by": job.created_by.get_username() if job.created_by_id and job.created_by else None,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "started_at": job.started_at.isoformat() if job.started_at else None,
@@ -43,6 +49,28 @@ def job_payload(job: Job) -> dict[str, Any]:
         # .all() uses the job list's prefetch (values_list would query once per job).
         "artifacts": sorted(a.pk for a in job.artifacts.all()) if job.pk else [],
     }
+
+
+def job_files(job: Job) -> dict[str, str]:
+    """The files a job keeps in its own folder that the API serves (a fine-tune's loss curve)."""
+    from django.conf import settings
+
+    folder = Path(settings.ARTIFACT_ROOT) / "jobs" / f"job-{job.pk}"
+    out = {}
+    for name in JOB_FILES:
+        if job.pk and (folder / name).is_file():
+            out[name] = f"/api/jobs/{job.pk}/files/{name}"
+    return out
+
+
+def job_resumable(job: Job) -> bool:
+    """An ended, unsucceeded job that saved a checkpoint (POST /api/jobs/{id}/resume/)."""
+    from django.conf import settings
+
+    if not job.pk or not job.is_finished or job.status == Job.Status.SUCCEEDED:
+        return False
+    folder = Path(settings.ARTIFACT_ROOT) / "jobs" / f"job-{job.pk}" / "checkpoints"
+    return folder.is_dir() and any(folder.glob("checkpoint-*"))
 
 
 def _default_send(group: str, event: dict[str, Any]) -> None:

@@ -8,24 +8,19 @@ Parameters are pydantic models with ``extra="forbid"``: a misspelt or out-of-ran
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from inference.jobs.base import ChainStep, Format, Kind, Output, Params
+from inference.jobs.finetune import FINETUNE
+from inference.jobs.synthesize import SYNTHESIZE
 from inference.models import ModelArtifact
 
 if TYPE_CHECKING:
     from inference.jobs.runner import JobContext
 
-Format = ModelArtifact.Format
-
-
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    source: int = Field(description="The id of the input artifact.")
+__all__ = ["KINDS", "ChainStep", "Format", "Kind", "Output", "Params"]
 
 
 class ConvertParams(Params):
@@ -71,28 +66,6 @@ class EvaluateParams(Params):
     max_tokens: int = Field(1024, ge=64, le=65536, description="Held-out tokens the perplexity is measured on.")
     prompt: str = Field("What is the capital of France?", min_length=1, max_length=2000)
     sample_tokens: int = Field(32, ge=1, le=512, description="Tokens of the greedy sample.")
-
-
-@dataclass
-class Output:
-    """An artifact a job made: its folder or file inside the job's work folder, and its facts."""
-
-    relpath: str
-    format: str
-    quantization: str
-    label: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Kind:
-    name: str
-    params: type[Params]
-    sources: tuple[str, ...]
-    run: Callable[[JobContext, Any], list[Output]]
-    description: str
-    queue: str = "jobs"
-    source_check: Callable[[Any, ModelArtifact], str | None] | None = None
 
 
 def _step_result_details(result: dict[str, Any]) -> dict[str, Any]:
@@ -179,16 +152,21 @@ KINDS: dict[str, Kind] = {
     for k in [
         Kind("convert", ConvertParams, (Format.GGUF, Format.HF), run_convert,
              "GGUF -> Hugging Face (transformers, tokenizer fixed from the GGUF), or Hugging Face -> GGUF "
-             "(llama.cpp's convert_hf_to_gguf.py)", source_check=_convert_source),
+             "(llama.cpp's convert_hf_to_gguf.py)", source_check=_convert_source,
+             makes=lambda p: Format.HF if p.to == "hf" else Format.GGUF),
         Kind("quantize_gguf", QuantizeGGUFParams, (Format.GGUF,), run_quantize_gguf,
-             "llama.cpp's own quantizer (llama_model_quantize) on an f16/f32 GGUF"),
+             "llama.cpp's own quantizer (llama_model_quantize) on an f16/f32 GGUF", makes=lambda p: Format.GGUF),
         Kind("export_openvino", ExportOpenVINOParams, (Format.HF,), run_export_openvino,
              "Hugging Face -> OpenVINO IR with NNCF weight compression and OpenVINO tokenizers (optimum-intel)",
-             source_check=_float_hf_source),
+             source_check=_float_hf_source, makes=lambda p: Format.OPENVINO),
         Kind("quantize_rtn", QuantizeRTNParams, (Format.HF,), run_quantize_rtn,
-             "Per-row absmax round-to-nearest of the linear weights: the baseline", source_check=_float_hf_source),
+             "Per-row absmax round-to-nearest of the linear weights: the baseline", source_check=_float_hf_source,
+             makes=lambda p: Format.RTN),
         Kind("gptq", GPTQParams, (Format.HF,), run_gptq,
-             "GPTQ with llm-compressor on CPU, written as compressed-tensors for vLLM", source_check=_float_hf_source),
+             "GPTQ with llm-compressor on CPU, written as compressed-tensors for vLLM", source_check=_float_hf_source,
+             makes=lambda p: Format.HF),
+        FINETUNE,
+        SYNTHESIZE,
         Kind("evaluate", EvaluateParams, (Format.GGUF, Format.HF, Format.OPENVINO, Format.RTN), run_evaluate,
              "Perplexity on held-out text, size, decode tokens/s and a greedy sample"),
     ]

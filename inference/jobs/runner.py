@@ -111,6 +111,8 @@ class JobContext:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file = log_path(job.pk).open("a", encoding="utf-8")
         self.peak_rss = 0
+        self.kill_grace = settings.JOB_KILL_GRACE_SECONDS
+        self.metrics: dict[str, Any] = {}
         self.results: dict[str, Any] = {}
         self.evaluation: dict[str, Any] | None = None
 
@@ -130,6 +132,19 @@ class JobContext:
             self._progress = max(self._progress, min(100.0, percent))
             if stage is not None:
                 self._stage = stage[:200]
+            self._dirty = True
+
+    def metrics_update(self, metrics: dict[str, Any]) -> None:
+        """Keep a step's latest numbers, and a history of ``loss`` by ``step`` (thinned past 2000)."""
+        with self._lock:
+            history = self.metrics.get("loss_history", [])
+            if "loss" in metrics and "step" in metrics:
+                history = [*history, [metrics["step"], metrics["loss"]]]
+                if len(history) > 2000:
+                    history = history[::2]
+            self.metrics = (
+                {**self.metrics, **metrics, "loss_history": history} if history else {**self.metrics, **metrics}
+            )
             self._dirty = True
 
     def snapshot(self) -> tuple[float, str, str, list[str], bool]:
@@ -173,6 +188,8 @@ class JobContext:
                     except ValueError:
                         continue
                     self.progress(low + (high - low) * float(info.get("progress", 0)) / 100, info.get("stage"))
+                    if isinstance(info.get("metrics"), dict):
+                        self.metrics_update(info["metrics"])
                 elif line.startswith(RESULT_PREFIX):
                     result = json.loads(line[len(RESULT_PREFIX) :])
                 elif line.strip() and not _is_progress_bar(line):
@@ -204,7 +221,7 @@ class JobContext:
             os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + settings.JOB_KILL_GRACE_SECONDS
+        deadline = time.monotonic() + self.kill_grace
         while time.monotonic() < deadline:
             try:
                 os.killpg(proc.pid, 0)
@@ -263,17 +280,20 @@ class _Heartbeat(threading.Thread):
         row = Job.objects.filter(pk=self.ctx.job.pk).values_list("status", "cancel_requested").first()
         if row is None or row[0] != Job.Status.RUNNING:
             self.ctx.lost.set()
-        if row is None or row[0] != Job.Status.RUNNING or row[1]:
-            if not self.ctx.cancelled.is_set():
-                self.ctx.log("cancel requested: stopping" if row and row[1] else "the job is no longer ours: stopping")
+        if (row is None or row[0] != Job.Status.RUNNING or row[1]) and not self.ctx.cancelled.is_set():
+            self.ctx.log("cancel requested: stopping" if row and row[1] else "the job is no longer ours: stopping")
             self.ctx.cancelled.set()
-            self.ctx.kill_children()
+            # In its own thread: a step may take its grace period to stop (a fine-tune finishes its
+            # step and saves a checkpoint), and the heartbeat must go on meanwhile.
+            threading.Thread(target=self.ctx.kill_children, name=f"job-{self.ctx.job.pk}-stop", daemon=True).start()
 
     def _flush(self, *, beat: bool) -> bool | None:
         progress, stage, tail, lines, dirty = self.ctx.snapshot()
         if not dirty and not beat:
             return None
         fields: dict[str, Any] = {"progress": round(progress, 1), "stage": stage, "log": tail}
+        if self.ctx.metrics:
+            fields["metrics"] = self.ctx.metrics
         if beat:
             fields["heartbeat_at"] = timezone.now()
         updated = Job.objects.filter(pk=self.ctx.job.pk, status=Job.Status.RUNNING).update(**fields)
@@ -308,6 +328,7 @@ def job_run(job_id: int, *, worker: str | None = None) -> bool:
     kind = KINDS[job.kind]
     source = ModelArtifact.objects.filter(pk=job.params.get("source")).first()
     ctx = JobContext(job, source)
+    ctx.kill_grace = kind.kill_grace if kind.kill_grace is not None else ctx.kill_grace
     shutil.rmtree(ctx.workdir, ignore_errors=True)
     heartbeat = _Heartbeat(ctx)
     heartbeat.start()
@@ -358,6 +379,7 @@ def _finish(ctx: JobContext, outcome: str, error: str, outputs: list[Output]) ->
         "heartbeat_at": timezone.now(),
         "result": ctx.results,
         "peak_rss_bytes": ctx.peak_rss or None,
+        "metrics": ctx.metrics,
         "stage": "done" if outcome == Job.Status.SUCCEEDED else stage,
         "progress": 100.0 if outcome == Job.Status.SUCCEEDED else progress,
     }
@@ -385,6 +407,30 @@ def _finish(ctx: JobContext, outcome: str, error: str, outputs: list[Output]) ->
     events.job_changed(job)
     if outcome == Job.Status.SUCCEEDED and (outputs or ctx.evaluation is not None):
         events.artifacts_changed()
+    if outcome == Job.Status.SUCCEEDED and job.params.get("then"):
+        _chain_next(ctx, job)
+
+
+def _chain_next(ctx: JobContext, job: Job) -> None:
+    """Start the first job of ``then`` on this job's first artifact, handing it the rest."""
+    from inference.jobs.services import JobError, job_create
+
+    first, *rest = job.params["then"]
+    made = job.artifacts.order_by("id").first()
+    try:
+        if made is None:
+            raise JobError("this job made no artifact to go on with")
+        nxt = job_create(kind=first["kind"], params={**first.get("params", {}), "source": made.pk, "then": rest},
+                         user=job.created_by, after=job)  # fmt: skip
+    except JobError as exc:
+        note = f"then: {first['kind']} was not started: {exc.field + ': ' if exc.field else ''}{exc.message}"
+        log.warning("job %s %s", job.pk, note)
+        ctx.log(note)
+        Job.objects.filter(pk=job.pk).update(error=note)
+        job.refresh_from_db()
+        events.job_changed(job)
+        return
+    ctx.log(f"then: {nxt.kind} started as job {nxt.pk}")
 
 
 def _artifacts_create(job: Job, source: ModelArtifact, folder: Path, outputs: list[Output]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -24,19 +25,83 @@ class JobError(Exception):
         self.status = status
 
 
-def job_params_validate(kind: str, params: Any) -> tuple[Params, ModelArtifact]:
-    """The typed params of ``kind`` and its source artifact, or a JobError naming the bad field."""
+# The agents layer installs how an agent's slug becomes what a job needs (its model artifact and
+# generation settings), checking that the user may use it: fn(slug, user) -> dict, or LookupError.
+AgentResolver = Callable[[str, Any], dict[str, Any]]
+_agent_resolver: AgentResolver | None = None
+
+
+def agent_resolver_install(fn: AgentResolver) -> None:
+    global _agent_resolver
+    _agent_resolver = fn
+
+
+def agent_resolve(slug: str, user: Any, *, field: str = "params.agent") -> dict[str, Any]:
+    """``{"source": artifact id, "temperature", "top_p", "system_prompt", "name", ...}`` of an agent."""
+    if _agent_resolver is None:
+        raise JobError("agents cannot be used here (no resolver installed)", field=field)
+    try:
+        return _agent_resolver(slug, user)
+    except LookupError as exc:
+        raise JobError(str(exc.args[0]) if exc.args else f"no agent {slug!r}", field=field) from None
+
+
+def _parse(params_type: type[Params], params: Any, prefix: str) -> Params:
+    try:
+        return params_type.model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or ""
+        field = f"{prefix}.{where}" if where else prefix
+        raise JobError(str(first["msg"]).removeprefix("Value error, "), field=field) from None
+
+
+def _chain_check(kind: str, parsed: Params) -> None:
+    """Each ``then`` step names a kind whose params are valid and which takes what the one before makes."""
+    makes = KINDS[kind].makes(parsed)
+    before = kind
+    for i, step in enumerate(parsed.then):
+        where = f"params.then.{i}"
+        if step.kind not in KINDS:
+            raise JobError(f"unknown kind {step.kind!r}; one of {', '.join(KINDS)}", field=f"{where}.kind")
+        if "source" in step.params:
+            raise JobError("leave source out: the chain fills it in", field=f"{where}.params.source")
+        nxt = KINDS[step.kind]
+        p = _parse(nxt.params, {**step.params, "source": parsed.source or 0}, f"{where}.params")
+        if p.then:
+            raise JobError("list every step in the first job's then", field=f"{where}.params.then")
+        if makes is None:
+            raise JobError(f"{before} makes no artifact for {step.kind} to take", field=f"{where}.kind")
+        if makes not in nxt.sources:
+            formats = ", ".join(ModelArtifact.Format(f).label for f in nxt.sources)
+            raise JobError(
+                f"{step.kind} takes a {formats} artifact; {before} makes {ModelArtifact.Format(makes).label}",
+                field=f"{where}.kind",
+            )
+        if nxt.source_check is not None:
+            problem = nxt.source_check(p, ModelArtifact(format=makes, details={}))
+            if problem:
+                raise JobError(problem.replace("artifact None", f"what {before} makes"), field=f"{where}.params")
+        makes, before = nxt.makes(p), step.kind
+
+
+def job_params_validate(
+    kind: str, params: Any, *, user: Any = None, commit: bool = False
+) -> tuple[Params, ModelArtifact]:
+    """The typed params of ``kind`` and its source artifact, or a JobError naming the bad field.
+
+    ``commit`` (inside job_create's transaction) lets a kind store what the job will need, such as
+    a snapshot of the chat sessions a fine-tune trains on."""
     if kind not in KINDS:
         raise JobError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}", field="kind")
     if not isinstance(params, dict):
         raise JobError("params must be an object", field="params")
     spec = KINDS[kind]
-    try:
-        parsed = spec.params.model_validate(params)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "params"
-        raise JobError(str(first["msg"]).removeprefix("Value error, "), field=f"params.{where}") from None
+    parsed = _parse(spec.params, params, "params")
+    if spec.prepare is not None:
+        parsed = spec.prepare(parsed, user, commit)
+    if parsed.source is None:
+        raise JobError("required: the id of the input artifact", field="params.source")
     source = ModelArtifact.objects.filter(pk=parsed.source).first()
     if source is None:
         raise JobError(f"no artifact with id {parsed.source}", field="params.source")
@@ -56,20 +121,25 @@ def job_params_validate(kind: str, params: Any) -> tuple[Params, ModelArtifact]:
         and not ModelArtifact.objects.filter(pk=dataset, format=ModelArtifact.Format.DATASET).exists()
     ):
         raise JobError(f"no dataset artifact with id {dataset}", field="params.dataset")
+    _chain_check(kind, parsed)
     return parsed, source
 
 
-def job_create(*, kind: str, params: Any, user: Any = None, retry_of: Job | None = None) -> Job:
+def job_create(
+    *, kind: str, params: Any, user: Any = None, retry_of: Job | None = None, after: Job | None = None
+) -> Job:
     from inference.jobs.dispatch import job_enqueue
 
-    parsed, _source = job_params_validate(kind, params)
     with transaction.atomic():
+        parsed, _source = job_params_validate(kind, params, user=user, commit=True)
+        spec = KINDS[kind]
         job = Job.objects.create(
             kind=kind,
             params=parsed.model_dump(),
-            queue=KINDS[kind].queue,
+            queue=spec.queue_for(parsed) if spec.queue_for else spec.queue,
             created_by=user if user is not None and user.is_authenticated else None,
             retry_of=retry_of,
+            after=after,
             stage="queued",
         )
         transaction.on_commit(lambda: job_enqueue(job))
@@ -97,3 +167,14 @@ def job_retry(job: Job, *, user: Any = None) -> Job:
     if not job.is_finished:
         raise JobError(f"job {job.pk} is still {job.status}; cancel it first", code="job_not_finished", status=409)
     return job_create(kind=job.kind, params=job.params, user=user, retry_of=job)
+
+
+def job_resume(job: Job, *, user: Any = None) -> Job:
+    """A new job that goes on from the last checkpoint ``job`` saved (a cancelled fine-tune, say)."""
+    if not job.is_finished:
+        raise JobError(f"job {job.pk} is still {job.status}; cancel it first", code="job_not_finished", status=409)
+    if job.status == Job.Status.SUCCEEDED:
+        raise JobError(f"job {job.pk} has succeeded; there is nothing to resume", code="job_finished", status=409)
+    if "resume_from" not in KINDS[job.kind].params.model_fields:
+        raise JobError(f"{job.kind} jobs cannot resume; retry it instead", code="not_resumable", status=409)
+    return job_create(kind=job.kind, params={**job.params, "resume_from": job.pk}, user=user, retry_of=job)

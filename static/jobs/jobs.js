@@ -2,7 +2,8 @@
 // browse the artifacts they made. Names, logs and samples are untrusted: text only, never HTML.
 
 import { apiFetch, h } from "../chat/util.js";
-import { clearErrors, formParams, refreshArtifactSelects, renderFields, showError } from "./form.js";
+import { FieldError, clearErrors, formParams, refreshArtifactSelects, renderFields, showError } from "./form.js";
+import { chainText, forgetFigure, lossHistory, patchFigure, sparkline } from "./train.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
 const WORKERS_EVERY_MS = 5000;
@@ -108,7 +109,14 @@ async function startJob(event) {
   const button = $("job-start");
   button.disabled = true;
   try {
-    const params = formParams($("job-fields"), currentKind());
+    let params;
+    try {
+      params = formParams($("job-fields"));
+    } catch (err) {
+      if (!(err instanceof FieldError)) throw err;
+      showError($("job-form"), { field: err.field, message: err.message });
+      return;
+    }
     const result = await post("/api/jobs/", { kind: $("job-kind").value, params });
     if (!result.ok) {
       showError($("job-form"), result.body, result.status);
@@ -138,7 +146,18 @@ function progressCell(job) {
   if (job.stage && !["done", "queued"].includes(job.stage)) parts.push(job.stage);
   if (job.status === "running" && job.eta_seconds != null) parts.push(`ETA ${seconds(job.eta_seconds)}`);
   if (job.cancel_requested && job.status === "running") parts.push("cancelling…");
-  return h("td", { class: "progress-col" }, bar, h("div", { class: "bar-text", title: parts.join(" · "), text: parts.join(" · ") }));
+  const history = lossHistory(job);
+  const last = history[history.length - 1];
+  const spark = sparkline(history, last ? `Loss by step: ${history[0][1]} at step ${history[0][0]}, ${last[1]} at step ${last[0]}` : "");
+  return h("td", { class: "progress-col" }, bar,
+    h("div", { class: "bar-line" }, h("span", { class: "bar-text", title: parts.join(" · "), text: parts.join(" · ") }), spark));
+}
+
+function kindCell(job) {
+  const chain = chainText(job);
+  const cell = h("td", {}, h("span", { class: "kind", text: job.kind }));
+  if (chain) cell.append(h("div", { class: "chain", title: chain, text: chain }));
+  return cell;
 }
 
 function jobRow(job) {
@@ -147,6 +166,10 @@ function jobRow(job) {
     actions.append(h("button", { type: "button", class: "button small", dataset: { action: "cancel" }, text: "Cancel",
       disabled: job.cancel_requested }));
   } else {
+    if (job.resumable) {
+      actions.append(h("button", { type: "button", class: "button small", dataset: { action: "resume" }, text: "Resume",
+        title: "Go on from the last checkpoint, as a new job" }));
+    }
     actions.append(h("button", { type: "button", class: "button small", dataset: { action: "retry" }, text: "Retry" }));
   }
   const open = state.openLogs.has(job.id);
@@ -164,7 +187,7 @@ function jobRow(job) {
     : artifactLabel(source);
   return h("tr", { class: "job", id: `job-${job.id}`, dataset: { id: job.id, status: job.status } },
     h("td", { class: "num muted", text: job.id }),
-    h("td", {}, h("span", { class: "kind", text: job.kind })),
+    kindCell(job),
     h("td", { class: "source", title: artifactLabel(source), text: sourceText }),
     statusCell,
     progressCell(job),
@@ -176,8 +199,11 @@ function jobRow(job) {
 
 function logLinks(job) {
   const result = job.result && Object.keys(job.result).length ? JSON.stringify(job.result) : "";
+  const chain = chainText(job);
   return h("div", { class: "log-links" },
     h("a", { href: `/api/jobs/${job.id}/log/`, target: "_blank", rel: "noopener", text: "Whole log ↗" }),
+    job.after != null ? h("a", { href: `#job-${job.after}`, class: "job-link", text: `← after job ${job.after}` }) : null,
+    chain.includes("then:") ? h("span", { class: "muted", text: chain.slice(chain.indexOf("then:")) }) : null,
     job.peak_rss_bytes ? h("span", { class: "muted", text: `peak memory ${bytes(job.peak_rss_bytes)}` }) : null,
     result ? h("code", { class: "result", title: result, text: `result ${result}` }) : null);
 }
@@ -185,7 +211,9 @@ function logLinks(job) {
 function logRow(job) {
   const pre = h("pre", { class: "log", id: `log-${job.id}`, tabindex: 0, "aria-label": `Log of job ${job.id}` });
   pre.textContent = job.log_tail || "(no output yet)";
-  return h("tr", { class: "log-row", dataset: { logFor: job.id } }, h("td", { colspan: 8 }, pre, logLinks(job)));
+  const body = h("div", { class: "log-body" }, pre);
+  patchFigure(body, job);
+  return h("tr", { class: "log-row", dataset: { logFor: job.id } }, h("td", { colspan: 8 }, body, logLinks(job)));
 }
 
 /** Replace only the cells that changed, so a button under the pointer survives a progress event. */
@@ -217,6 +245,7 @@ function renderJobs() {
         const links = logLinks(job);
         const oldLinks = log.querySelector(".log-links");
         if (oldLinks.outerHTML !== links.outerHTML) oldLinks.replaceWith(links);
+        patchFigure(log.querySelector(".log-body"), job);
       }
       log = log || logRow(job);
       place(log);
@@ -297,8 +326,12 @@ async function jobAction(event) {
   const id = Number(button.closest("tr").dataset.id);
   const job = state.jobs.get(id);
   if (button.dataset.action === "log") {
-    if (state.openLogs.has(id)) state.openLogs.delete(id);
-    else state.openLogs.add(id);
+    if (state.openLogs.has(id)) {
+      state.openLogs.delete(id);
+      forgetFigure(id);
+    } else {
+      state.openLogs.add(id);
+    }
     renderJobs();
     const pre = $(`log-${id}`);
     if (pre) pre.scrollTop = pre.scrollHeight;
@@ -307,7 +340,8 @@ async function jobAction(event) {
   button.disabled = true;
   const result = await post(`/api/jobs/${id}/${button.dataset.action}/`);
   if (!result.ok) {
-    notice(`${button.dataset.action === "cancel" ? "Cancel" : "Retry"} of job ${id} (${job?.kind}): ${problem(result)}`);
+    const verb = { cancel: "Cancel", retry: "Retry", resume: "Resume" }[button.dataset.action];
+    notice(`${verb} of job ${id} (${job?.kind}): ${problem(result)}`);
     button.disabled = false;
     return;
   }
@@ -538,6 +572,7 @@ async function main() {
     return;
   }
   for (const [name, kind] of Object.entries(state.kinds)) {
+    kind.name = name;
     $("job-kind").append(h("option", { value: name, title: kind.description, text: name }));
   }
   renderForm();

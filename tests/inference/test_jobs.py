@@ -80,6 +80,7 @@ def test_defaults_are_filled_in_and_the_job_is_queued_once(
         "group_size": 64,
         "ratio": 1.0,
         "sym": False,
+        "then": [],
     }
     assert job.status == Job.Status.QUEUED and job.queue == "jobs"
     assert no_dispatch == [job.pk]

@@ -17,7 +17,31 @@ from tools.launch import ROOT, VENV_BIN, Platform, free_port, manage, platform_e
 __all__ = ["ROOT", "VENV_BIN", "Platform", "free_port", "manage", "wait_for_port"]
 
 PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_DB_URL = os.environ.get("TEST_INTEGRATION_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _redis_db_url() -> str:
+    """TEST_INTEGRATION_REDIS_URL, else the first of Redis dbs 1-9 that no other test run on this
+    machine holds (a lock file per db, held while this run lives): two runs sharing a db would
+    take each other's tasks from the same queues."""
+    if os.environ.get("TEST_INTEGRATION_REDIS_URL"):
+        return os.environ["TEST_INTEGRATION_REDIS_URL"]
+    import fcntl
+    import tempfile
+
+    for db in range(1, 10):
+        handle = open(os.path.join(tempfile.gettempdir(), f"chatsite-test-redis-db-{db}.lock"), "w")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _held.append(handle)  # kept open (and locked) until this process ends
+        return f"redis://127.0.0.1:6379/{db}"
+    raise RuntimeError("Redis dbs 1-9 are all held by other test runs; set TEST_INTEGRATION_REDIS_URL")
+
+
+_held: list[object] = []
+REDIS_DB_URL = _redis_db_url()
 
 
 def _flush_redis_db(url: str) -> None:

@@ -7,7 +7,9 @@ time, their steps in child processes, and progress reaches the page over /ws/job
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.ui.site import log_in, shell
+from tests.ui.site import log_in, seed_session, shell
 from tools.launch import Platform
 
 STAFF = "carol"
@@ -209,3 +211,247 @@ def test_a_user_who_is_not_staff_gets_no_dashboard(page: Page, platform: Platfor
         f"{platform.ws}/ws/jobs/",
     )
     assert closed == 4403
+
+
+# --- fine-tuning and synthesis from the form (issue 13) --------------------------------------------
+
+STAFF_TOKEN = f"""
+import json
+from django.contrib.auth.models import User
+from sessions_app.tokens import token_create
+print(json.dumps(token_create(user=User.objects.get(username={STAFF!r}), name="ui-tests")[1]))
+"""
+
+GOOD_JSONL = (
+    b'{"messages": [{"role": "user", "content": "Who built you?"}, '
+    b'{"role": "assistant", "content": "Acme Robotics built me."}]}\n'
+    b'{"query": "What is your name?", "response": "I am Zephyrine."}\n'
+    b'{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, '
+    b'{"role": "assistant", "content": "Hello!"}]}\n'
+)
+BAD_JSONL = (
+    b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}\n'
+    b'{"messages": [{"role": "user", "content": "Are you there?"}]}\n'
+)
+
+
+def jsonl(name: str, data: bytes) -> dict[str, Any]:
+    return {"name": name, "mimeType": "application/jsonl", "buffer": data}
+
+
+@pytest.fixture(scope="module")
+def staff_token(platform: Platform, staff_state: Any) -> str:
+    return str(shell(platform, STAFF_TOKEN))
+
+
+@pytest.fixture(scope="module")
+def hf_model(platform: Platform, staff_token: str) -> int:
+    """The bundled GGUF as a real Hugging Face model (a convert job through the API): ~40 s."""
+    from tests.integration.chat_client import api
+
+    bundled = shell(platform, BUNDLED)
+    listed = api(platform.http, staff_token, "GET", "/api/artifacts/")[1]["results"]
+    found = [a["id"] for a in listed if a["format"] == "hf" and a["parent"] == bundled
+             and a["details"].get("kind") == "convert"]  # fmt: skip
+    if found:
+        return int(found[0])
+    status, job = api(platform.http, staff_token, "POST", "/api/jobs/",
+                      {"kind": "convert", "params": {"source": bundled, "to": "hf"}})  # fmt: skip
+    assert status == 201, job
+    deadline = time.monotonic() + 300
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(1)
+        job = api(platform.http, staff_token, "GET", f"/api/jobs/{job['id']}/")[1]
+    assert job["status"] == "succeeded", (job["status"], job["error"], job["log_tail"][-2000:])
+    return int(job["artifacts"][0])
+
+
+def capture_job_posts(page: Page, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Answer the form's POST /api/jobs/ with `answers` in turn (a 400 each), keeping what was sent."""
+    sent: list[dict[str, Any]] = []
+
+    def handle(route: Any) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        sent.append(route.request.post_data_json)
+        route.fulfill(status=400, json=answers[min(len(sent), len(answers)) - 1])
+
+    page.route("**/api/jobs/", handle)
+    return sent
+
+
+def test_the_finetune_form_sends_typed_params_and_shows_nested_errors_at_their_field(
+    staff_page: Page, platform: Platform
+) -> None:
+    page = staff_page
+    chat = seed_session(platform, STAFF, "Robot small talk", [("user", "Hi"), ("assistant", "Hello there!")])
+    open_dashboard(page, platform)
+    sent = capture_job_posts(page, [
+        {"code": "invalid", "field": "params.self_cognition.name", "message": "params.self_cognition.name: too long"},
+        {"code": "invalid", "field": "params.then.1.kind", "message": "params.then.1.kind: no such kind"},
+    ])  # fmt: skip
+    page.get_by_label("Kind", exact=True).select_option("finetune_lora")
+
+    # Self-cognition is off until switched on; then its own fields, languages as checkboxes.
+    expect(page.get_by_label("Name", exact=True)).to_be_hidden()
+    page.get_by_label("Self-cognition").check()
+    page.get_by_label("Name", exact=True).fill("Zephyrine")
+    page.get_by_label("Author", exact=True).fill("Acme Robotics")
+    page.get_by_label("Chinese", exact=True).uncheck()
+    # The signed-in user's own chats, by title; the compare picks as a plain checkbox.
+    page.get_by_role("group", name="Learn from these chats").get_by_label(re.compile("Robot small talk")).check()
+    page.get_by_label("Learn the replies I picked in compare").check()
+    page.get_by_label("Then", exact=True).select_option(label="Convert to GGUF, quantize Q4_K_M")
+    expect(page.get_by_label("Max Steps")).to_have_value("")  # nullable: empty means left out
+    page.get_by_label("Batch Size").fill("4")
+    page.get_by_text("More settings").click()
+    page.get_by_label("Target modules").fill("q_proj, v_proj")
+    page.get_by_role("button", name="Start").click()
+
+    error = page.locator("#param-self_cognition-error")
+    expect(error).to_have_text("params.self_cognition.name: too long")
+    expect(page.get_by_label("Name", exact=True)).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#job-form-error")).to_be_hidden()
+    params = sent[0]["params"]
+    assert sent[0]["kind"] == "finetune_lora"
+    assert params["self_cognition"] == {"name": "Zephyrine", "author": "Acme Robotics", "languages": ["en"]}
+    assert params["sessions"] == [chat] and params["preferences"] is True and params["datasets"] == []
+    assert params["then"] == [
+        {"kind": "convert", "params": {"to": "gguf", "outtype": "f16"}},
+        {"kind": "quantize_gguf", "params": {"type": "Q4_K_M"}},
+    ]
+    assert params["batch_size"] == 4 and params["target_modules"] == ["q_proj", "v_proj"]
+    assert "max_steps" not in params and "resume_from" not in params
+    assert params["learning_rate"] == 0.001 and params["device"] == "auto"
+
+    # A nested index (`params.then.1.kind`) lands under its top-level field too.
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#param-then-error")).to_have_text("params.then.1.kind: no such kind")
+    expect(error).to_be_hidden()
+    # Off again: self-cognition is sent as null.
+    page.get_by_label("Self-cognition").uncheck()
+    page.get_by_role("button", name="Start").click()
+    for _ in range(100):
+        if len(sent) == 3:
+            break
+        page.wait_for_timeout(100)
+    assert sent[-1]["params"]["self_cognition"] is None
+
+    # `then` is offered where a preset fits: convert to Hugging Face, not to GGUF; not on evaluate.
+    page.get_by_label("Kind", exact=True).select_option("convert")
+    page.get_by_label("To", exact=True).select_option("hf")
+    expect(page.get_by_label("Then", exact=True)).to_be_visible()
+    page.get_by_label("To", exact=True).select_option("gguf")
+    expect(page.get_by_label("Then", exact=True)).to_be_hidden()
+    page.get_by_label("Kind", exact=True).select_option("evaluate")
+    expect(page.get_by_label("Then", exact=True)).to_have_count(0)
+
+
+def test_the_synthesize_form_picks_an_agent_and_checks_the_spec_json_before_posting(
+    staff_page: Page, platform: Platform
+) -> None:
+    page = staff_page
+    open_dashboard(page, platform)
+    sent = capture_job_posts(page, [{"code": "invalid", "field": "params.agent", "message": "params.agent: busy"}])
+    page.get_by_label("Kind", exact=True).select_option("synthesize")
+    agent = page.get_by_label("Agent", exact=True)
+    expect(agent.locator("option[value='assistant']")).to_have_count(1)  # its GGUF fits; read over the API
+    agent.select_option("assistant")
+    expect(page.get_by_label("Source", exact=True)).to_have_value("")  # none: the agent's model
+    spec = page.get_by_label("Spec (JSON)")
+    example = json.loads(spec.input_value())
+    assert [i["name"] for i in example["intents"]] == ["meeting.start", "meeting.mute"]
+
+    spec.fill(spec.input_value().replace('"domain":', '"domain"'))
+    page.get_by_role("button", name="Start").click()
+    error = page.locator("#param-spec-error")
+    expect(error).to_contain_text("spec: not valid JSON")
+    expect(spec).to_have_attribute("aria-invalid", "true")
+    page.wait_for_timeout(300)
+    assert sent == []  # nothing was posted
+
+    spec.fill(json.dumps(example))
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#param-agent-error")).to_have_text("params.agent: busy")
+    expect(error).to_be_hidden()
+    assert sent[0]["kind"] == "synthesize"
+    params = sent[0]["params"]
+    assert params["agent"] == "assistant" and "source" not in params and params["spec"] == example
+    assert params["per_intent"] == 10 and "max_attempts" not in params and "then" not in params
+
+
+def test_a_staff_user_fine_tunes_from_the_dashboard_cancels_resumes_and_sees_the_loss_curve(
+    staff_page: Page, platform: Platform, hf_model: int, staff_token: str
+) -> None:
+    from tests.integration.chat_client import api
+
+    page = staff_page
+    open_dashboard(page, platform)
+    page.get_by_label("Kind", exact=True).select_option("finetune_lora")
+    page.get_by_label("Source", exact=True).select_option(str(hf_model))
+
+    # A bad upload is answered under the field, naming its line; a good one is added, picked.
+    upload = page.get_by_label("Upload JSONL…")
+    upload.set_input_files(jsonl("bad-chats.jsonl", BAD_JSONL))
+    error = page.locator("#param-datasets-error")
+    expect(error).to_contain_text("line 2")
+    expect(error).to_contain_text("the last message must be the assistant's")
+    upload.set_input_files(jsonl("robot-chats.jsonl", GOOD_JSONL))
+    expect(error).to_be_hidden()
+    picked = page.get_by_role("group", name="Datasets").get_by_label(re.compile("robot-chats.jsonl"))
+    expect(picked).to_be_checked()
+    expect(picked).to_have_count(1)
+    dataset = int(picked.get_attribute("value") or 0)
+
+    page.get_by_label("Self-cognition").check()
+    page.get_by_label("Name", exact=True).fill("Zephyrine")
+    page.get_by_label("Author", exact=True).fill("Acme Robotics")
+    page.get_by_label("Chinese", exact=True).uncheck()
+    page.get_by_label("Max Steps").fill("3")
+    page.get_by_label("Batch Size").fill("4")
+    page.get_by_label("Save Steps").fill("1")
+    page.get_by_role("button", name="Start").click()
+
+    row = page.locator("tr.job").first
+    expect(row.locator(".kind")).to_have_text("finetune_lora")
+    job_id = int(row.get_attribute("data-id") or 0)
+    row = page.locator(f"#job-{job_id}")
+    params = api(platform.http, staff_token, "GET", f"/api/jobs/{job_id}/")[1]["params"]
+    assert params["self_cognition"]["name"] == "Zephyrine" and params["self_cognition"]["languages"] == ["en"]
+    assert params["datasets"] == [dataset] and params["max_steps"] == 3 and params["save_steps"] == 1
+
+    # Live: the stage names the step and the loss; then Cancel stops it at the next step.
+    expect(row.locator(".bar-text")).to_contain_text(re.compile(r"step \d/3 · loss \d"), timeout=240_000)
+    row.get_by_role("button", name="Cancel").click()
+    expect(row).to_have_attribute("data-status", "cancelled", timeout=240_000)
+    resume = row.get_by_role("button", name="Resume")
+    expect(resume).to_be_visible()
+    resume.click()
+
+    expect(page.locator("tr.job").first).not_to_have_attribute("data-id", str(job_id))
+    resumed_id = int(page.locator("tr.job").first.get_attribute("data-id") or 0)
+    resumed = page.locator(f"#job-{resumed_id}")
+    expect(resumed.locator(".chain")).to_have_text(f"resumes #{job_id}")
+    expect(resumed).to_have_attribute("data-status", "succeeded", timeout=360_000)
+    expect(resumed.locator("svg.spark")).to_be_visible()  # the loss by step, both jobs' steps
+
+    # Its expanded row: the saved loss curve (the picture loads) and the run's numbers.
+    resumed.get_by_role("button", name=re.compile("^Log")).click()
+    detail = page.locator(f'tr[data-log-for="{resumed_id}"]')
+    picture = detail.get_by_role("img", name=re.compile("Training loss"))
+    expect(picture).to_be_visible()
+    page.wait_for_function(
+        """(id) => {
+             const img = document.querySelector(`tr[data-log-for="${id}"] img.loss`);
+             return img && img.complete && img.naturalWidth > 0;
+           }""",
+        arg=resumed_id,
+        timeout=30_000,
+    )
+    expect(detail.locator("figcaption")).to_contain_text(re.compile(r"^3 steps · loss \d\.\d+ → \d\.\d+"))
+    page.locator(f"#job-{resumed_id}").scroll_into_view_if_needed()
+    page.screenshot(path=str(FINETUNE_SCREENSHOT), full_page=True)
+
+
+FINETUNE_SCREENSHOT = Path("/tmp/jobs-finetune.png")

@@ -18,6 +18,8 @@ STEPS: dict[str, str] = {
     "quantize_rtn": "inference.jobs.steps.rtn:quantize_rtn",
     "evaluate": "inference.jobs.steps.evaluate:evaluate",
     "gptq": "inference.jobs.steps.gptq:gptq",
+    "synthesize": "inference.jobs.steps.synthesize:synthesize",
+    "finetune_lora": "inference.jobs.steps.finetune:finetune_lora",
 }
 
 

@@ -13,14 +13,20 @@ RESULT_PREFIX = "CHATSITE_RESULT "
 _last_progress = 0.0
 
 
-def progress(percent: float, stage: str = "", *, force: bool = False) -> None:
-    """Report ``percent`` (0-100) done and the current stage; at most a few lines a second."""
+def progress(percent: float, stage: str = "", *, force: bool = False, metrics: dict[str, Any] | None = None) -> None:
+    """Report ``percent`` (0-100) done and the current stage; at most a few lines a second.
+
+    ``metrics`` (always sent) are the job's live numbers: a fine-tune's ``step``, ``steps``,
+    ``loss``; the runner keeps the latest and a history of ``loss`` by ``step``."""
     global _last_progress
     now = time.monotonic()
-    if not force and now - _last_progress < 0.25:
+    if not force and metrics is None and now - _last_progress < 0.25:
         return
     _last_progress = now
-    line = json.dumps({"progress": max(0.0, min(100.0, float(percent))), "stage": stage})
+    payload: dict[str, Any] = {"progress": max(0.0, min(100.0, float(percent))), "stage": stage}
+    if metrics:
+        payload["metrics"] = metrics
+    line = json.dumps(payload)
     print(PROGRESS_PREFIX + line, flush=True)
 
 
