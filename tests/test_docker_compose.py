@@ -335,7 +335,14 @@ def test_settings_import_under_the_compose_environment(services: dict[str, Any],
 
 
 def routable_queues() -> set[str]:
-    return set(backend_classes()) | {"jobs", "default"}
+    from django.conf import settings
+
+    from inference.jobs.finetune import FINETUNE, FinetuneParams
+
+    # A fine-tune with device=cuda goes to the GPU jobs queue.
+    gpu = FINETUNE.queue_for(FinetuneParams(source=1, self_cognition={"name": "a", "author": "b"}, device="cuda"))
+    assert gpu == settings.JOB_GPU_QUEUE
+    return set(backend_classes()) | {"jobs", "default", gpu}
 
 
 def worker_queues(services: dict[str, Any]) -> dict[str, list[str]]:
@@ -358,6 +365,7 @@ def test_worker_queues_are_queues_the_code_routes_to(services: dict[str, Any]) -
     assert queues["worker-openvino"] == ["openvino"]
     assert queues["worker-vllm"] == ["vllm"]
     assert queues["worker-jobs"] == ["jobs"]
+    assert queues["worker-jobs-gpu"] == ["jobs-gpu"]
 
 
 def test_every_routed_queue_has_a_worker(services: dict[str, Any]) -> None:

@@ -235,7 +235,7 @@ function thenWidget({ id, name, ctx }) {
 
 function agentWidget({ id, name, ctx }) {
   const select = h("select", { id, name }, h("option", { value: "", text: "loading agents…" }));
-  apiFetch("GET", "/api/agents/?page_size=200").then(
+  apiFetch("GET", "/api/agents/").then(
     (data) => {
       const agents = Array.isArray(data) ? data : data.results || [];
       const formats = new Map(ctx.artifacts.map((a) => [a.id, a.format]));

@@ -244,7 +244,8 @@ def ex(text: str, **slots: Any) -> dict[str, Any]:
 
 
 def test_examples_are_checked_and_de_duplicated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(step, "progress", lambda *a, **k: None)
+    reported: list[tuple[float, str, dict]] = []
+    monkeypatch.setattr(step, "progress", lambda pct, stage, metrics: reported.append((pct, stage, metrics)))
     gen = Scripted([
         # meeting.start: 2 wanted
         ex("Open the meeting with Bob in room 4", room="Room 4"),  # valid (case-insensitive)
@@ -271,6 +272,10 @@ def test_examples_are_checked_and_de_duplicated(monkeypatch: pytest.MonkeyPatch)
                                    "schema": 1, "not_json": 1}  # fmt: skip
     assert stats["per_intent"]["meeting.start"] == {"valid": 2, "rejected": 3, "duplicates": 1, "attempts": 6}
     assert len(set(gen.seeds)) == 12, "each attempt has its own seed"
+    assert reported[0] == (25.0, "meeting.start: 1/2 valid, 0 rejected, 0 duplicates",
+                           {"valid": 1, "rejected": 0, "duplicates": 0, "attempts": 1})  # fmt: skip
+    assert reported[-1] == (100.0, "meeting.mute: 2/2 valid, 3 rejected, 1 duplicate",
+                            {"valid": 4, "rejected": 6, "duplicates": 2, "attempts": 12})  # fmt: skip
     last = records[-1]
     assert json.loads(last["messages"][2]["content"]) == {"intent": "meeting.mute",
                                                           "slots": {"participant": "Alice", "minutes": 5}}  # fmt: skip

@@ -53,6 +53,7 @@ SPEC: dict[str, Any] = {
     ],
 }  # fmt: skip
 PER_INTENT = 5
+MAX_ATTEMPTS = 12  # per intent: bounds the job's time (about 0.6 s an attempt on 2 idle cores)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,8 @@ def test_a_two_intent_spec_gives_valid_distinct_examples(platform: Platform, ops
     bundled = next(a["id"] for a in artifacts if a["parent"] is None and a["format"] == "gguf")
     call(platform, ops, "POST", "/api/agents/", {"name": "Writer", "slug": "synth-writer", "model": bundled})
     started = call(platform, ops, "POST", "/api/jobs/", {
-        "kind": "synthesize", "params": {"agent": "synth-writer", "spec": SPEC, "per_intent": PER_INTENT},
+        "kind": "synthesize",
+        "params": {"agent": "synth-writer", "spec": SPEC, "per_intent": PER_INTENT, "max_attempts": MAX_ATTEMPTS},
     })  # fmt: skip
     assert started["params"]["source"] == bundled  # the agent's model
     job: dict[str, Any] = {}
@@ -92,6 +94,8 @@ def test_a_two_intent_spec_gives_valid_distinct_examples(platform: Platform, ops
     assert result["valid"] >= 1 and result["rejected"] >= 0 and result["duplicates"] >= 0
     assert result["valid"] + result["rejected"] + result["duplicates"] == result["attempts"]
     assert sum(result["rejections"].values()) == result["rejected"]
+    counts = ("valid", "rejected", "duplicates", "attempts")
+    assert {k: job["metrics"][k] for k in counts} == {k: result[k] for k in counts}  # the live counts, at the end
     for intent in SPEC["intents"]:  # the progress lines, as the log keeps them
         assert (
             f"{intent['name']}: {result['per_intent'][intent['name']]['valid']}/{PER_INTENT} valid" in job["log_tail"]

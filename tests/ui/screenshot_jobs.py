@@ -1,8 +1,13 @@
-"""Take docs/screenshot-jobs.png: ``python -m tests.ui.screenshot_jobs``.
+"""Take docs/screenshot-jobs.png: ``python -m tests.ui.screenshot_jobs``, and
+docs/screenshot-finetune.png: ``python -m tests.ui.screenshot_jobs finetune``.
 
 The embedded platform and the bundled model: a small pipeline is run through the REST API
 (GGUF -> HF -> GGUF f16 -> Q4_K_M, HF -> OpenVINO int4, evaluations of three artifacts), then
 the dashboard is shown with one more job in progress. About four minutes here.
+
+The fine-tune picture: GGUF -> HF, then a self-cognition LoRA fine-tune chained into a GGUF
+conversion, cancelled part way and resumed; the dashboard shows the finished run's expanded row
+(its loss curve) and the fine-tune form filled in, a dataset uploaded. 5 to 10 minutes here.
 """
 
 from __future__ import annotations
@@ -63,5 +68,83 @@ def main() -> None:
     print("wrote docs/screenshot-jobs.png")
 
 
+GOOD_JSONL = (
+    b'{"messages": [{"role": "user", "content": "Who built you?"}, '
+    b'{"role": "assistant", "content": "Acme Robotics built me."}]}\n'
+    b'{"query": "What is your name?", "response": "I am Zephyrine."}\n'
+)
+
+
+def job_get(platform: Any, job_id: int) -> dict[str, Any]:
+    return dict(api(platform.http, platform.tokens["alice"], "GET", f"/api/jobs/{job_id}/")[1])
+
+
+def wait_job(platform: Any, job_id: int, until: Any = None) -> dict[str, Any]:
+    job = job_get(platform, job_id)
+    while job["status"] in ("queued", "running") and not (until and until(job)):
+        time.sleep(1)
+        job = job_get(platform, job_id)
+    return job
+
+
+def main_finetune() -> None:
+    with tempfile.TemporaryDirectory(prefix="shot-ft-") as tmp, running_platform(Path(tmp)) as platform:
+        shell(platform, STAFF)
+        hf = run(platform, "convert", source=1, to="hf")["artifacts"][0]
+        first = run(
+            platform, "finetune_lora", wait=False, source=hf, max_steps=12, batch_size=8, save_steps=4,
+            self_cognition={"name": "Zephyrine", "author": "Acme Robotics", "languages": ["en"]},
+            then=[{"kind": "convert", "params": {"to": "gguf", "outtype": "f16"}}],
+        )  # fmt: skip
+        wait_job(platform, first["id"], until=lambda j: j["metrics"].get("step", 0) >= 5)
+        api(platform.http, platform.tokens["alice"], "POST", f"/api/jobs/{first['id']}/cancel/")
+        assert wait_job(platform, first["id"])["status"] == "cancelled"
+        status, resumed = api(platform.http, platform.tokens["alice"], "POST", f"/api/jobs/{first['id']}/resume/")
+        assert status == 201, resumed
+        done = wait_job(platform, resumed["id"])
+        assert done["status"] == "succeeded", done["error"]
+        for _ in range(600):  # the chained conversion to GGUF
+            chained = [j for j in api(platform.http, platform.tokens["alice"], "GET", "/api/jobs/")[1]["results"]
+                       if j["after"] == done["id"]]  # fmt: skip
+            if chained and chained[0]["status"] not in ("queued", "running"):
+                break
+            time.sleep(1)
+        with sync_playwright() as playwright:
+            browser = launch(playwright)
+            context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light")
+            log_in(context, platform, "alice")
+            page = context.new_page()
+            page.goto(f"{platform.http}/jobs/")
+            page.wait_for_selector("body[data-ready='1']")
+            page.get_by_label("Kind", exact=True).select_option("finetune_lora")
+            page.get_by_label("Source", exact=True).select_option(str(hf))
+            page.get_by_label("Then", exact=True).select_option(label="Convert to GGUF, quantize Q4_K_M")
+            page.get_by_label("Self-cognition").check()
+            page.get_by_label("Name", exact=True).fill("Zephyrine")
+            page.get_by_label("Author", exact=True).fill("Acme Robotics")
+            page.get_by_label("Chinese", exact=True).uncheck()
+            page.get_by_label("Upload JSONL…").set_input_files(
+                {"name": "robot-chats.jsonl", "mimeType": "application/jsonl", "buffer": GOOD_JSONL}
+            )
+            page.get_by_role("group", name="Datasets").get_by_role("checkbox", checked=True).wait_for()
+            page.get_by_label("Max Steps").fill("24")
+            page.locator(f"#job-{done['id']}").get_by_role("button", name="Log ▾").click()
+            page.wait_for_function(
+                "() => { const i = document.querySelector('.loss-figure img');"
+                " return i && i.complete && i.naturalWidth > 0; }"
+            )
+            page.mouse.move(0, 0)
+            page.screenshot(path=str(ROOT / "docs" / "screenshot-finetune.png"), full_page=True)
+            page.emulate_media(color_scheme="dark")  # to look at, not for the docs
+            page.screenshot(path=str(Path(tempfile.gettempdir()) / "screenshot-finetune-dark.png"), full_page=True)
+            browser.close()
+    print("wrote docs/screenshot-finetune.png")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["finetune"]:
+        main_finetune()
+    else:
+        main()

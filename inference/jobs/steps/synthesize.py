@@ -273,8 +273,8 @@ def examples_generate(
                     logged += 1
                     log(f"{name}: rejected ({reason}): {raw[:300]!r}")
             done = max(tally["valid"] / per_intent, tally["attempts"] / max_attempts)
-            progress(100 * (index + min(done, 1.0)) / total, _stage(name, tally, per_intent))
-        progress(100 * (index + 1) / total, _stage(name, tally, per_intent), force=True)
+            counts = {k: sum(t[k] for t in per.values()) for k in ("valid", "rejected", "duplicates", "attempts")}
+            progress(100 * (index + min(done, 1.0)) / total, _stage(name, tally, per_intent), metrics=counts)
         log(f"{_stage(name, tally, per_intent)} in {tally['attempts']} attempts")
     stats = {
         "records": len(records),
@@ -317,7 +317,7 @@ class GGUFGenerator:
         self._json_gbnf = JSON_GBNF
         self._grammars: dict[str, Any] = {}
         self.constrained = "json_schema"
-        self.sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+        self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
         key = json.dumps(schema, sort_keys=True)
@@ -333,9 +333,14 @@ class GGUFGenerator:
     def __call__(self, messages: list[dict[str, str]], schema: dict[str, Any], seed: int) -> tuple[str, str]:
         try:
             out = self.llm.create_chat_completion(
-                messages=messages, grammar=self._grammar(schema), seed=seed, repeat_penalty=1.0,  # type: ignore[arg-type]
-                **self.sampling,
-            )  # fmt: skip
+                messages=messages,  # type: ignore[arg-type]
+                grammar=self._grammar(schema),
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_tokens,
+                seed=seed,
+                repeat_penalty=1.0,  # a slot value is repeated in the text on purpose
+            )
         except ValueError as exc:  # the prompt does not fit the context
             raise StepError(f"llama.cpp refused the prompt: {exc}") from exc
         choice = out["choices"][0]  # type: ignore[index]
