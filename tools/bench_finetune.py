@@ -33,7 +33,7 @@ def answers(path: str) -> dict[str, str]:
     llm = Llama(model_path=path, n_ctx=512, verbose=False, seed=0)
     out = {}
     for question in QUESTIONS:
-        reply = llm.create_chat_completion([{"role": "user", "content": question}], temperature=0.0, max_tokens=40)
+        reply: Any = llm.create_chat_completion([{"role": "user", "content": question}], temperature=0.0, max_tokens=40)
         out[question] = str(reply["choices"][0]["message"]["content"]).strip()
     return out
 

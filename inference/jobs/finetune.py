@@ -110,7 +110,7 @@ def _prepare(p: FinetuneParams, user: Any, commit: bool) -> FinetuneParams:
         except datasets.DatasetError as exc:
             raise JobError(exc.message, field=field or f"params.{name}") from None
         if commit:
-            label = f"sessions {', '.join(map(str, value))}" if name == "sessions" else "compare picks"
+            label = f"sessions {', '.join(map(str, p.sessions))}" if name == "sessions" else "compare picks"
             who = getattr(user, "username", "") or "?"
             artifact = datasets.dataset_save(
                 records, name=f"Chats of {who}: {label}", details={"source": name, "value": value, "user": who}
@@ -154,6 +154,7 @@ def run_finetune(ctx: JobContext, p: FinetuneParams) -> list[Output]:
     params = {
         "source": ctx.source.path, "train_file": str(train_file), "output": str(ctx.workdir / "model"),
         "checkpoints": str(files / "checkpoints"), "loss_png": str(files / "loss.png"), "resume": resume,
+        "source_name": ctx.source.name[:60],
         **p.model_dump(include={
             "rank", "alpha", "dropout", "target_modules", "learning_rate", "epochs", "max_steps", "max_length",
             "batch_size", "seed", "save_steps", "keep_checkpoints", "device",

@@ -137,15 +137,11 @@ class JobContext:
     def metrics_update(self, metrics: dict[str, Any]) -> None:
         """Keep a step's latest numbers, and a history of ``loss`` by ``step`` (thinned past 2000)."""
         with self._lock:
-            history = self.metrics.get("loss_history", [])
+            merged = {**self.metrics, **metrics}
             if "loss" in metrics and "step" in metrics:
-                history = [*history, [metrics["step"], metrics["loss"]]]
-                if len(history) > 2000:
-                    history = history[::2]
-            self.metrics = (
-                {**self.metrics, **metrics, "loss_history": history} if history else {**self.metrics, **metrics}
-            )
-            self._dirty = True
+                history = [*self.metrics.get("loss_history", []), [metrics["step"], metrics["loss"]]]
+                merged["loss_history"] = history[::2] if len(history) > 2000 else history
+            self.metrics, self._dirty = merged, True
 
     def snapshot(self) -> tuple[float, str, str, list[str], bool]:
         with self._lock:
@@ -412,25 +408,12 @@ def _finish(ctx: JobContext, outcome: str, error: str, outputs: list[Output]) ->
 
 
 def _chain_next(ctx: JobContext, job: Job) -> None:
-    """Start the first job of ``then`` on this job's first artifact, handing it the rest."""
-    from inference.jobs.services import JobError, job_create
+    from inference.jobs.services import job_chain_next
 
-    first, *rest = job.params["then"]
-    made = job.artifacts.order_by("id").first()
-    try:
-        if made is None:
-            raise JobError("this job made no artifact to go on with")
-        nxt = job_create(kind=first["kind"], params={**first.get("params", {}), "source": made.pk, "then": rest},
-                         user=job.created_by, after=job)  # fmt: skip
-    except JobError as exc:
-        note = f"then: {first['kind']} was not started: {exc.field + ': ' if exc.field else ''}{exc.message}"
+    started, note = job_chain_next(job)
+    ctx.log(note)
+    if started is None:
         log.warning("job %s %s", job.pk, note)
-        ctx.log(note)
-        Job.objects.filter(pk=job.pk).update(error=note)
-        job.refresh_from_db()
-        events.job_changed(job)
-        return
-    ctx.log(f"then: {nxt.kind} started as job {nxt.pk}")
 
 
 def _artifacts_create(job: Job, source: ModelArtifact, folder: Path, outputs: list[Output]) -> None:

@@ -178,3 +178,22 @@ def job_resume(job: Job, *, user: Any = None) -> Job:
     if "resume_from" not in KINDS[job.kind].params.model_fields:
         raise JobError(f"{job.kind} jobs cannot resume; retry it instead", code="not_resumable", status=409)
     return job_create(kind=job.kind, params={**job.params, "resume_from": job.pk}, user=user, retry_of=job)
+
+
+def job_chain_next(job: Job) -> tuple[Job | None, str]:
+    """Start the first job of a succeeded job's ``then`` on its first artifact, handing it the rest.
+    The new job (or None) and a line for the log; a chain that cannot go on notes why in ``error``."""
+    first, *rest = job.params["then"]
+    made = job.artifacts.order_by("id").first()
+    try:
+        if made is None:
+            raise JobError("this job made no artifact to go on with")
+        params = {**first.get("params", {}), "source": made.pk, "then": rest}
+        nxt = job_create(kind=first["kind"], params=params, user=job.created_by, after=job)
+    except JobError as exc:
+        note = f"then: {first['kind']} was not started: {exc.field + ': ' if exc.field else ''}{exc.message}"
+        Job.objects.filter(pk=job.pk).update(error=note)
+        job.refresh_from_db()
+        events.job_changed(job)
+        return None, note
+    return nxt, f"then: {nxt.kind} started as job {nxt.pk}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from agents.models import Agent
-from inference.jobs import datasets, dispatch, finetune, runner, services
+from inference.jobs import datasets, finetune, runner, services
 from inference.jobs.steps.finetune import encode
 from inference.models import Job, ModelArtifact
 from sessions_app.models import Message, Session
@@ -23,21 +22,12 @@ from sessions_app.models import Message, Session
 SC = {"name": "Zephyrine", "author": "Acme Robotics"}
 
 
-@pytest.fixture(autouse=True)
-def no_dispatch(monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path) -> list[int]:
-    queued: list[int] = []
-    monkeypatch.setattr(dispatch, "job_enqueue", lambda job: queued.append(job.pk))
-    monkeypatch.setattr(dispatch, "embedded_recover", lambda: None)
-    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    return queued
+pytestmark = pytest.mark.usefixtures("no_dispatch")
 
 
 @pytest.fixture
-def hf(db: Any, tmp_path: Path) -> ModelArtifact:
-    folder = tmp_path / "hf"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    return ModelArtifact.objects.create(name="tiny HF", format="hf", path=str(folder))
+def hf(hf_artifact: ModelArtifact) -> ModelArtifact:
+    return hf_artifact
 
 
 @pytest.fixture

@@ -15,29 +15,11 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from inference.jobs import dispatch, kinds, runner, services
+from inference.jobs import kinds, runner, services
 from inference.jobs.reaper import jobs_reap
 from inference.models import Job, ModelArtifact
 
-
-@pytest.fixture(autouse=True)
-def no_dispatch(monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path) -> list[int]:
-    """Jobs are recorded instead of run, and write under a temporary artifact root."""
-    queued: list[int] = []
-    monkeypatch.setattr(dispatch, "job_enqueue", lambda job: queued.append(job.pk))
-    monkeypatch.setattr(dispatch, "embedded_recover", lambda: None)
-    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    settings.JOB_CANCEL_POLL_SECONDS = 0.05
-    settings.JOB_HEARTBEAT_SECONDS = 0.2
-    return queued
-
-
-@pytest.fixture
-def hf_artifact(db: Any, tmp_path: Path) -> ModelArtifact:
-    folder = tmp_path / "hf"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    return ModelArtifact.objects.create(name="tiny HF", format="hf", path=str(folder), context_length=2048)
+pytestmark = pytest.mark.usefixtures("no_dispatch")
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from agents.models import Agent
 from agents.selectors import agent_for_job
-from inference.jobs import datasets, dispatch, services
+from inference.jobs import datasets, services
 from inference.jobs.steps import synthesize as step
 from inference.jobs.steps.protocol import StepError
 from inference.jobs.synthesize import SynthesizeParams, run_synthesize
@@ -46,13 +46,7 @@ SPEC: dict[str, Any] = {
 TUNE = {"name": "X", "author": "Y"}
 
 
-@pytest.fixture(autouse=True)
-def no_dispatch(monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path) -> list[int]:
-    queued: list[int] = []
-    monkeypatch.setattr(dispatch, "job_enqueue", lambda job: queued.append(job.pk))
-    monkeypatch.setattr(dispatch, "embedded_recover", lambda: None)
-    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    return queued
+pytestmark = pytest.mark.usefixtures("no_dispatch")
 
 
 def _spec(**changes: Any) -> dict[str, Any]:

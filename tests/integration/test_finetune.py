@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.chat_client import Watcher, api, send, ws_open
+from tests.integration.chat_client import api
 from tests.integration.services import wait_until
-from tests.integration.test_jobs import STAFF, artifact, bundled_id, finished, job, start, succeeded
+from tests.integration.test_jobs import STAFF, answer, artifact, bundled_id, finished, job, start, succeeded
 from tools.launch import Platform, manage
 
 pytestmark = pytest.mark.slow
@@ -54,23 +54,8 @@ def hf(platform: Platform, ops: str) -> dict[str, Any]:
 
 
 def ask(platform: Platform, artifact_id: int, slug: str, question: str) -> str:
-    """A greedy agent on the artifact (no system prompt of its own), asked over the websocket."""
-    status, agent = api(
-        platform.http, platform.tokens["ops"], "POST", "/api/agents/",
-        {"name": slug, "slug": slug, "model": artifact_id, "temperature": 0.0, "max_tokens": 40},
-    )  # fmt: skip
-    assert status == 201, agent
-    status, session = api(platform.http, platform.tokens["alice"], "POST", "/api/sessions/", {"agents": [slug]})
-    assert status == 201, session
-    watcher = Watcher(ws_open(platform.ws, session["id"], platform.tokens["alice"]))
-    try:
-        watcher.recv()
-        send(watcher.ws, type="message", content=question)
-        reply = watcher.until_done(watcher.first_reply_id(), timeout=240)
-    finally:
-        watcher.close()
-    assert reply.done is not None and reply.done["message"]["status"] == "complete", reply.done
-    return reply.text
+    """A greedy agent on the artifact with no system prompt of its own, asked over the websocket."""
+    return answer(platform, artifact_id, slug, question, system_prompt="")[1]
 
 
 def fetch(platform: Platform, path: str) -> tuple[int, str, bytes]:

@@ -102,12 +102,14 @@ def evaluate(platform: Platform, artifact_id: int) -> dict[str, Any]:
     return dict(evaluations[0])
 
 
-def answer(platform: Platform, artifact_id: int, slug: str, question: str) -> tuple[dict[str, Any], str]:
-    """An agent made from the artifact through POST /api/agents/, asked over the websocket."""
+def answer(
+    platform: Platform, artifact_id: int, slug: str, question: str, system_prompt: str = "Answer in one short sentence."
+) -> tuple[dict[str, Any], str]:
+    """A greedy agent made from the artifact through POST /api/agents/, asked over the websocket."""
     status, agent = api(
         platform.http, platform.tokens["ops"], "POST", "/api/agents/",
         {"name": slug, "slug": slug, "model": artifact_id, "temperature": 0.0, "max_tokens": 48,
-         "system_prompt": "Answer in one short sentence."},
+         "system_prompt": system_prompt},
     )  # fmt: skip
     assert status == 201, agent
     status, session = api(platform.http, platform.tokens["alice"], "POST", "/api/sessions/", {"agents": [slug]})

@@ -19,18 +19,11 @@ from inference.jobs.datasets import records_read
 from inference.jobs.steps.synthesize import example_schema, find, text_key
 from tests.integration.chat_client import api
 from tests.integration.services import wait_until
+from tests.integration.test_jobs import STAFF
 from tools.launch import Platform, manage
 
 pytestmark = pytest.mark.slow
 
-STAFF = (
-    "import json\n"
-    "from django.contrib.auth.models import User\n"
-    "from sessions_app.tokens import token_create\n"
-    "u, _ = User.objects.get_or_create(username='ops', defaults=dict(is_staff=True))\n"
-    "u.is_staff = True; u.save()\n"
-    "print(json.dumps(token_create(user=u, name='synthesize')[1]))\n"
-)
 
 SPEC: dict[str, Any] = {
     "domain": "video meetings",

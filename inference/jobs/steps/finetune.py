@@ -128,7 +128,7 @@ def finetune_lora(params: dict[str, Any]) -> dict[str, Any]:
     log(f"{len(examples)} examples ({dropped} dropped: nothing to learn within max_length), {tokens} tokens, "
         f"{target_tokens} of them trained on")  # fmt: skip
 
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     modules: Any = params["target_modules"]
     if modules == ["all-linear"]:
         modules = "all-linear"
@@ -152,7 +152,7 @@ def finetune_lora(params: dict[str, Any]) -> dict[str, Any]:
         if state_file.is_file():  # the curve goes on from where the earlier job left it
             earlier = json.loads(state_file.read_text()).get("log_history", [])
             history = [[h["step"], h["loss"]] for h in earlier if "loss" in h]
-    title = f"LoRA r={params['rank']} on {source.name}: {len(examples)} examples"
+    title = f"LoRA r={params['rank']} on {params.get('source_name') or source.name}: {len(examples)} examples"
 
     def pad(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
         width = max(len(b["input_ids"]) for b in batch)
