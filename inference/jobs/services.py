@@ -98,8 +98,9 @@ def job_params_validate(
         raise JobError("params must be an object", field="params")
     spec = KINDS[kind]
     parsed = _parse(spec.params, params, "params")
+    _chain_check(kind, parsed)
     if spec.prepare is not None:
-        parsed = spec.prepare(parsed, user, commit)
+        parsed = spec.prepare(parsed, user, False)
     if parsed.source is None:
         raise JobError("required: the id of the input artifact", field="params.source")
     source = ModelArtifact.objects.filter(pk=parsed.source).first()
@@ -121,7 +122,8 @@ def job_params_validate(
         and not ModelArtifact.objects.filter(pk=dataset, format=ModelArtifact.Format.DATASET).exists()
     ):
         raise JobError(f"no dataset artifact with id {dataset}", field="params.dataset")
-    _chain_check(kind, parsed)
+    if commit and spec.prepare is not None:  # everything checked: now store what the job needs
+        parsed = spec.prepare(parsed, user, True)
     return parsed, source
 
 
