@@ -201,6 +201,8 @@ JOB_PYTHONS = {
 }
 # The dashboard links to Flower (docker-compose runs it behind basic auth) when this is set.
 FLOWER_URL = env_str("FLOWER_URL", "")
+# GET /metrics (Prometheus) is for staff, or for a scraper sending "Authorization: Bearer <this>".
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
 DEFAULT_AGENT_SLUG = env_str("DEFAULT_AGENT_SLUG", "assistant")
 WEBSOCKET_ALLOWED_ORIGINS = env_list("WEBSOCKET_ALLOWED_ORIGINS", [])

@@ -10,6 +10,7 @@ from agents.apis import AgentViewSet
 from inference import apis as inference_apis
 from sessions_app import apis as session_apis
 from sessions_app import sse, token_apis, web
+from sessions_app.metrics import MetricsView
 
 router = SimpleRouter()
 router.register("agents", AgentViewSet, basename="agent")
@@ -61,6 +62,7 @@ handler500 = "chatsite.unavailable.handler500"
 
 urlpatterns = [
     path("healthz", web.healthz, name="healthz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("v1/", include("chatsite.openai_urls")),

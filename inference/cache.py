@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +38,8 @@ class ModelCache:
         self._lock = threading.Lock()
         self._load_locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._sweeper: threading.Thread | None = None
+        # The last models unloaded (idle past the keep-alive, evicted, cleared), newest last.
+        self.unloaded: deque[dict[str, Any]] = deque(maxlen=20)
 
     @contextmanager
     def use(self, key: tuple[Any, ...], factory: Callable[[], Backend]) -> Iterator[Backend]:
@@ -100,6 +102,7 @@ class ModelCache:
         except Exception:  # a failing close must not keep the memory accounted
             log.exception("closing %s failed", key[:2])
         log.info("unloaded %s", key[:2])
+        self.unloaded.append({**_describe(key), "bytes": entry.size, "unloaded_at": time.time()})
 
     def sweep(self) -> int:
         """Unload models idle past the keep-alive; returns how many were unloaded.
@@ -124,6 +127,15 @@ class ModelCache:
         with self._lock:
             return list(self._entries)
 
+    def stats(self) -> dict[str, Any]:
+        """What a worker reports: each loaded model (backend, model, bytes, idle seconds, in use),
+        the keep-alive, and the models unloaded lately."""
+        now = self._clock()
+        with self._lock:
+            loaded = [{**_describe(key), "bytes": e.size, "idle_seconds": round(now - e.last_used, 1),
+                       "in_use": e.users} for key, e in self._entries.items()]  # fmt: skip
+            return {"loaded": loaded, "keep_alive_seconds": self.idle_seconds, "unloaded": list(self.unloaded)}
+
     def _start_sweeper(self) -> None:
         with self._lock:
             if self._sweeper is not None:
@@ -138,8 +150,18 @@ class ModelCache:
             self.sweep()
 
 
+def _describe(key: tuple[Any, ...]) -> dict[str, Any]:
+    """A cache key (backend name, model path or URL, ...) as labels."""
+    return {"backend": str(key[0]) if key else "", "model": str(key[1]) if len(key) > 1 else ""}
+
+
 _cache: ModelCache | None = None
 _cache_lock = threading.Lock()
+
+
+def model_cache_stats() -> dict[str, Any] | None:
+    """This process's cache stats, or None when nothing was ever loaded here."""
+    return _cache.stats() if _cache is not None else None
 
 
 def model_cache() -> ModelCache:

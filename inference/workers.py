@@ -31,6 +31,18 @@ def _redis() -> Any:
     return redis.Redis.from_url(settings.REDIS_URL or "", socket_timeout=2, socket_connect_timeout=2)
 
 
+def process_state() -> dict[str, Any]:
+    """This process's resident memory and its model cache (loaded models, keep-alive, unloaded)."""
+    from inference.cache import model_cache_stats
+
+    try:
+        with open("/proc/self/statm") as fh:
+            rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        rss = None
+    return {"rss_bytes": rss, "models": model_cache_stats() or {"loaded": [], "unloaded": []}}
+
+
 def worker_beat_start(*, hostname: str, queues: list[str]) -> None:
     """Start the beat of this worker process (called once the worker is ready)."""
     if settings.EMBEDDED:
@@ -43,7 +55,8 @@ def worker_beat_start(*, hostname: str, queues: list[str]) -> None:
         while True:
             try:
                 client = client or _redis()
-                client.set(KEY_PREFIX + hostname, json.dumps({**info, "beat_at": time.time()}), ex=WORKER_BEAT_TTL)
+                state = {**info, **process_state(), "beat_at": time.time()}
+                client.set(KEY_PREFIX + hostname, json.dumps(state), ex=WORKER_BEAT_TTL)
             except Exception as exc:  # Redis is away: the worker goes on; it shows again once it is back
                 log.debug("worker beat failed: %s", exc)
                 client = None
@@ -59,7 +72,7 @@ def workers_online() -> list[dict[str, Any]]:
     workers: list[dict[str, Any]]
     if settings.EMBEDDED:
         workers = [{"hostname": "embedded", "queues": ["*"], "pid": os.getpid(), "host": socket.gethostname(),
-                    "started_at": _started_at, "beat_at": time.time()}]  # fmt: skip
+                    "started_at": _started_at, "beat_at": time.time(), **process_state()}]  # fmt: skip
     else:
         try:
             client = _redis()
