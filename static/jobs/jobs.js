@@ -483,10 +483,16 @@ async function loadWorkers() {
     const jobs = w.jobs.length
       ? w.jobs.map((j) => `#${j.id} ${j.kind} · ${Math.round(j.progress)} %`).join(", ")
       : "idle";
+    // Loaded models (idle ones unload after the keep-alive, and then leave this list).
+    const models = ((w.models && w.models.loaded) || []).map(
+      (m) => `${m.backend}: ${m.model.split("/").pop()} (${bytes(m.bytes)}, idle ${seconds(m.idle_seconds)})`);
+    const memory = w.rss_bytes ? `${bytes(w.rss_bytes)} resident` : "";
     return h("tr", { dataset: { worker: w.hostname } },
-      h("td", { class: "worker", title: `${w.host} · pid ${w.pid}`, text: w.hostname }),
+      h("td", { class: "worker", title: `${w.host} · pid ${w.pid}` }, w.hostname,
+        memory ? h("div", { class: "muted small", text: memory }) : null),
       h("td", { text: w.queues.join(", ") }),
-      h("td", { class: w.jobs.length ? "" : "muted", text: jobs }),
+      h("td", { class: w.jobs.length ? "" : "muted" }, jobs,
+        ...models.map((m) => h("div", { class: "muted small model-loaded", text: m }))),
       h("td", { class: `num ${w.beat_age_seconds > 12 ? "stale" : ""}`, text: `${seconds(w.beat_age_seconds)} ago` }));
   });
   $("workers").tBodies[0].replaceChildren(...rows);
