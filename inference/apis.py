@@ -90,25 +90,23 @@ class JobCancelApi(StaffApi):
 
 
 class JobRetryApi(StaffApi):
+    """A new job with the same kind and parameters (``retry_of`` links it)."""
+
+    start = staticmethod(services.job_retry)
+
     def post(self, request: Request, job_id: int) -> Response:
         job = get_object_or_404(Job, pk=job_id)
         try:
-            new = services.job_retry(job, user=request.user)
+            new = self.start(job, user=request.user)
         except services.JobError as exc:
             return _error(exc)
         return Response(job_payload(new), status=status.HTTP_201_CREATED)
 
 
-class JobResumeApi(StaffApi):
+class JobResumeApi(JobRetryApi):
     """A new job going on from the last checkpoint of an ended (cancelled, failed) fine-tune."""
 
-    def post(self, request: Request, job_id: int) -> Response:
-        job = get_object_or_404(Job, pk=job_id)
-        try:
-            new = services.job_resume(job, user=request.user)
-        except services.JobError as exc:
-            return _error(exc)
-        return Response(job_payload(new), status=status.HTTP_201_CREATED)
+    start = staticmethod(services.job_resume)
 
 
 class JobFileApi(StaffApi):

@@ -263,3 +263,22 @@ def test_the_loss_is_on_the_assistant_turns_and_their_end_token_only() -> None:
     assert "Who are you" not in learned and "Be brief" not in learned
     # Cut before the first answer: nothing to learn.
     assert encode(tok, messages, max_length=8) is None
+
+
+def test_resume_and_retry_over_the_api(hf: ModelArtifact, staff: User) -> None:
+    client = APIClient()
+    client.force_authenticate(staff)
+    job = create(hf, self_cognition=SC)
+    assert client.post(f"/api/jobs/{job.pk}/resume/").status_code == 409  # still queued
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.CANCELLED)
+    (finetune.job_files_dir(job.pk) / "checkpoints" / "checkpoint-3").mkdir(parents=True)
+    assert client.get(f"/api/jobs/{job.pk}/").json()["resumable"] is True
+    resumed = client.post(f"/api/jobs/{job.pk}/resume/")
+    assert resumed.status_code == 201 and resumed.json()["params"]["resume_from"] == job.pk
+    retried = client.post(f"/api/jobs/{job.pk}/retry/")
+    assert retried.status_code == 201 and retried.json()["params"].get("resume_from") is None
+    assert client.get(f"/api/jobs/{job.pk}/files/loss.png").status_code == 404
+    (finetune.job_files_dir(job.pk) / "loss.png").write_bytes(b"\x89PNG fake")
+    got = client.get(f"/api/jobs/{job.pk}/files/loss.png")
+    assert got.status_code == 200 and got["Content-Type"] == "image/png"
+    assert client.get(f"/api/jobs/{job.pk}/files/train.jsonl").status_code == 404  # not a served file
