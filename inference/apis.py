@@ -21,7 +21,8 @@ from rest_framework.views import APIView
 
 from inference.backends.registry import backend_for_format
 from inference.jobs import datasets, dispatch, services
-from inference.jobs.events import JOB_FILES, job_payload
+from inference.jobs.base import JOB_FILES, job_files_dir
+from inference.jobs.events import job_payload
 from inference.jobs.kinds import KINDS
 from inference.models import Evaluation, Job, ModelArtifact
 from inference.workers import workers_online
@@ -114,7 +115,7 @@ class JobFileApi(StaffApi):
 
     def get(self, request: Request, job_id: int, name: str) -> Any:
         job = get_object_or_404(Job, pk=job_id)
-        path = Path(settings.ARTIFACT_ROOT) / "jobs" / f"job-{job.pk}" / name
+        path = job_files_dir(job.pk) / name
         if name not in JOB_FILES or not path.is_file():
             raise Http404("This job has no such file.")
         kind = "image/png" if name.endswith(".png") else "application/json"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field
 
 from inference.models import ModelArtifact
@@ -64,3 +66,19 @@ class Kind:
     queue_for: Callable[[Any], str] | None = None
     # Seconds a step has after SIGTERM to stop cleanly (a fine-tune saves a checkpoint).
     kill_grace: float | None = None
+
+
+# A job's own folder, kept after it ends (unlike its .partial work folder): a fine-tune's
+# checkpoints, training data and loss curve. The API serves JOB_FILES from it.
+JOB_FILES = ("loss.png", "loss.json")
+
+
+def job_files_dir(job_id: int) -> Path:
+    return Path(settings.ARTIFACT_ROOT) / "jobs" / f"job-{job_id}"
+
+
+def last_checkpoint(job_id: int) -> Path | None:
+    """The newest ``checkpoint-<step>`` the job saved, if any."""
+    folder = job_files_dir(job_id) / "checkpoints"
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from inference.jobs.base import JOB_FILES, job_files_dir, last_checkpoint
 from inference.models import Job
 
 log = logging.getLogger(__name__)
 
 GROUP = "jobs"
-JOB_FILES = ("loss.png", "loss.json")
 
 
 def job_payload(job: Job) -> dict[str, Any]:
@@ -52,25 +51,16 @@ def job_payload(job: Job) -> dict[str, Any]:
 
 
 def job_files(job: Job) -> dict[str, str]:
-    """The files a job keeps in its own folder that the API serves (a fine-tune's loss curve)."""
-    from django.conf import settings
-
-    folder = Path(settings.ARTIFACT_ROOT) / "jobs" / f"job-{job.pk}"
-    out = {}
-    for name in JOB_FILES:
-        if job.pk and (folder / name).is_file():
-            out[name] = f"/api/jobs/{job.pk}/files/{name}"
-    return out
+    """The files of the job's own folder that the API serves (a fine-tune's loss curve)."""
+    folder = job_files_dir(job.pk) if job.pk else None
+    return {name: f"/api/jobs/{job.pk}/files/{name}" for name in JOB_FILES if folder and (folder / name).is_file()}
 
 
 def job_resumable(job: Job) -> bool:
     """An ended, unsucceeded job that saved a checkpoint (POST /api/jobs/{id}/resume/)."""
-    from django.conf import settings
-
     if not job.pk or not job.is_finished or job.status == Job.Status.SUCCEEDED:
         return False
-    folder = Path(settings.ARTIFACT_ROOT) / "jobs" / f"job-{job.pk}" / "checkpoints"
-    return folder.is_dir() and any(folder.glob("checkpoint-*"))
+    return last_checkpoint(job.pk) is not None
 
 
 def _default_send(group: str, event: dict[str, Any]) -> None:

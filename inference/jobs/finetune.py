@@ -11,14 +11,13 @@ Hugging Face artifact whose parent is the base. ``then`` chains convert / quanti
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from inference.jobs import datasets
-from inference.jobs.base import Format, Kind, Output, Params
+from inference.jobs.base import Format, Kind, Output, Params, job_files_dir, last_checkpoint
 from inference.models import Job, ModelArtifact
 
 if TYPE_CHECKING:
@@ -74,17 +73,6 @@ class FinetuneParams(Params):
         if not (self.self_cognition or self.datasets or self.sessions or self.preferences):
             raise ValueError("give training data: self_cognition, datasets, sessions or preferences")
         return self
-
-
-def job_files_dir(job_id: int) -> Path:
-    """A job's own folder, kept after it ends: checkpoints, the training data, the loss curve."""
-    return Path(settings.ARTIFACT_ROOT) / "jobs" / f"job-{job_id}"
-
-
-def last_checkpoint(job_id: int) -> Path | None:
-    folder = job_files_dir(job_id) / "checkpoints"
-    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
 def _prepare(p: FinetuneParams, user: Any, commit: bool) -> FinetuneParams:

@@ -47,10 +47,10 @@ def encode(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> d
         if message["role"] != "assistant":
             continue
         start = len(tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True))
-        end = len(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False))
-        if not text.startswith(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)):
+        upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not text.startswith(upto):
             raise StepError("the chat template does not render a conversation as a prefix of the next turn")
-        spans.append((start, end))
+        spans.append((start, len(upto)))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"][:max_length]
     labels = []
