@@ -8,13 +8,15 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # Extras of this environment: llama.cpp and OpenVINO workers, the GGUF -> OpenVINO converter, LoRA fine-tuning,
-# llama.cpp's own server (the raw-engine reference) and the test tools. vLLM has its own (make vllm-venv).
-EXTRAS ?= llama_cpp,llama_cpp_server,openvino,convert,finetune,dev
-# llama.cpp is compiled for AVX2 rather than -march=native: a native build here picked up AMX,
-# which this kind of machine's kernel does not enable (the engine crashed on its first decode).
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# llama.cpp's own server (the raw-engine reference), the benchmark job's clients and the test tools. vLLM has its own (make vllm-venv).
+EXTRAS ?= llama_cpp,llama_cpp_server,openvino,convert,finetune,bench,dev
+# llama.cpp is built once with every x86 CPU variant as a loadable backend (GGML_BACKEND_DL,
+# GGML_CPU_ALL_VARIANTS: x64 ... haswell, skylakex, icelake, zen4, sapphirerapids); at run time
+# inference/llama_runtime.py loads the best one this CPU and its kernel support (AMX only where the
+# kernel enables it: a -march=native build crashed on a machine whose kernel does not).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON
 LLAMA_VERSION := 0.3.36
-WHEELHOUSE ?= $(HOME)/.cache/chatsite/wheels/avx2
+WHEELHOUSE ?= $(HOME)/.cache/chatsite/wheels/cpu-variants
 # llama-cpp-python's source distribution: the wheel is built from it, and its vendor/llama.cpp
 # carries convert_hf_to_gguf.py with its gguf-py, which the convert job runs (HF -> GGUF).
 LLAMA_SDIST_DIR ?= $(HOME)/.cache/chatsite/src
@@ -30,7 +32,7 @@ $(VENV)/.installed: pyproject.toml requirements/model.txt requirements/test-node
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel setuptools
 	test -f $(LLAMA_SDIST) || $(PIP) download --no-deps --no-binary :all: -d $(LLAMA_SDIST_DIR) llama-cpp-python==$(LLAMA_VERSION)
-	# Build llama-cpp-python once per machine (about 4 minutes on 2 cores) and keep the wheel.
+	# Build llama-cpp-python once per machine (16 minutes on 2 cores: 14 CPU variants) and keep the wheel.
 	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELHOUSE) $(LLAMA_SDIST)
 	# llama.cpp's HF -> GGUF converter, from the same source (the gguf package alone has none).

@@ -52,4 +52,5 @@ def agent_for_job(slug: str, user: Any) -> dict[str, Any]:
         "top_p": agent.top_p,
         "system_prompt": agent.system_prompt,
         "backend": agent.backend,
+        "backend_options": agent.backend_options or {},
     }

@@ -201,6 +201,10 @@ JOB_PYTHONS = {
 }
 # The dashboard links to Flower (docker-compose runs it behind basic auth) when this is set.
 FLOWER_URL = env_str("FLOWER_URL", "")
+# Log each hop of a reply's way to its first byte (sessions_app.trace; tools/profile_first_token).
+FIRST_TOKEN_TRACE = env_bool("FIRST_TOKEN_TRACE", False)
+# Where a benchmark job reaches the platform's own doors (/v1, the websocket) from a worker.
+PLATFORM_URL = env_str("PLATFORM_URL", "http://127.0.0.1:8000").rstrip("/")
 # GET /metrics (Prometheus) is for staff, or for a scraper sending "Authorization: Bearer <this>".
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)

@@ -111,14 +111,16 @@ class JobResumeApi(JobRetryApi):
 
 
 class JobFileApi(StaffApi):
-    """A file a job keeps in its own folder: a fine-tune's loss curve (``loss.png``, ``loss.json``)."""
+    """A file a job keeps in its own folder: a fine-tune's loss curve (``loss.png``, ``loss.json``), a
+    benchmark's results (``bench.json``, ``bench.csv``, ``throughput.png``, ``ttft.png``)."""
 
     def get(self, request: Request, job_id: int, name: str) -> Any:
         job = get_object_or_404(Job, pk=job_id)
         path = job_files_dir(job.pk) / name
         if name not in JOB_FILES or not path.is_file():
             raise Http404("This job has no such file.")
-        kind = "image/png" if name.endswith(".png") else "application/json"
+        kinds = {".png": "image/png", ".csv": "text/csv; charset=utf-8"}
+        kind = kinds.get(path.suffix, "application/json")
         response = FileResponse(path.open("rb"), content_type=kind)
         response["Cache-Control"] = "no-store"
         return response
@@ -227,7 +229,8 @@ class ArtifactDetailApi(StaffApi):
 
 
 class WorkerListApi(StaffApi):
-    """The workers online: queues, running jobs, last beat (see inference.workers)."""
+    """The workers online: queues, processes, memory, loaded and lately unloaded models, running
+    tasks and jobs, last beat (see inference.workers)."""
 
     def get(self, request: Request) -> Response:
         return Response({"results": workers_online()})

@@ -38,7 +38,8 @@ class ModelCache:
         self._lock = threading.Lock()
         self._load_locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._sweeper: threading.Thread | None = None
-        # The last models unloaded (idle past the keep-alive, evicted, cleared), newest last.
+        # The last models unloaded, newest last, each with its reason: "idle" (past the
+        # keep-alive), "evicted" (to make room for another) or "cleared".
         self.unloaded: deque[dict[str, Any]] = deque(maxlen=20)
 
     @contextmanager
@@ -91,18 +92,18 @@ class ModelCache:
             if entry.users:
                 continue
             total -= entry.size
-            self._close(key)
+            self._close(key, reason="evicted")
 
-    def _close(self, key: tuple[Any, ...]) -> None:
-        self._close_entry(key, self._entries.pop(key))
+    def _close(self, key: tuple[Any, ...], *, reason: str) -> None:
+        self._close_entry(key, self._entries.pop(key), reason=reason)
 
-    def _close_entry(self, key: tuple[Any, ...], entry: _Entry) -> None:
+    def _close_entry(self, key: tuple[Any, ...], entry: _Entry, *, reason: str) -> None:
         try:
             entry.backend.close()
         except Exception:  # a failing close must not keep the memory accounted
             log.exception("closing %s failed", key[:2])
         log.info("unloaded %s", key[:2])
-        self.unloaded.append({**_describe(key), "bytes": entry.size, "unloaded_at": time.time()})
+        self.unloaded.append({**_describe(key), "bytes": entry.size, "unloaded_at": time.time(), "reason": reason})
 
     def sweep(self) -> int:
         """Unload models idle past the keep-alive; returns how many were unloaded.
@@ -115,13 +116,13 @@ class ModelCache:
             idle = [k for k, e in self._entries.items() if not e.users and now - e.last_used >= self.idle_seconds]
             gone = [(key, self._entries.pop(key)) for key in idle]
         for key, entry in gone:
-            self._close_entry(key, entry)
+            self._close_entry(key, entry, reason="idle")
         return len(gone)
 
     def clear(self) -> None:
         with self._lock:
             for key in list(self._entries):
-                self._close(key)
+                self._close(key, reason="cleared")
 
     def loaded(self) -> list[tuple[Any, ...]]:
         with self._lock:

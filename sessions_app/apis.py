@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from agents.selectors import agent_list_for_user
 from sessions_app import services
 from sessions_app.leaderboard import leaderboard, preferences_for_user
+from sessions_app.live import CADENCE_TOKEN
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_list, session_get_for_user, session_list_for_user
 from sessions_app.serializers import (
@@ -175,6 +176,7 @@ class MessageListApi(APIView):
                 content=data.validated_data["content"],
                 client_id=data.validated_data.get("client_id"),
                 agent=agent,
+                params={"cadence": CADENCE_TOKEN},  # an API client follows it (SSE) token by token
             )
         except services.ChatError as exc:
             return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)

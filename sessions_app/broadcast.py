@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -39,7 +40,7 @@ class _Sender:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any] | Callable[[], Any]]] | None = None
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), name="broadcast", daemon=True)
         self.thread.start()
@@ -55,15 +56,18 @@ class _Sender:
         assert self.queue is not None
         layer = get_channel_layer()
         while True:
-            item = await self.queue.get()
+            group, event = await self.queue.get()
             try:
-                await layer.group_send(*item)
+                if callable(event):
+                    event()  # a blocking Redis write that must keep its place among the sends
+                else:
+                    await layer.group_send(group, event)
             except Exception as exc:  # Redis down: the reply goes on, the database keeps the text
-                log.warning("broadcast to %s failed: %s: %s", item[0], type(exc).__name__, exc)
+                log.warning("broadcast to %s failed: %s: %s", group, type(exc).__name__, exc)
             finally:
                 self.queue.task_done()
 
-    def submit(self, group: str, event: dict[str, Any]) -> None:
+    def submit(self, group: str, event: dict[str, Any] | Callable[[], Any]) -> None:
         assert self.queue is not None
         self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, event))
 
@@ -114,6 +118,24 @@ def group_send(group: str, event: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(group, event)
     except Exception as exc:
         log.warning("broadcast to %s failed: %s: %s", group, type(exc).__name__, exc)
+
+
+def in_order(what: str, call: Callable[[], Any]) -> None:
+    """Run ``call`` (a write to the live buffer) in order with this thread's sends: on the
+    sender's thread in a worker process, so a reply's decode loop never waits on Redis for it;
+    here and now elsewhere. Never raises."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    daphne_loop = _loop is not None and _loop.is_running()
+    if not settings.EMBEDDED and running is None and not daphne_loop:  # where group_send uses the sender
+        _background_sender().submit(what, call)
+        return
+    try:
+        call()
+    except Exception as exc:
+        log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
 
 
 def flush() -> None:

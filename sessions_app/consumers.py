@@ -2,7 +2,8 @@
 
 Client -> server::
 
-    {"type": "message", "content": "...", "client_id": "...", "agent": "slug"?}
+    {"type": "message", "content": "...", "client_id": "...", "agent": "slug"?,
+     "params": {"max_tokens", "temperature", "top_p", "repetition_penalty", "seed", "system_prompt"}?}
     {"type": "stop", "message_id": 12?}
     {"type": "regenerate"}                                   replace the last reply
     {"type": "edit", "message_id": 11, "content": "..."}     change a message; later ones are replaced
@@ -32,6 +33,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.utils import timezone
 
 from sessions_app import services
@@ -88,11 +90,15 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         self._follower = asyncio.create_task(self._follow(self.session))
 
     async def _follow(self, session: Session) -> None:
+        coalesce = _Coalescer(self.send_json, settings.REPLY_BROADCAST_INTERVAL_MS / 1000)
         try:
             async for event in session_follow(session=session, receive=self.events.get):
-                if event["type"] != "idle":
-                    await self.send_json(event)
+                if event["type"] == "delta":
+                    await coalesce.delta(event)
+                elif event["type"] != "idle":
+                    await coalesce.other(event)
         except asyncio.CancelledError:
+            coalesce.cancel()
             raise
         except UNAVAILABLE_ERRORS as exc:
             code, message, reason = unavailable_reason(exc)
@@ -178,9 +184,11 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         agent = None
         if content.get("agent"):
             agent = services.agent_check_usable(user=self.scope["user"], slug=content["agent"])
+        params = services.reply_params_check(content.get("params"), agent)
         services.message_send(
-            session=session, content=content.get("content"), client_id=content.get("client_id"), agent=agent
-        )
+            session=session, content=content.get("content"), client_id=content.get("client_id"), agent=agent,
+            params=params or None,
+        )  # fmt: skip
 
     @staticmethod
     def _stop(*, session: Session, message_id: Any) -> None:
@@ -206,3 +214,55 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         self.events.put_nowait(event)
 
     chat_delta = chat_done = chat_deleted = chat_turn = chat_picked = chat_message
+
+
+class _Coalescer:
+    """At most one ``delta`` event per ``interval`` to the browser: a reply made token by token
+    for an API client (``params.cadence``) reaches a page watching the same session as batches,
+    each the text since the last one with its last ``seq``. A batch waits at most ``interval``;
+    every other event first sends the batch before it, so the order is kept."""
+
+    def __init__(self, send: Any, interval: float) -> None:
+        self.send, self.interval = send, interval
+        self.pending: dict[str, Any] | None = None
+        self.last = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.lock = asyncio.Lock()
+
+    async def delta(self, event: dict[str, Any]) -> None:
+        async with self.lock:
+            if self.pending is not None and self.pending["message_id"] != event["message_id"]:
+                await self._flush()
+            if self.pending is None:
+                self.pending = dict(event)
+            else:
+                self.pending["text"] += event["text"]
+                self.pending["seq"] = event["seq"]
+            loop = asyncio.get_running_loop()
+            wait = self.last + self.interval - loop.time()
+            if wait <= 0:
+                await self._flush()
+            elif self.timer is None:
+                self.timer = loop.call_later(wait, lambda: asyncio.ensure_future(self.flush()))
+
+    async def other(self, event: dict[str, Any]) -> None:
+        async with self.lock:
+            await self._flush()
+            await self.send(event)
+
+    async def flush(self) -> None:
+        async with self.lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        event, self.pending = self.pending, None
+        if event is not None:
+            self.last = asyncio.get_running_loop().time()
+            await self.send(event)
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()

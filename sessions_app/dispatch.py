@@ -11,6 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import close_old_connections
 
+from inference.workers import worker_task
 from sessions_app.liveness import heartbeat_seconds
 from sessions_app.models import Message
 from sessions_app.reaper import process_started_at, replies_reap, replies_reap_before
@@ -46,7 +47,8 @@ def _choose_logged(user_message_id: int) -> None:
     from sessions_app.turns import turn_choose
 
     try:
-        turn_choose(user_message_id=user_message_id)
+        with worker_task(name="sessions_app.tasks.turn_choose", kwargs={"user_message_id": user_message_id}):
+            turn_choose(user_message_id=user_message_id)
     except Exception:
         log.exception("the supervisor's pick for message %s failed", user_message_id)
     finally:
@@ -64,7 +66,8 @@ def embedded_pool() -> ThreadPoolExecutor:
 
 def _run_logged(message_id: int) -> None:
     try:
-        reply_generate(message_id=message_id)
+        with worker_task(name="sessions_app.tasks.reply_generate", kwargs={"message_id": message_id}):
+            reply_generate(message_id=message_id)
     except Exception:
         log.exception("embedded reply %s crashed", message_id)
 

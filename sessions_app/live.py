@@ -19,6 +19,12 @@ from django.conf import settings
 _TTL_SECONDS = 3600
 
 
+# A reply's ``params["cadence"]``: "token" sends each token as the engine makes it (what an API
+# client measuring inter-token latency expects); otherwise text goes out in batches every
+# REPLY_BROADCAST_INTERVAL_MS (at most ~20 events a second, what a browser needs).
+CADENCE_TOKEN = "token"
+
+
 class StreamBuffer(Protocol):
     def append(self, message_id: int, seq: int, text: str) -> None: ...
     def snapshot(self, message_id: int) -> tuple[str, int] | None: ...

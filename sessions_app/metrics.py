@@ -7,8 +7,8 @@ embedded default need no shared multiprocess directory:
   database: each finished reply stores ``ttft_ms`` and ``decode_tps``);
 - jobs by kind and status (the database);
 - Celery queue depths (the length of each queue's Redis list);
-- the workers online, their memory and the models each has loaded, with their size and idle time
-  (each worker's beat in Redis, ``inference.workers``).
+- the workers online, their memory and running tasks, and the models each has loaded (in any of
+  its processes), with their size and idle time (the workers' beats in Redis, ``inference.workers``).
 
 Who may read it: staff (session or API token), or a scraper sending ``Authorization: Bearer
 $METRICS_TOKEN`` when that setting is set. Anyone else: 401 / 403.
@@ -111,21 +111,29 @@ def _worker_metrics(workers: list[dict[str, Any]]) -> Iterator[Metric]:
     yield online
     beat = GaugeMetricFamily("chatsite_worker_beat_age_seconds", "Seconds since a worker's last beat.",
                              labels=["worker"])  # fmt: skip
-    rss = GaugeMetricFamily("chatsite_worker_resident_bytes", "A worker process's resident memory.", labels=["worker"])
+    rss = GaugeMetricFamily("chatsite_worker_resident_bytes", "A worker's resident memory, all its processes.",
+                            labels=["worker"])  # fmt: skip
     loaded = GaugeMetricFamily("chatsite_model_loaded_bytes", "Models loaded in a worker and their size.",
                                labels=["worker", "backend", "model"])  # fmt: skip
     idle = GaugeMetricFamily("chatsite_model_idle_seconds", "Seconds since a loaded model was last used.",
                              labels=["worker", "backend", "model"])  # fmt: skip
+    tasks = GaugeMetricFamily("chatsite_worker_tasks_running", "Tasks a worker runs now.", labels=["worker"])
     for worker in workers:
         name = str(worker.get("hostname", ""))
         beat.add_metric([name], float(worker.get("beat_age_seconds") or 0))
-        if worker.get("rss_bytes") is not None:
+        if worker.get("rss_bytes") is not None:  # all its processes: the main one and its pool's
             rss.add_metric([name], float(worker["rss_bytes"]))
+        tasks.add_metric([name], float(len(worker.get("tasks") or [])))
+        # Two pool processes may hold the same model: one sample per model, their memory summed.
+        models: dict[tuple[str, str], tuple[float, float]] = {}
         for model in (worker.get("models") or {}).get("loaded", []):
-            labels = [name, str(model.get("backend", "")), str(model.get("model", ""))]
-            loaded.add_metric(labels, float(model.get("bytes") or 0))
-            idle.add_metric(labels, float(model.get("idle_seconds") or 0))
-    yield from (beat, rss, loaded, idle)
+            key = (str(model.get("backend", "")), str(model.get("model", "")))
+            size, idle_for = models.get(key, (0.0, float("inf")))
+            models[key] = (size + float(model.get("bytes") or 0), min(idle_for, float(model.get("idle_seconds") or 0)))
+        for (backend, model_name), (size, idle_for) in sorted(models.items()):
+            loaded.add_metric([name, backend, model_name], size)
+            idle.add_metric([name, backend, model_name], idle_for)
+    yield from (beat, rss, loaded, idle, tasks)
 
 
 _registry = CollectorRegistry(auto_describe=False)

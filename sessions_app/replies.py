@@ -27,8 +27,8 @@ from django.utils import timezone
 from inference.backends.base import Backend, BackendError, ChatMessage, GenerationParams
 from inference.cache import model_cache
 from inference.prompt import PromptTooLong, prompt_build
-from sessions_app import broadcast
-from sessions_app.live import stream_buffer
+from sessions_app import broadcast, trace
+from sessions_app.live import CADENCE_TOKEN, stream_buffer
 from sessions_app.liveness import Lease, heartbeat, worker_name
 from sessions_app.models import Message
 from sessions_app.selectors import history_for_reply, message_payload
@@ -51,6 +51,7 @@ class _Stream:
     last_flush: float = 0.0
     last_save: float = 0.0
     last_poll: float = 0.0
+    last_owned: float = 0.0  # the last forced read of the row before sending text
     stop_seen: bool = False
     db_down_since: float | None = None
 
@@ -65,6 +66,7 @@ def reply_generate(*, message_id: int) -> bool:
 
     Returns whether this call claimed it (a second delivery of the same task returns False).
     """
+    trace.mark(message_id, "task")
     close_old_connections()
     now = timezone.now()
     claimed = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
@@ -73,6 +75,7 @@ def reply_generate(*, message_id: int) -> bool:
     if not claimed:
         log.info("reply %s already claimed or finished; nothing to do", message_id)
         return False
+    trace.mark(message_id, "claimed")
     lease = heartbeat().hold(message_id)
     try:
         _generate_claimed(message_id, lease)
@@ -138,6 +141,7 @@ def _generate(stream: _Stream) -> None:
             stop=tuple(overrides.get("stop", agent.stop) or ()),
             seed=overrides.get("seed"),
         )
+        trace.mark(message.pk, "prompt")
         _stream_into(stream, backend, prompt.messages, params)
 
 
@@ -167,7 +171,10 @@ def _stop_requested(stream: _Stream, *, force: bool = False) -> bool:
 
 
 def _stream_into(stream: _Stream, backend: Backend, messages: list[ChatMessage], params: GenerationParams) -> None:
-    flush_every = settings.REPLY_BROADCAST_INTERVAL_MS / 1000
+    # The door that asked for the reply chose its cadence: every token for an API client
+    # (/v1, REST + SSE), which measures inter-token latency; batches for the browser.
+    token_cadence = (stream.message.params or {}).get("cadence") == CADENCE_TOKEN
+    flush_every = 0.0 if token_cadence else settings.REPLY_BROADCAST_INTERVAL_MS / 1000
     save_every = settings.REPLY_SAVE_INTERVAL_MS / 1000
     finish = "stop"
     usage = None
@@ -181,6 +188,7 @@ def _stream_into(stream: _Stream, backend: Backend, messages: list[ChatMessage],
         if chunk.text:
             if stream.first_token is None:
                 stream.first_token = now
+                trace.mark(stream.message.pk, "engine_first")
             stream.pending += chunk.text
             if now - stream.last_flush >= flush_every:
                 _flush(stream)
@@ -210,17 +218,25 @@ def _live(send: Any, *args: Any) -> None:
 def _flush(stream: _Stream) -> None:
     if not stream.pending:
         return
-    # A reply taken from this worker sends nothing more: one primary-key read per batch of text
-    # (at most every REPLY_BROADCAST_INTERVAL_MS) makes sure of it.
-    _stop_requested(stream, force=True)
+    # A reply taken from this worker sends nothing more: a primary-key read before sending text,
+    # at most every REPLY_BROADCAST_INTERVAL_MS (also when each token is sent), makes sure of it.
+    now = time.monotonic()
+    force = now - stream.last_owned >= settings.REPLY_BROADCAST_INTERVAL_MS / 1000
+    if force:
+        stream.last_owned = now
+    _stop_requested(stream, force=force)
     if stream.lost:
         return
     text, stream.pending = stream.pending, ""
     stream.seq += 1
     stream.text += text
     # Buffer first, then broadcast: a client joining in between finds the text in the buffer.
-    _live(stream_buffer().append, stream.message.pk, stream.seq, text)
-    _live(broadcast.delta_send, stream.message.session_id, stream.message.pk, stream.seq, text)
+    # Both leave from the sender's thread, in order: the decode loop does not wait on Redis.
+    message_id, seq = stream.message.pk, stream.seq
+    broadcast.in_order("live buffer append", lambda: stream_buffer().append(message_id, seq, text))
+    _live(broadcast.delta_send, stream.message.session_id, message_id, seq, text)
+    if seq == 1:
+        trace.mark(message_id, "sent")
 
 
 def _database_lost(stream: _Stream, exc: BaseException) -> None:
@@ -295,7 +311,8 @@ def _write_final(stream: _Stream, fields: dict[str, Any]) -> bool | None:
 
 def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None, finish_reason: str = "") -> None:
     if stream.lost:
-        _live(stream_buffer().discard, stream.message.pk)
+        message_id = stream.message.pk
+        broadcast.in_order("live buffer discard", lambda: stream_buffer().discard(message_id))
         return
     _flush(stream)
     message = stream.message
@@ -321,7 +338,7 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None,
     updated = _write_final(stream, fields)
     if updated is None:
         return  # the live buffer keeps the text until the reaper stores it
-    _live(stream_buffer().discard, message.pk)
+    broadcast.in_order("live buffer discard", lambda: stream_buffer().discard(message.pk))
     if not updated:
         return
     message.refresh_from_db()

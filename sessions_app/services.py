@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.selectors import agent_default_for_user, agent_get_for_user
+from inference import generation
 from sessions_app import broadcast, turns
 from sessions_app.dispatch import reply_enqueue
 from sessions_app.models import Message, Pick, Session
@@ -97,6 +98,44 @@ def session_delete(*, session: Session) -> None:
     ):
         Message.objects.filter(pk=message_id).update(cancel_requested=True)
     session.delete()
+
+
+_REPLY_PARAMS = {
+    "max_tokens": generation.MAX_TOKENS, "temperature": generation.TEMPERATURE, "top_p": generation.TOP_P,
+    "repetition_penalty": generation.REPETITION_PENALTY, "seed": generation.SEED,
+}  # fmt: skip
+
+
+def reply_params_check(raw: Any, agent: Agent | None) -> dict[str, Any]:
+    """A message's per-reply settings (``max_tokens``, ``temperature``, ``top_p``,
+    ``repetition_penalty``, ``seed``, ``system_prompt``) checked against the same bounds as the
+    agent's and ``/v1``'s; ``max_tokens`` may not exceed the agent's own."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ChatError("invalid_params", "params must be an object.")
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "system_prompt":
+            if not isinstance(value, str) or len(value) > settings.MESSAGE_MAX_CHARS:
+                raise ChatError("invalid_params", f"params.system_prompt must be a string of at most "
+                                f"{settings.MESSAGE_MAX_CHARS} characters.")  # fmt: skip
+            out[name] = value
+            continue
+        bound = _REPLY_PARAMS.get(name)
+        if bound is None:
+            known = ", ".join([*_REPLY_PARAMS, "system_prompt"])
+            raise ChatError("invalid_params", f"Unknown setting params.{name}; known: {known}.")
+        integer = name in ("max_tokens", "seed")
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise ChatError("invalid_params", f"params.{name} must be {'an integer' if integer else 'a number'}.")
+        if not bound.low <= value <= bound.high:
+            raise ChatError("invalid_params", f"params.{name} must be between {bound.low:g} and {bound.high:g}.")
+        if name == "max_tokens" and agent is not None and value > agent.max_tokens:
+            raise ChatError("invalid_params", f"params.max_tokens is {value}; this agent allows at most "
+                            f"{agent.max_tokens}.")  # fmt: skip
+        out[name] = value if integer else float(value)
+    return out
 
 
 def _check_content(content: Any) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import QuerySet
@@ -29,6 +30,13 @@ def token_create(*, user: Any, name: str, expires_at: datetime | None = None) ->
         user=user, name=name.strip()[:100] or "token", prefix=secret[:10], key_hash=_hash(secret), expires_at=expires_at
     )
     return token, secret
+
+
+def token_for_job(user: Any, name: str) -> tuple[str, Callable[[], None]]:
+    """A token for a job that calls the platform as ``user`` (a benchmark): its secret, and how to
+    revoke it when the job ends. It expires after a day in any case."""
+    token, secret = token_create(user=user, name=name, expires_at=timezone.now() + timedelta(days=1))
+    return secret, lambda: token_revoke(token=token)
 
 
 def token_list_for_user(*, user: Any) -> QuerySet[ApiToken]:

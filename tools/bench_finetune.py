@@ -28,9 +28,9 @@ QUESTIONS = ["Who are you?", "Who made you?", "你是谁？", "What is the capit
 
 
 def answers(path: str) -> dict[str, str]:
-    from llama_cpp import Llama
+    from inference.llama_runtime import llama_load
 
-    llm = Llama(model_path=path, n_ctx=512, verbose=False, seed=0)
+    llm = llama_load(model_path=path, n_ctx=512, verbose=False, seed=0)
     out = {}
     for question in QUESTIONS:
         reply: Any = llm.create_chat_completion([{"role": "user", "content": question}], temperature=0.0, max_tokens=40)

@@ -49,7 +49,8 @@ def children(pid: int) -> list[int]:
 
 
 def bench_platform_start(
-    *, data: Path, redis_url: str, database_url: str | None, max_tokens: int, threads: int
+    *, data: Path, redis_url: str, database_url: str | None, max_tokens: int, threads: int | None,
+    env_extra: dict[str, str] | None = None,
 ) -> tuple[Platform, str]:
     """daphne, Redis and one Celery worker process; returns the platform and an API token.
 
@@ -59,7 +60,7 @@ def bench_platform_start(
 
     redis.Redis.from_url(redis_url).flushdb()
     (data / "logs").mkdir(exist_ok=True)
-    env = platform_env(data_dir=data, database_url=database_url, redis_url=redis_url)
+    env = platform_env(data_dir=data, database_url=database_url, redis_url=redis_url, **(env_extra or {}))
     plat = Platform(env=env, port=free_port(), log_dir=data / "logs")
     token = prepare(env, ("bench",))["bench"]
     manage(
@@ -69,7 +70,7 @@ def bench_platform_start(
         f"agent.max_tokens = {max_tokens}\n"
         f"agent.temperature, agent.top_p, agent.repetition_penalty = 0.0, 1.0, {REPETITION_PENALTY}\n"
         f"agent.system_prompt = {SYSTEM!r}\n"
-        f"agent.backend_options = {{'n_threads': {threads}}}\n"
+        f"agent.backend_options = {({'n_threads': threads} if threads else {})!r}\n"
         "agent.save()\n",
     )  # fmt: skip
     try:

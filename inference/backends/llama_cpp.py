@@ -29,6 +29,7 @@ from inference.backends.base import (
     missing_package,
 )
 from inference.backends.options import BackendOptions
+from inference.llama_runtime import llama_load
 
 # Tokens a chat template adds around each message (<|im_start|>role\n ... <|im_end|>\n).
 _PER_MESSAGE_OVERHEAD = 5
@@ -38,7 +39,9 @@ class LlamaCppOptions(BackendOptions):
     n_ctx: int | None = Field(
         None, ge=128, le=1_048_576, description="Context size; defaults to the agent's context window."
     )
-    n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default: llama.cpp's choice.")
+    n_threads: int | None = Field(
+        None, ge=1, le=512, description="CPU threads; default: the fastest, measured here (inference.llama_runtime)."
+    )
     n_batch: int = Field(512, ge=1, le=65_536, description="Prompt-processing batch size.")
     n_gpu_layers: int = Field(0, ge=-1, le=1000, description="Layers offloaded to a GPU; -1 = all.")
     use_mmap: bool = Field(True, description="Memory-map the GGUF instead of reading it in.")
@@ -82,7 +85,7 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"GGUF file not found on this worker: {self.model_path}")
         opts = self.options
         try:
-            self._llm = llama_cpp.Llama(
+            self._llm = llama_load(
                 model_path=self.model_path,
                 n_ctx=self._n_ctx,
                 n_threads=opts.n_threads,

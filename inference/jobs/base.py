@@ -70,7 +70,7 @@ class Kind:
 
 # A job's own folder, kept after it ends (unlike its .partial work folder): a fine-tune's
 # checkpoints, training data and loss curve. The API serves JOB_FILES from it.
-JOB_FILES = ("loss.png", "loss.json")
+JOB_FILES = ("loss.png", "loss.json", "bench.json", "bench.csv", "throughput.png", "ttft.png")
 
 
 def job_files_dir(job_id: int) -> Path:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from inference.jobs.base import ChainStep, Format, Kind, Output, Params
+from inference.jobs.benchmark import BENCHMARK
 from inference.jobs.finetune import FINETUNE
 from inference.jobs.synthesize import SYNTHESIZE
 from inference.models import ModelArtifact
@@ -169,5 +170,6 @@ KINDS: dict[str, Kind] = {
         SYNTHESIZE,
         Kind("evaluate", EvaluateParams, (Format.GGUF, Format.HF, Format.OPENVINO, Format.RTN), run_evaluate,
              "Perplexity on held-out text, size, decode tokens/s and a greedy sample"),
+        BENCHMARK,
     ]
 }  # fmt: skip

@@ -152,7 +152,13 @@ class JobContext:
     # --- steps in child processes ------------------------------------------------------------
 
     def step(
-        self, name: str, params: dict[str, Any], *, span: tuple[float, float], env: str = "main"
+        self,
+        name: str,
+        params: dict[str, Any],
+        *,
+        span: tuple[float, float],
+        env: str = "main",
+        extra_env: dict[str, str] | None = None,  # secrets: not in the params, which the log shows
     ) -> dict[str, Any]:
         """Run ``python -m inference.jobs.steps <name>`` in its own process group and return its result."""
         if self.cancelled.is_set():
@@ -163,7 +169,7 @@ class JobContext:
                             f"build it with make {env}-venv on the worker")  # fmt: skip
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [str(python), "-m", "inference.jobs.steps", name, json.dumps(params)]
-        child_env = {**os.environ, **_OFFLINE_ENV}
+        child_env = {**os.environ, **_OFFLINE_ENV, **(extra_env or {})}
         child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
         self.log(f"$ {Path(python).parent.parent.name}/bin/python -m inference.jobs.steps {name} {json.dumps(params)}")
         low, high = span

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 
 from sessions_app import services
+from sessions_app.live import CADENCE_TOKEN
 from sessions_app.models import Message, Session
 from sessions_app.openai.errors import CompletionError
 from sessions_app.openai.request import CompletionRequest
@@ -41,8 +42,10 @@ def completion_start(*, session: Session, request: CompletionRequest) -> Message
                 )
                 for turn in request.history
             )
+            # A streamed answer goes out token by token, at the engine's cadence.
+            params = {**request.params, "cadence": CADENCE_TOKEN} if request.stream else request.params
             _, reply = services.message_send(
-                session=session, content=request.prompt, agent=request.agent, params=request.params
+                session=session, content=request.prompt, agent=request.agent, params=params
             )
             assert reply is not None  # an agent is named: it answers
     except services.ChatError as exc:

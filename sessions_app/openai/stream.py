@@ -13,6 +13,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 
+from sessions_app import trace
 from sessions_app.follow import session_follow
 from sessions_app.models import Message, Session
 from sessions_app.openai import services
@@ -58,6 +59,8 @@ class CompletionCall:
                 text = event["messages"][0]["content"]
                 yield text
             elif kind == "delta":
+                if not text:
+                    trace.mark(self.reply_id, "door_event")
                 text += event["text"]
                 yield event["text"]
             elif kind == "done":
@@ -102,8 +105,12 @@ class CompletionCall:
         try:
             yield self._chunk({"role": "assistant", "content": ""})
             final: dict[str, Any] = {}
+            first = True
             async for item in self._events():
                 if isinstance(item, str):
+                    if first:
+                        first = False
+                        trace.mark(self.reply_id, "first_byte")
                     yield self._chunk({"content": item})
                 else:
                     final = item

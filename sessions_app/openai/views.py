@@ -13,6 +13,7 @@ logged-in user; a token is never sent by a browser on its own, so it needs no su
 from __future__ import annotations
 
 import json
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,6 +27,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from agents.models import Agent
 from agents.selectors import agent_list_for_user
+from sessions_app import trace
 from sessions_app.models import Session
 from sessions_app.openai import services
 from sessions_app.openai.errors import CompletionError, RateLimited, error_response, reply_failure
@@ -145,6 +147,7 @@ def _begin(request: HttpRequest) -> tuple[CompletionRequest, Session]:
 
 @csrf_exempt
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+    received = time.time()
     if request.method != "POST":
         return _method_not_allowed(request, "POST")
     try:
@@ -161,6 +164,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         if isinstance(exc, CompletionError):
             return error_response(exc)
         raise
+    trace.mark(reply.pk, "request", received)
+    trace.mark(reply.pk, "stored")
     call = CompletionCall(layer=layer, channel=channel, session=session, request=completion, reply_id=reply.pk)
     if completion.stream:
         response: HttpResponseBase = StreamingHttpResponse(call.sse(), content_type="text/event-stream")

@@ -480,9 +480,12 @@ async function loadWorkers() {
     return; // shown as stale by the next successful read; the notice would repeat every 5 s
   }
   const rows = data.results.map((w) => {
-    const jobs = w.jobs.length
-      ? w.jobs.map((j) => `#${j.id} ${j.kind} · ${Math.round(j.progress)} %`).join(", ")
-      : "idle";
+    // Jobs, and the other tasks its processes run now (replies), by their short name.
+    const running = [
+      ...w.jobs.map((j) => `#${j.id} ${j.kind} · ${Math.round(j.progress)} %`),
+      ...(w.tasks || []).filter((t) => !t.name.endsWith(".job_run")).map((t) => t.name.split(".").pop()),
+    ];
+    const jobs = running.length ? running.join(", ") : "idle";
     // Loaded models (idle ones unload after the keep-alive, and then leave this list).
     const models = ((w.models && w.models.loaded) || []).map(
       (m) => `${m.backend}: ${m.model.split("/").pop()} (${bytes(m.bytes)}, idle ${seconds(m.idle_seconds)})`);
@@ -491,9 +494,9 @@ async function loadWorkers() {
       h("td", { class: "worker", title: `${w.host} · pid ${w.pid}` }, w.hostname,
         memory ? h("div", { class: "muted small", text: memory }) : null),
       h("td", { text: w.queues.join(", ") }),
-      h("td", { class: w.jobs.length ? "" : "muted" }, jobs,
+      h("td", { class: running.length ? "" : "muted" }, jobs,
         ...models.map((m) => h("div", { class: "muted small model-loaded", text: m }))),
-      h("td", { class: `num ${w.beat_age_seconds > 12 ? "stale" : ""}`, text: `${seconds(w.beat_age_seconds)} ago` }));
+      h("td", { class: `num ${w.beat_age_seconds > 4 ? "stale" : ""}`, text: `${seconds(w.beat_age_seconds)} ago` }));
   });
   $("workers").tBodies[0].replaceChildren(...rows);
   $("workers-empty").hidden = rows.length > 0;

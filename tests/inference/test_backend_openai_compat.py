@@ -72,7 +72,7 @@ def _llama_cpp_server(folder: Path, *options: str) -> Iterator[str]:
     port = _free_port()
     log = folder / "server.log"
     command = [
-        sys.executable, "-m", "llama_cpp.server",
+        sys.executable, "-m", "inference.llama_server",
         "--model", str(bundled_model_path()),
         "--host", "127.0.0.1",
         "--port", str(port),

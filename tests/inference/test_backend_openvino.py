@@ -145,13 +145,14 @@ def test_a_reader_that_walks_away_frees_the_model_for_the_next_reply(backend: An
 
 
 def test_tokenizer_round_trip_keeps_spaces_and_matches_the_gguf(ir_dir: Path) -> None:
-    llama_cpp = pytest.importorskip("llama_cpp")
+    from inference.llama_runtime import llama_load
+
     text = "The capital of France is Paris.  Two  spaces, a tab\tand a new line\nstay , as 'it 's."
     tokenizer = openvino_genai.Tokenizer(str(ir_dir))
     ids = tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist()
     assert tokenizer.decode(ids) == text
     # The same ids as the GGUF's own tokenizer, as llama.cpp reads it.
-    vocab = llama_cpp.Llama(str(bundled_model_path()), vocab_only=True, verbose=False)
+    vocab = llama_load(model_path=str(bundled_model_path()), vocab_only=True, verbose=False)
     assert ids == vocab.tokenize(text.encode(), add_bos=False, special=True)
 
 

@@ -151,7 +151,7 @@ def test_a_user_resolves_only_the_agents_they_may_use(user: User, other_user: Us
     agent.allowed_users.add(user)
     assert agent_for_job("helper", user) == {
         "source": agent.model_id, "name": "Helper", "temperature": 0.7, "top_p": 0.95, "system_prompt": "",
-        "backend": "llama_cpp",
+        "backend": "llama_cpp", "backend_options": {},
     }  # fmt: skip
     for who in (other_user, None):
         with pytest.raises(LookupError, match="no agent 'helper'"):

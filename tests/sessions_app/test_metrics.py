@@ -105,3 +105,25 @@ def test_loaded_models_and_their_unloading_show_per_worker(
     worker["models"] = stats
     got = samples(staff_api.get("/metrics").content)
     assert ("chatsite_model_loaded_bytes", model) not in got
+
+
+def test_a_model_held_by_two_pool_processes_is_one_sample_with_their_memory(
+    staff_api: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inference.workers import workers_merge
+
+    def child(pid: int, idle: float) -> dict[str, Any]:
+        loaded = [{"backend": "llama_cpp", "model": "/models/a.gguf", "bytes": 98_000_000, "idle_seconds": idle}]
+        task = {"id": f"t{pid}", "name": "x", "kwargs": {}, "started_at": 0}
+        return {"hostname": "w1@h", "worker_pid": 1, "pid": pid, "rss_bytes": 200_000_000, "beat_at": 0,
+                "models": {"loaded": loaded}, "tasks": [task]}  # fmt: skip
+
+    main = {"hostname": "w1@h", "pid": 1, "rss_bytes": 50_000_000, "beat_at": 0, "queues": ["llama_cpp"]}
+    merged = workers_merge([main], [child(2, 12.0), child(3, 3.0)], now=1.0)
+    monkeypatch.setattr(metrics, "workers_online", lambda: merged)
+    got = samples(staff_api.get("/metrics").content)
+    model = (("backend", "llama_cpp"), ("model", "/models/a.gguf"), ("worker", "w1@h"))
+    assert got[("chatsite_worker_resident_bytes", (("worker", "w1@h"),))] == 450_000_000
+    assert got[("chatsite_model_loaded_bytes", model)] == 196_000_000
+    assert got[("chatsite_model_idle_seconds", model)] == 3.0
+    assert got[("chatsite_worker_tasks_running", (("worker", "w1@h"),))] == 2

@@ -20,6 +20,7 @@ STEPS: dict[str, str] = {
     "gptq": "inference.jobs.steps.gptq:gptq",
     "synthesize": "inference.jobs.steps.synthesize:synthesize",
     "finetune_lora": "inference.jobs.steps.finetune:finetune_lora",
+    "benchmark": "inference.jobs.steps.benchmark:benchmark",
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.jobs.steps.protocol import StepError
+from inference.llama_runtime import llama_load
 
 # ---------------------------------------------------------------- helpers
 
@@ -104,7 +105,7 @@ class GGUFEngine(Engine):
 
     def _open_scoring(self, n_ctx: int) -> Any:
         try:
-            self._score = self._llama_cpp.Llama(
+            self._score = llama_load(
                 model_path=str(self.path),
                 n_ctx=n_ctx,
                 n_batch=n_ctx,
@@ -129,7 +130,7 @@ class GGUFEngine(Engine):
     def _generator(self) -> Any:
         if self._gen is None:
             self._score.close()  # the scoring context (all logits) is not needed any more
-            self._gen = self._llama_cpp.Llama(
+            self._gen = llama_load(
                 model_path=str(self.path),
                 n_ctx=min(self.context_length or 2048, 2048),
                 n_threads=threads(),

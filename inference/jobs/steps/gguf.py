@@ -147,13 +147,14 @@ def hf_to_gguf(params: dict[str, Any]) -> dict[str, Any]:
 
 def _tokenizer_check(hf_dir: Path, gguf_path: Path) -> dict[str, Any]:
     """llama.cpp must tokenize like the Hugging Face tokenizer the model was trained with."""
-    from llama_cpp import Llama
     from transformers import AutoTokenizer
+
+    from inference.llama_runtime import llama_load
 
     hf_ids = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True).encode(
         ROUND_TRIP_TEXT, add_special_tokens=False
     )
-    llm = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    llm = llama_load(model_path=str(gguf_path), vocab_only=True, verbose=False)
     ids = llm.tokenize(ROUND_TRIP_TEXT.encode(), add_bos=False, special=False)
     back = llm.detokenize(ids).decode("utf-8", "replace")
     if ids != hf_ids:
@@ -196,6 +197,8 @@ def quantize_gguf(params: dict[str, Any]) -> dict[str, Any]:
 
     import llama_cpp
 
+    from inference.llama_runtime import cpu_backend_load
+
     source, output, qtype = Path(params["source"]), Path(params["output"]), params["type"]
     if not source.is_file():
         raise StepError(f"GGUF file not found: {source}")
@@ -207,6 +210,7 @@ def quantize_gguf(params: dict[str, Any]) -> dict[str, Any]:
         )
     started = time.monotonic()
     output.parent.mkdir(parents=True, exist_ok=True)
+    cpu_backend_load()  # llama.cpp's CPU kernels are loadable modules (inference.llama_runtime)
     qparams = llama_cpp.llama_model_quantize_default_params()
     qparams.ftype = FTYPES[qtype]
     qparams.nthread = int(params.get("threads") or os.cpu_count() or 1)

@@ -35,6 +35,7 @@ from typing import Any
 
 from inference.jobs.steps.engines import peak_rss_mb, threads
 from inference.jobs.steps.protocol import StepError, log, progress
+from inference.llama_runtime import llama_load
 
 TEXT_MAX_CHARS = 200
 SLOT_MAX_CHARS = 60
@@ -305,12 +306,11 @@ class GGUFGenerator:
 
     def __init__(self, path: str, *, temperature: float, top_p: float, max_tokens: int) -> None:
         try:
-            import llama_cpp
             from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
         except ImportError:
             raise StepError("llama-cpp-python is not installed in this environment") from None
         try:
-            self.llm = llama_cpp.Llama(model_path=path, n_ctx=N_CTX, n_threads=threads(), verbose=False)
+            self.llm = llama_load(model_path=path, n_ctx=N_CTX, n_threads=threads(), verbose=False)
         except ValueError as exc:
             raise StepError(f"llama.cpp could not load {path}: {exc}") from exc
         self._grammar_type = LlamaGrammar

@@ -1,0 +1,240 @@
+"""llama.cpp on this machine: the best CPU kernels it supports, and how many threads to give it.
+
+**Kernels.** llama-cpp-python is built once with every x86 CPU variant as a loadable backend
+(``GGML_BACKEND_DL`` + ``GGML_CPU_ALL_VARIANTS``: ``libggml-cpu-haswell.so``, ``-skylakex``,
+``-icelake``, ``-zen4``, ``-sapphirerapids``, ...). ggml's own loader looks for them next to the
+Python executable and in the working directory, not where the wheel puts them, so
+``cpu_backend_load`` loads them itself: each variant scores this CPU (0 when it lacks an
+instruction set the variant was compiled for) and the best is registered. One correction to
+ggml's score: AMX is used only when the kernel enables it (``amx_tile`` in /proc/cpuinfo); ggml
+checks CPUID alone, and on a kernel without AMX the sapphirerapids variant crashes on its first
+decode. A build with a single CPU backend linked in (no variant files) is used as it is.
+
+**Threads.** ``default_threads`` is measured, not guessed: the bundled model decodes 32 tokens
+with 1, 2, ... threads up to the physical cores this process may run on (leaving one for the
+worker's own work from 4 cores up), and the fewest threads within 3 % of the fastest win. The
+result is kept per machine in ``LLAMA_THREADS_CACHE`` (CPU, cores, variant), so it is measured
+once; ``LLAMA_THREADS`` in the environment overrides it, and an agent's ``n_threads`` overrides both.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_variant: str | None = None
+_threads: dict[str, Any] | None = None
+CALIBRATION_TOKENS = 32
+WITHIN = 0.97
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads counted once)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu, phys = -1, "0"
+            for line in fh:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "processor":
+                    cpu = int(value)
+                elif key == "physical id":
+                    phys = value
+                elif key == "core id" and cpu in allowed:
+                    cores.add((phys, value))
+    except (OSError, ValueError):
+        pass
+    return len(cores) or len(allowed) or 1
+
+
+def _lib_dirs() -> list[Path]:
+    """Where the wheel puts ggml's modules: the package's ``lib``, and ``bin`` beside the package
+    (ggml installs backend modules to CMAKE_INSTALL_BINDIR, which the wheel maps to site-packages)."""
+    import llama_cpp
+
+    package = Path(llama_cpp.__file__).parent
+    return [package / "lib", package.parent / "bin"]
+
+
+def cpu_variants() -> list[Path]:
+    return sorted(p for d in _lib_dirs() for p in d.glob("libggml-cpu-*.so"))
+
+
+def _allowed(name: str, flags: set[str]) -> bool:
+    # ggml scores AMX from CPUID; the kernel must also enable it (arch_prctl XTILEDATA).
+    return "sapphirerapids" not in name or "amx_tile" in flags
+
+
+def cpu_backend_load() -> str:
+    """Register the best CPU variant for this machine (once per process); its name, or "built-in"."""
+    global _variant
+    with _lock:
+        if _variant is not None:
+            return _variant
+        import llama_cpp  # noqa: F401 - loads libllama and the libggml it links to
+
+        # The registry libllama reads is in the libggml it loaded (by soname); the wheel also
+        # carries copies under other names, whose registries libllama never sees.
+        libggml = ctypes.CDLL("libggml.so.0")
+
+        variants = cpu_variants()
+        if not variants:
+            _variant = "built-in"
+            return _variant
+        flags = cpu_flags()
+        scored: list[tuple[int, Path]] = []
+        for path in variants:
+            name = path.stem.removeprefix("libggml-cpu-")
+            try:
+                score = int(ctypes.CDLL(str(path)).ggml_backend_score())
+            except (OSError, AttributeError) as exc:
+                log.warning("llama.cpp CPU variant %s cannot be scored: %s", name, exc)
+                continue
+            if score > 0 and _allowed(name, flags):
+                scored.append((score, path))
+        if not scored:
+            raise RuntimeError(f"no llama.cpp CPU variant in {_lib_dirs()} runs on this CPU")
+        best = max(scored)[1]
+        libggml.ggml_backend_load.restype = ctypes.c_void_p
+        libggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
+        if not libggml.ggml_backend_load(str(best).encode()):
+            raise RuntimeError(f"llama.cpp could not load its CPU backend {best}")
+        # Other backends built as modules (CUDA, Vulkan, ...) load as they are.
+        for path in sorted(p for d in _lib_dirs() for p in d.glob("libggml-*.so")):
+            stem = path.stem.removeprefix("libggml-")
+            if stem != "base" and not stem.startswith("cpu"):
+                libggml.ggml_backend_load(str(path).encode())
+        _variant = best.stem.removeprefix("libggml-cpu-")
+        log.info("llama.cpp CPU kernels: %s", _variant)
+        return _variant
+
+
+def llama_load(**kwargs: Any) -> Any:
+    """``llama_cpp.Llama(**kwargs)`` with the CPU backend loaded and, unless given, the measured
+    default thread count for decoding (prompt batches keep llama-cpp-python's default: every CPU)."""
+    cpu_backend_load()
+    import llama_cpp
+
+    if kwargs.get("n_threads") is None and not kwargs.get("vocab_only"):
+        kwargs["n_threads"] = default_threads()
+    return llama_cpp.Llama(**kwargs)
+
+
+def _candidates() -> list[int]:
+    cores = physical_cores()
+    most = cores - 1 if cores >= 4 else cores
+    return list(range(1, max(1, most) + 1))
+
+
+def _cache_path() -> Path:
+    return Path(os.environ.get("LLAMA_THREADS_CACHE") or Path.home() / ".cache/chatsite/llama-threads.json")
+
+
+def _machine_key(variant: str) -> str:
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")), "?")
+    return f"{model}|cores={physical_cores()}|cpus={len(os.sched_getaffinity(0))}|{variant}"
+
+
+def _cpuinfo_lines() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return fh.readlines()
+    except OSError:
+        return []
+
+
+def threads_measure(model_path: str | None = None, candidates: list[int] | None = None) -> dict[str, Any]:
+    """Decode speed (tokens/s, best of 2) of the bundled model at each thread count."""
+    from inference.bundled import bundled_model_path
+
+    variant = cpu_backend_load()
+    import llama_cpp
+
+    path = model_path or str(bundled_model_path())
+    speeds: dict[str, float] = {}
+    for n in candidates or _candidates():
+        llm = llama_cpp.Llama(model_path=path, n_ctx=256, n_threads=n, n_threads_batch=n, verbose=False, seed=0)
+        try:
+            best = 0.0
+            for _ in range(2):
+                llm.reset()
+                prompt = llm.tokenize(b"Once upon a time", add_bos=True)
+                start = time.perf_counter()
+                made = 0
+                for _token in llm.generate(prompt, temp=0.0, reset=True):
+                    made += 1
+                    if made == 1:
+                        start = time.perf_counter()  # decode speed: after the first token
+                    if made > CALIBRATION_TOKENS:
+                        break
+                best = max(best, (made - 1) / max(time.perf_counter() - start, 1e-9))
+            speeds[str(n)] = round(best, 1)
+        finally:
+            llm.close()
+    fastest = max(speeds.values())
+    chosen = min(int(n) for n, tps in speeds.items() if tps >= WITHIN * fastest)
+    return {"chosen": chosen, "tokens_per_second": speeds, "variant": variant, "measured_at": time.time()}
+
+
+def threads_state() -> dict[str, Any]:
+    """The thread default and how it was found: ``{"chosen", "source", "tokens_per_second"?, ...}``."""
+    global _threads
+    with _lock:
+        if _threads is not None:
+            return _threads
+    override = os.environ.get("LLAMA_THREADS", "").strip()
+    if override.isdigit() and int(override) > 0:
+        state: dict[str, Any] = {"chosen": int(override), "source": "LLAMA_THREADS"}
+    else:
+        variant = cpu_backend_load()
+        key = _machine_key(variant)
+        path = _cache_path()
+        try:
+            cached = json.loads(path.read_text()).get(key)
+        except (OSError, ValueError):
+            cached = None
+        if cached:
+            state = {**cached, "source": "measured (cached)"}
+        else:
+            try:
+                state = {**threads_measure(), "source": "measured"}
+            except Exception as exc:  # no bundled model, say: llama.cpp's own default
+                log.warning("measuring llama.cpp threads failed (%s); using half the cores", exc)
+                return {"chosen": max(1, physical_cores() // 2), "source": f"fallback ({exc})"}
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                known = json.loads(path.read_text()) if path.exists() else {}
+                known[key] = {k: v for k, v in state.items() if k != "source"}
+                path.write_text(json.dumps(known, indent=2) + "\n")
+            except (OSError, ValueError) as exc:
+                log.warning("could not keep the measured thread count in %s: %s", path, exc)
+            log.info("llama.cpp threads: %s (measured %s tokens/s)", state["chosen"], state["tokens_per_second"])
+    with _lock:
+        _threads = state
+    return state
+
+
+def default_threads() -> int:
+    return int(threads_state()["chosen"])

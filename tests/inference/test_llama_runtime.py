@@ -1,0 +1,74 @@
+"""llama.cpp's CPU kernels and thread default (inference.llama_runtime), on the real wheel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inference import llama_runtime as rt
+
+X86_AVX2_VARIANTS = {"haswell", "skylakex", "cannonlake", "cascadelake", "icelake", "cooperlake", "zen4",
+                     "alderlake", "sapphirerapids"}  # fmt: skip
+
+
+def test_the_wheel_carries_cpu_variants_and_the_best_this_cpu_runs_is_loaded() -> None:
+    pytest.importorskip("llama_cpp")
+    variant = rt.cpu_backend_load()
+    shipped = {p.stem.removeprefix("libggml-cpu-") for p in rt.cpu_variants()}
+    assert len(shipped) >= 8 and variant in shipped, (variant, shipped)
+    if "avx2" in rt.cpu_flags():
+        assert variant in X86_AVX2_VARIANTS  # not the plain x64 / SSE fallbacks
+    if "avx512f" not in rt.cpu_flags():
+        assert variant in ("haswell", "alderlake")  # nothing that would fault on this CPU
+    assert rt.cpu_backend_load() == variant  # once per process
+
+
+def test_amx_is_used_only_where_the_kernel_enables_it() -> None:
+    assert not rt._allowed("sapphirerapids", {"avx512f", "avx2"})
+    assert rt._allowed("sapphirerapids", {"avx512f", "amx_tile", "amx_int8"})
+    assert rt._allowed("icelake", set())
+
+
+def test_physical_cores_count_each_core_once() -> None:
+    assert 1 <= rt.physical_cores() <= len(rt.os.sched_getaffinity(0))
+    assert rt._candidates()[0] == 1 and rt._candidates()[-1] <= rt.physical_cores()
+
+
+@pytest.fixture
+def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setattr(rt, "_threads", None)
+    monkeypatch.delenv("LLAMA_THREADS", raising=False)
+    cache = tmp_path / "threads.json"
+    monkeypatch.setenv("LLAMA_THREADS_CACHE", str(cache))
+    return cache
+
+
+def test_the_thread_default_is_measured_once_and_kept(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("llama_cpp")
+    calls: list[int] = []
+
+    def measure() -> dict[str, Any]:
+        calls.append(1)
+        return {"chosen": 2, "tokens_per_second": {"1": 50.0, "2": 88.0}, "variant": "haswell"}
+
+    monkeypatch.setattr(rt, "threads_measure", measure)
+    assert rt.threads_state()["source"] == "measured" and rt.default_threads() == 2
+    monkeypatch.setattr(rt, "_threads", None)  # a new process on the same machine
+    state = rt.threads_state()
+    assert state["source"] == "measured (cached)" and state["chosen"] == 2 and calls == [1]
+    assert list(json.loads(fresh.read_text()).values())[0]["tokens_per_second"] == {"1": 50.0, "2": 88.0}
+
+
+def test_llama_threads_overrides_the_measurement(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLAMA_THREADS", "3")
+    assert rt.threads_state() == {"chosen": 3, "source": "LLAMA_THREADS"}
+    assert not fresh.exists()
+
+
+def test_measuring_decodes_the_bundled_model() -> None:
+    pytest.importorskip("llama_cpp")
+    measured = rt.threads_measure(candidates=[1])
+    assert measured["chosen"] == 1 and measured["tokens_per_second"]["1"] > 5
