@@ -40,7 +40,7 @@ class _Sender:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any] | Callable[[], Any]]] | None = None
+        self.queue: asyncio.Queue[tuple[str, Any, Callable[[], Any] | None]] | None = None
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), name="broadcast", daemon=True)
         self.thread.start()
@@ -56,20 +56,27 @@ class _Sender:
         assert self.queue is not None
         layer = get_channel_layer()
         while True:
-            group, event = await self.queue.get()
+            group, event, before = await self.queue.get()
             try:
+                if before is not None:
+                    try:
+                        before()  # a blocking Redis write that must come before this send
+                    except Exception as exc:
+                        log.warning("live buffer write failed: %s: %s", type(exc).__name__, exc)
                 if callable(event):
                     event()  # a blocking Redis write that must keep its place among the sends
-                else:
+                elif event is not None:
                     await layer.group_send(group, event)
             except Exception as exc:  # Redis down: the reply goes on, the database keeps the text
                 log.warning("broadcast to %s failed: %s: %s", group, type(exc).__name__, exc)
             finally:
                 self.queue.task_done()
 
-    def submit(self, group: str, event: dict[str, Any] | Callable[[], Any]) -> None:
+    def submit(
+        self, group: str, event: dict[str, Any] | Callable[[], Any], before: Callable[[], Any] | None = None
+    ) -> None:
         assert self.queue is not None
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, event))
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, event, before))
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until everything submitted so far has been sent."""
@@ -153,11 +160,24 @@ def message_send(session_id: int, message: dict[str, Any]) -> None:
     group_send(session_group(session_id), {"type": "chat.message", "message": message})
 
 
-def delta_send(session_id: int, message_id: int, seq: int, text: str) -> None:
-    group_send(
-        session_group(session_id),
-        {"type": "chat.delta", "message_id": message_id, "seq": seq, "text": text},
-    )
+def delta_buffered_send(
+    session_id: int, message_id: int, seq: int, text: str, append: Callable[[int, int, str], None]
+) -> None:
+    """``append`` the text to the live buffer, then send the delta: one hand-over to the sender's
+    thread per delta in a worker process (a reply sent token by token makes one per token), so
+    the decode loop neither waits on Redis nor wakes the sender twice. Never raises."""
+    group = session_group(session_id)
+    event = {"type": "chat.delta", "message_id": message_id, "seq": seq, "text": text}
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    daphne_loop = _loop is not None and _loop.is_running()
+    if not settings.EMBEDDED and running is None and not daphne_loop:
+        _background_sender().submit(group, event, before=lambda: append(message_id, seq, text))
+        return
+    in_order("live buffer append", lambda: append(message_id, seq, text))
+    group_send(group, event)
 
 
 def done_send(session_id: int, message: dict[str, Any]) -> None:

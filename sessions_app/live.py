@@ -17,6 +17,7 @@ from typing import Protocol
 from django.conf import settings
 
 _TTL_SECONDS = 3600
+_TTL_EVERY = 64
 
 
 # A reply's ``params["cadence"]``: "token" sends each token as the engine makes it (what an API
@@ -66,9 +67,9 @@ class RedisStreamBuffer:
         text_key, seq_key = self._keys(message_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.append(text_key, text.encode("utf-8"))
-        pipe.set(seq_key, seq)
-        pipe.expire(text_key, _TTL_SECONDS)
-        pipe.expire(seq_key, _TTL_SECONDS)
+        pipe.set(seq_key, seq, ex=_TTL_SECONDS)
+        if seq % _TTL_EVERY == 1:  # a reply sent token by token appends often; the TTL is an hour
+            pipe.expire(text_key, _TTL_SECONDS)
         pipe.execute()
 
     def snapshot(self, message_id: int) -> tuple[str, int] | None:

@@ -220,11 +220,13 @@ def _flush(stream: _Stream) -> None:
         return
     # A reply taken from this worker sends nothing more: a primary-key read before sending text,
     # at most every REPLY_BROADCAST_INTERVAL_MS (also when each token is sent), makes sure of it.
-    now = time.monotonic()
-    force = now - stream.last_owned >= settings.REPLY_BROADCAST_INTERVAL_MS / 1000
-    if force:
-        stream.last_owned = now
-    _stop_requested(stream, force=force)
+    # The first text goes out at once (the row was claimed moments ago); the read follows it.
+    if stream.seq > 0:
+        now = time.monotonic()
+        force = now - stream.last_owned >= settings.REPLY_BROADCAST_INTERVAL_MS / 1000
+        if force:
+            stream.last_owned = now
+        _stop_requested(stream, force=force)
     if stream.lost:
         return
     text, stream.pending = stream.pending, ""
@@ -233,8 +235,7 @@ def _flush(stream: _Stream) -> None:
     # Buffer first, then broadcast: a client joining in between finds the text in the buffer.
     # Both leave from the sender's thread, in order: the decode loop does not wait on Redis.
     message_id, seq = stream.message.pk, stream.seq
-    broadcast.in_order("live buffer append", lambda: stream_buffer().append(message_id, seq, text))
-    _live(broadcast.delta_send, stream.message.session_id, message_id, seq, text)
+    broadcast.delta_buffered_send(stream.message.session_id, message_id, seq, text, stream_buffer().append)
     if seq == 1:
         trace.mark(message_id, "sent")
 

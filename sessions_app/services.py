@@ -15,7 +15,7 @@ from agents.selectors import agent_default_for_user, agent_get_for_user
 from inference import generation
 from sessions_app import broadcast, turns
 from sessions_app.dispatch import reply_enqueue
-from sessions_app.models import Message, Pick, Session
+from sessions_app.models import Message, Participant, Pick, Session
 from sessions_app.selectors import message_payload
 from sessions_app.unavailable import BROKER_ERRORS, BrokerUnavailable
 
@@ -58,7 +58,8 @@ def session_create(
         session = Session.objects.create(
             owner=owner, agent=agents[0] if agents else None, title=title.strip()[:200], turn_policy=policy
         )
-        turns.participants_set(session, agents)
+        # A new session has no participants yet: one insert (the request path of /v1 runs this).
+        Participant.objects.bulk_create(Participant(session=session, agent=a, position=i) for i, a in enumerate(agents))
     return session
 
 

@@ -5,9 +5,10 @@ The door (daphne) and the worker (Celery) write to their own logs; ``python -m
 tools.profile_first_token`` starts the platform with the trace on, sends requests, reads both logs
 and prints the median time between hops. Off (the default), a mark costs one settings lookup.
 
-Hops, in order: ``request`` (the door got the call), ``stored`` (messages committed, the reply
-queued), ``task`` (a worker process started the task), ``claimed`` (its row is ours), ``prompt``
-(model ready, prompt built: generation starts), ``engine_first`` (the engine's first token),
+Hops, in order: ``request`` (the door got the call), ``stored`` (caller, limits and body checked,
+session and messages committed, the reply queued; then the door joins the session's group),
+``task`` (a worker process started the task), ``claimed`` (its row is ours), ``prompt`` (model
+ready, prompt built: generation starts), ``engine_first`` (the engine's first token),
 ``sent`` (the first delta handed to the channel layer), ``door_event`` (the door received it),
 ``first_byte`` (the door handed the first text to the server to write).
 """

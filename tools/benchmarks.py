@@ -49,7 +49,12 @@ def children(pid: int) -> list[int]:
 
 
 def bench_platform_start(
-    *, data: Path, redis_url: str, database_url: str | None, max_tokens: int, threads: int | None,
+    *,
+    data: Path,
+    redis_url: str,
+    database_url: str | None,
+    max_tokens: int,
+    threads: int | None,
     env_extra: dict[str, str] | None = None,
 ) -> tuple[Platform, str]:
     """daphne, Redis and one Celery worker process; returns the platform and an API token.

@@ -35,7 +35,10 @@ def main(argv: list[str]) -> int:
         return subprocess.call([*pytest, *argv], cwd=ROOT)
     jobs_group = [path for path in JOBS_GROUP if (ROOT / path).exists()]
     rest = [*pytest, *(f"--ignore={path}" for path in jobs_group)]
-    jobs_env = {**os.environ, "TEST_INTEGRATION_REDIS_URL": "redis://127.0.0.1:6379/14"}
+    # The two groups share the cores: llama.cpp decodes on one thread in each (its measured
+    # default, every core, collapses when another process takes one: docs/benchmarks.md).
+    base_env = {"LLAMA_THREADS": "1", **os.environ}
+    jobs_env = {**base_env, "TEST_INTEGRATION_REDIS_URL": "redis://127.0.0.1:6379/14"}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="chatsite-tests-") as tmp:
         logs = {"jobs": Path(tmp) / "jobs.log", "rest": Path(tmp) / "rest.log"}
@@ -45,7 +48,7 @@ def main(argv: list[str]) -> int:
                 [*pytest, "-p", "no:cacheprovider", *jobs_group], cwd=ROOT, env=jobs_env,
                 stdout=jobs_log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-            procs["rest"] = subprocess.Popen(rest, cwd=ROOT, stdout=rest_log, stderr=subprocess.STDOUT)
+            procs["rest"] = subprocess.Popen(rest, cwd=ROOT, env=base_env, stdout=rest_log, stderr=subprocess.STDOUT)
             codes: dict[str, int] = {}
             while len(codes) < len(procs):
                 for name, proc in procs.items():

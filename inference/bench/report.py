@@ -112,9 +112,13 @@ def report_print(result: dict[str, Any], out: Any = print) -> None:
             for name, ok in c["met"].items()
         )
         out(
-            f"{c['door']} vs {c['raw']} at {c['concurrency']}: TTFT +{c['ttft_added_ms_p50']} ms, decode ×"
+            f"{c['door']} vs {c['raw']} at {c['concurrency']}: TTFT {_signed(c['ttft_added_ms_p50'])} ms, decode ×"
             f"{c['decode_ratio']}, end-to-end ×{c['e2e_tps_ratio']}, output tok/s ×{c['output_tps_ratio']}"
             + (f" — {marks}" if marks else "")
         )
     for ext in result.get("external", []):
         out(f"{ext['tool']}: {json.dumps(ext.get('result'))[:300]}")
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.1f}"

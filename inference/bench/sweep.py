@@ -37,6 +37,7 @@ class Spec:
     input_tokens: int
     output_tokens: int
     compare_raw: bool = True
+    raw_server: bool = True  # with compare_raw, also the engine's own server (llama.cpp)
     doors: list[str] = field(default_factory=lambda: ["v1", "websocket"])
     # The model: {"name", "backend", "format", "path", "options"}; the agent's, or an artifact's.
     model: dict[str, Any] = field(default_factory=dict)
@@ -45,6 +46,7 @@ class Spec:
     token: str = ""
     system_prompt: str = "You are a helpful assistant."
     params: dict[str, Any] = field(default_factory=dict)  # as given, for the record
+    extra_doors: list[Door] = field(default_factory=list)  # another engine's server, say
 
 
 def _free_port() -> int:
@@ -71,6 +73,24 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 @contextlib.contextmanager
+def server_process(
+    argv: list[str], *, health: str, log: Path, timeout: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    """An engine's own server, logging to ``log``, until ``health`` answers; stopped on exit."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_http(health, proc, timeout=timeout)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
 def llama_server(path: str, *, n_threads: int, n_ctx: int, log: Path) -> Iterator[str]:
     """llama-cpp-python's own OpenAI server on the GGUF (``inference.llama_server``)."""
     port = _free_port()
@@ -78,17 +98,8 @@ def llama_server(path: str, *, n_threads: int, n_ctx: int, log: Path) -> Iterato
     argv = [sys.executable, "-m", "inference.llama_server", "--model", path, "--n_ctx", str(n_ctx),
             "--n_threads", str(n_threads), "--interrupt_requests", "False",
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/v1/models", proc, timeout=120)
+    with server_process(argv, health=f"http://127.0.0.1:{port}/v1/models", log=log):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 async def _level(door: Door, prompts: list[str], concurrency: int) -> tuple[list[RequestResult], float]:
@@ -142,6 +153,7 @@ def benchmark_run(spec: Spec, *, progress: Progress = lambda p, s: None, log: Ca
                 stack.callback(raw.llm.close)
                 count = raw.count
                 doors.append(raw)
+            if spec.compare_raw and spec.raw_server:
                 url = stack.enter_context(
                     llama_server(path, n_threads=threads, n_ctx=_n_ctx(spec), log=workdir / "llama_server.log")
                 )
@@ -149,7 +161,7 @@ def benchmark_run(spec: Spec, *, progress: Progress = lambda p, s: None, log: Ca
                     target="raw_server", label="llama.cpp server (raw)", sampling=sampling, base_url=url,
                     extra_body={"repeat_penalty": 1.0}, count=raw.count_prompt,
                 ))  # fmt: skip
-            else:
+            if not spec.compare_raw:
                 from inference.llama_runtime import llama_load
 
                 vocab = llama_load(model_path=path, vocab_only=True, verbose=False)
@@ -170,10 +182,15 @@ def benchmark_run(spec: Spec, *, progress: Progress = lambda p, s: None, log: Ca
                         target="websocket", label="platform websocket", sampling=sampling,
                         base_url=spec.platform_url, token=spec.token, agent=spec.agent,
                     ))  # fmt: skip
+        doors += spec.extra_doors
         if not doors:
             raise ValueError("nothing to measure: give an agent (the platform's doors) or compare_raw on a model")
-        progress(3, f"making {spec.requests} prompts of {spec.input_tokens} tokens")
-        prompts = prompts_make(spec.requests, spec.input_tokens, count)
+        progress(3, f"making {spec.requests} prompts of {spec.input_tokens} tokens for each target")
+        # Each target its own prompts (the same lengths), and one more each to warm up with.
+        prompts = {
+            d.target: prompts_make(spec.requests + 1, spec.input_tokens, count, first=k * (spec.requests + 1))
+            for k, d in enumerate(doors)
+        }
         runs = asyncio.run(_all(doors, prompts, spec, progress, log))
     result = {
         "version": 1,
@@ -197,26 +214,53 @@ def benchmark_run(spec: Spec, *, progress: Progress = lambda p, s: None, log: Ca
     return result
 
 
-async def _all(doors: list[Door], prompts: list[str], spec: Spec, progress: Progress,
+async def _interleaved(
+    doors: list[Door], prompts: dict[str, list[str]]
+) -> dict[str, tuple[list[RequestResult], float]]:
+    """One client: each prompt goes to every target in turn (the order rotating), so that a
+    neighbour's load on the machine falls on all of them alike; a target's duration is the sum of
+    its own requests' times."""
+    out: dict[str, tuple[list[RequestResult], float]] = {d.target: ([], 0.0) for d in doors}
+    for i in range(len(prompts[doors[0].target])):
+        for door in doors[i % len(doors) :] + doors[: i % len(doors)]:
+            result = await door.request(prompts[door.target][i])
+            results, busy = out[door.target]
+            results.append(result)
+            out[door.target] = (results, busy + max(result.end - result.start, 0.0))
+    return out
+
+
+def _summary(door: Door, concurrency: int, results: list[RequestResult], duration: float,
+             log: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    run = run_summary(target=door.target, label=door.label, concurrency=concurrency, results=results,
+                      duration=duration)  # fmt: skip
+    log(f"{door.label} at {concurrency}: {run['completed']}/{run['requests']} ok, "
+        f"{run['output_tps']} out tok/s, TTFT p50 {run['ttft_ms']['p50']} ms, "
+        f"ITL p50 {run['itl_ms']['p50']} ms, decode {run['decode_tps_p50']} tok/s")  # fmt: skip
+    return run
+
+
+async def _all(doors: list[Door], prompts: dict[str, list[str]], spec: Spec, progress: Progress,
                log: Callable[[str], None]) -> list[dict[str, Any]]:  # fmt: skip
-    plan = [(c, d) for c in spec.concurrency for d in doors if d.max_concurrency is None or c <= d.max_concurrency]
     runs: list[dict[str, Any]] = []
-    warmed: set[str] = set()
     try:
-        for i, (concurrency, door) in enumerate(plan):
-            progress(5 + 90 * i / len(plan), f"{door.label} at {concurrency} concurrent")
-            if door.target not in warmed:
-                warm = await door.request(prompts[0])
-                warmed.add(door.target)
-                if not warm.ok:
-                    log(f"{door.label}: warm-up failed: {warm.error}")
-            results, duration = await _level(door, prompts, concurrency)
-            run = run_summary(target=door.target, label=door.label, concurrency=concurrency, results=results,
-                              duration=duration)  # fmt: skip
-            runs.append(run)
-            log(f"{door.label} at {concurrency}: {run['completed']}/{run['requests']} ok, "
-                f"{run['output_tps']} out tok/s, TTFT p50 {run['ttft_ms']['p50']} ms, "
-                f"ITL p50 {run['itl_ms']['p50']} ms, decode {run['decode_tps_p50']} tok/s")  # fmt: skip
+        progress(5, "warming up every target")
+        for door in doors:  # a worker loads its model on its first reply
+            warm = await door.request(prompts[door.target][-1])
+            if not warm.ok:
+                log(f"{door.label}: warm-up failed: {warm.error}")
+        levels = sorted(spec.concurrency)
+        for n, concurrency in enumerate(levels):
+            able = [d for d in doors if d.max_concurrency is None or concurrency <= d.max_concurrency]
+            progress(8 + 88 * n / len(levels), f"{len(able)} targets at {concurrency} concurrent")
+            mine = {d.target: prompts[d.target][:-1] for d in able}
+            if concurrency == 1:
+                measured = await _interleaved(able, mine)
+                runs += [_summary(d, 1, *measured[d.target], log) for d in able]
+                continue
+            for door in able:
+                results, duration = await _level(door, mine[door.target], concurrency)
+                runs.append(_summary(door, concurrency, results, duration, log))
     finally:
         for door in doors:
             await door.close()

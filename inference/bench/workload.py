@@ -56,6 +56,10 @@ def prompt_make(index: int, input_tokens: int, count: Callable[[str], int] = est
     return text(lo)
 
 
-def prompts_make(requests: int, input_tokens: int, count: Callable[[str], int] = estimate_tokens) -> list[str]:
-    distinct = [prompt_make(i, input_tokens, count) for i in range(min(requests, 64))]
+def prompts_make(
+    requests: int, input_tokens: int, count: Callable[[str], int] = estimate_tokens, *, first: int = 0
+) -> list[str]:
+    """``requests`` prompts numbered from ``first``: give each target its own numbers, so that two
+    targets on one engine (the platform's doors share a worker) never reuse each other's cache."""
+    distinct = [prompt_make(first + i, input_tokens, count) for i in range(min(requests, 256))]
     return [distinct[i % len(distinct)] for i in range(requests)]

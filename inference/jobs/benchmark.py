@@ -18,7 +18,6 @@ from django.conf import settings
 from pydantic import Field, field_validator, model_validator
 
 from inference.jobs.base import Format, Kind, Output, Params, job_files_dir
-from inference.models import ModelArtifact
 
 if TYPE_CHECKING:
     from inference.jobs.runner import JobContext
@@ -68,24 +67,9 @@ class BenchmarkParams(Params):
 def _prepare(p: BenchmarkParams, user: Any, commit: bool) -> BenchmarkParams:
     from inference.jobs import services
 
-    if p.agent is None:
-        if p.source is None:
-            raise services.JobError("give an agent or a source artifact", field="params.agent")
-        return p
-    agent = services.agent_resolve(p.agent, user)
-    source = agent.get("source")
-    if source is None:
-        raise services.JobError(f"agent {p.agent!r} has no model artifact", field="params.agent")
-    if p.source is not None and p.source != source:
-        raise services.JobError(f"agent {p.agent!r} runs artifact {source}, not {p.source}; leave source out",
-                                field="params.source")  # fmt: skip
-    artifact = ModelArtifact.objects.filter(pk=source).only("format").first()
-    if artifact is not None and artifact.format not in SOURCES:
-        raise services.JobError(
-            f"agent {p.agent!r} runs a {artifact.get_format_display()} model; benchmark measures GGUF or OpenVINO IR",
-            field="params.agent",
-        )
-    return p.model_copy(update={"source": int(source)})
+    return services.agent_source(  # type: ignore[no-any-return]
+        p, user, SOURCES, needs="benchmark measures GGUF or OpenVINO IR", missing="give an agent or a source artifact"
+    )
 
 
 def run_benchmark(ctx: JobContext, p: BenchmarkParams) -> list[Output]:

@@ -36,7 +36,6 @@ from pydantic import (
 )
 
 from inference.jobs.base import Format, Kind, Output, Params
-from inference.models import ModelArtifact
 
 if TYPE_CHECKING:
     from inference.jobs.runner import JobContext
@@ -167,25 +166,10 @@ class SynthesizeParams(Params):
 def _prepare(p: SynthesizeParams, user: Any, commit: bool) -> SynthesizeParams:
     from inference.jobs import services
 
-    if p.agent is None:
-        if p.source is None:
-            raise services.JobError("give an agent (its model writes the examples) or a source artifact",
-                                    field="params.agent")  # fmt: skip
-        return p
-    agent = services.agent_resolve(p.agent, user)
-    source = agent.get("source")
-    if source is None:
-        raise services.JobError(f"agent {p.agent!r} has no model artifact", field="params.agent")
-    if p.source is not None and p.source != source:
-        raise services.JobError(f"agent {p.agent!r} runs artifact {source}, not {p.source}; leave source out",
-                                field="params.source")  # fmt: skip
-    artifact = ModelArtifact.objects.filter(pk=source).only("format").first()
-    if artifact is not None and artifact.format not in SOURCES:
-        raise services.JobError(
-            f"agent {p.agent!r} runs a {artifact.get_format_display()} model; synthesize needs GGUF or OpenVINO IR",
-            field="params.agent",
-        )
-    return p.model_copy(update={"source": int(source)})
+    return services.agent_source(  # type: ignore[no-any-return]
+        p, user, SOURCES, needs="synthesize needs GGUF or OpenVINO IR",
+        missing="give an agent (its model writes the examples) or a source artifact",
+    )  # fmt: skip
 
 
 def run_synthesize(ctx: JobContext, p: SynthesizeParams) -> list[Output]:

@@ -28,7 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from agents.models import Agent
 from agents.selectors import agent_list_for_user
 from sessions_app import trace
-from sessions_app.models import Session
+from sessions_app.models import Message, Session
 from sessions_app.openai import services
 from sessions_app.openai.errors import CompletionError, RateLimited, error_response, reply_failure
 from sessions_app.openai.request import CompletionRequest, agent_for_model, completion_validate
@@ -137,12 +137,14 @@ async def model_detail(request: HttpRequest, model: str) -> HttpResponse:
         return error_response(exc)
 
 
-def _begin(request: HttpRequest) -> tuple[CompletionRequest, Session]:
-    """Everything before the reply is queued, in one thread hop: auth, limit, checks, session."""
+def _begin(request: HttpRequest) -> tuple[CompletionRequest, Session, Message]:
+    """Everything up to the queued reply, in one thread hop: auth, limit, checks, session, the
+    messages (the reply is queued once they commit)."""
     user = _caller(request)
     _throttle(user)
     completion = completion_validate(user=user, body=_body(request))
-    return completion, services.completion_session_create(user=user, request=completion)
+    session = services.completion_session_create(user=user, request=completion)
+    return completion, session, services.completion_start(session=session, request=completion)
 
 
 @csrf_exempt
@@ -151,21 +153,17 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
         return _method_not_allowed(request, "POST")
     try:
-        completion, session = await sync_to_async(_begin)(request)
+        completion, session, reply = await sync_to_async(_begin)(request)
     except CompletionError as exc:
         return error_response(exc)
+    stored = time.time()
+    # Joined after the reply was queued: the follower's first read (the stored state, the live
+    # buffer's text) covers whatever was sent before, and everything after reaches this channel.
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(session.group_name, channel)
-    try:
-        reply = await sync_to_async(services.completion_start)(session=session, request=completion)
-    except BaseException as exc:
-        await layer.group_discard(session.group_name, channel)
-        if isinstance(exc, CompletionError):
-            return error_response(exc)
-        raise
-    trace.mark(reply.pk, "request", received)
-    trace.mark(reply.pk, "stored")
+    for hop, at in (("request", received), ("stored", stored), ("joined", time.time())):
+        trace.mark(reply.pk, hop, at)
     call = CompletionCall(layer=layer, channel=channel, session=session, request=completion, reply_id=reply.pk)
     if completion.stream:
         response: HttpResponseBase = StreamingHttpResponse(call.sse(), content_type="text/event-stream")

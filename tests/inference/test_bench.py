@@ -86,6 +86,8 @@ def test_prompts_have_the_asked_length_and_differ_from_the_start() -> None:
     for prompt in words:
         assert 280 <= workload.estimate_tokens(prompt) <= 300
     assert len({p[:20] for p in words}) == 5  # no shared prefix for an engine's cache to skip
+    others = workload.prompts_make(5, 300, first=5)  # another target's: none the same
+    assert not set(others) & set(words)
     by_chars = workload.prompt_make(0, 1000, count=len)  # any tokenizer: here one token a character
     assert 990 <= len(by_chars) <= 1000
 
@@ -112,7 +114,7 @@ def test_the_report_files_hold_every_run(tmp_path: Path) -> None:
         assert (tmp_path / picture).read_bytes().startswith(b"\x89PNG")
     lines: list[str] = []
     report_print(result, lines.append)
-    assert any("v1 vs raw_server at 1: TTFT +10.0 ms" in line for line in lines)
+    assert any("v1 vs raw_server at 1: TTFT +10.0 ms" in line for line in lines), lines
 
 
 @pytest.mark.django_db
@@ -150,3 +152,23 @@ def test_an_agent_benchmark_measures_the_agents_model(django_user_model: Any, tm
 def test_the_targets_are_the_issues() -> None:
     assert stats.TARGETS_SINGLE == {"ttft_added_ms_p50": 15.0, "decode_ratio": 0.98, "e2e_tps_ratio": 0.98}
     assert stats.TARGETS_LOADED == {"output_tps_ratio": 0.95} and stats.LOADED_FROM == 16
+
+
+def test_one_client_alternates_the_targets_prompt_by_prompt() -> None:
+    import asyncio
+
+    from inference.bench.doors import Door, Sampling
+    from inference.bench.sweep import _interleaved
+
+    order: list[str] = []
+
+    class Clock(Door):
+        async def request(self, prompt: str) -> RequestResult:
+            order.append(f"{self.target}:{prompt}")
+            return request(0.0, 0.1, [0.01] * 3)
+
+    doors = [Clock(target=name, label=name, sampling=Sampling(max_tokens=4)) for name in ("a", "b", "c")]
+    measured = asyncio.run(_interleaved(doors, {name: ["p1", "p2", "p3"] for name in ("a", "b", "c")}))
+    assert order == ["a:p1", "b:p1", "c:p1", "b:p2", "c:p2", "a:p2", "c:p3", "a:p3", "b:p3"]
+    results, busy = measured["b"]
+    assert len(results) == 3 and busy == pytest.approx(3 * results[0].e2e)

@@ -52,7 +52,7 @@ def test_the_thread_default_is_measured_once_and_kept(fresh: Path, monkeypatch: 
 
     def measure() -> dict[str, Any]:
         calls.append(1)
-        return {"chosen": 2, "tokens_per_second": {"1": 50.0, "2": 88.0}, "variant": "haswell"}
+        return {"chosen": 2, "tokens_per_second": {"1": 50.0, "2": 88.0}, "variant": "haswell", "loadavg": 0.1}
 
     monkeypatch.setattr(rt, "threads_measure", measure)
     assert rt.threads_state()["source"] == "measured" and rt.default_threads() == 2
@@ -60,6 +60,15 @@ def test_the_thread_default_is_measured_once_and_kept(fresh: Path, monkeypatch: 
     state = rt.threads_state()
     assert state["source"] == "measured (cached)" and state["chosen"] == 2 and calls == [1]
     assert list(json.loads(fresh.read_text()).values())[0]["tokens_per_second"] == {"1": 50.0, "2": 88.0}
+
+
+def test_a_measurement_on_a_busy_machine_is_not_kept(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("llama_cpp")
+    busy = {"chosen": 1, "tokens_per_second": {"1": 36.3, "2": 3.0}, "variant": "haswell", "loadavg": 3.5}
+    monkeypatch.setattr(rt, "threads_measure", lambda: dict(busy))
+    state = rt.threads_state()
+    assert state["chosen"] == 1 and state["source"] == "measured (machine busy: not kept)"
+    assert not fresh.exists()  # the next process measures again
 
 
 def test_llama_threads_overrides_the_measurement(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -76,10 +76,10 @@ def test_a_benchmark_job_measures_the_doors_and_the_raw_engine_side_by_side(plat
         assert run["completed"] == PARAMS["requests"] and run["failed"] == 0, run
         assert run["ttft_ms"]["p50"] > 0 and run["e2e_ms"]["p50"] >= run["ttft_ms"]["p50"]
         assert run["output_tps"] > 0 and run["request_throughput"] > 0
-    # Greedy on every side: the same prompt tokens (the same template) and the same output length.
-    assert len({r["input_tokens_mean"] for r in runs.values()}) == 1, {
-        k: r["input_tokens_mean"] for k, r in runs.items()
-    }
+    # Each target its own prompts of the same length (the template included, counted alike on
+    # every side), and every reply as long as asked.
+    sizes = [r["input_tokens_mean"] for r in runs.values()]
+    assert max(sizes) - min(sizes) <= 4, {k: r["input_tokens_mean"] for k, r in runs.items()}
     assert {r["output_tokens_mean"] for r in runs.values()} == {PARAMS["output_tokens"]}
     assert 40 <= runs[("v1", 1)]["input_tokens_mean"] <= 64 + 40
     compared = {(c["door"], c["concurrency"]): c for c in result["comparisons"]}

@@ -54,7 +54,9 @@ def session(user: Any, agent: Agent) -> Session:
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     """What the workers broadcast, in order (recorded where it leaves for the channel layer)."""
     out: list[tuple[str, Any]] = []
-    monkeypatch.setattr("sessions_app.broadcast.delta_send", lambda sid, mid, seq, text: out.append(("delta", text)))
+    monkeypatch.setattr(
+        "sessions_app.broadcast.delta_buffered_send", lambda sid, mid, seq, text, append: out.append(("delta", text))
+    )
     monkeypatch.setattr("sessions_app.broadcast.done_send", lambda sid, message: out.append(("done", message)))
     return out
 
