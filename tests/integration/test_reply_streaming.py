@@ -102,8 +102,10 @@ def test_a_client_joining_mid_reply_gets_the_text_so_far_then_the_rest(platform:
     full = writer.until_done(reply_id)
     seen = late.until_done(reply_id)
     writer.close(), late.close()
-    # Nothing missing, nothing doubled: deltas continue right after the snapshot.
-    assert seen.seqs == list(range(joined.snapshot_seq + 1, joined.snapshot_seq + 1 + len(seen.seqs)))
+    # Nothing missing, nothing doubled: deltas continue after the snapshot, in order (the page's
+    # door may coalesce deltas that arrive within 50 ms into one, carrying the last seq).
+    assert seen.seqs == sorted(set(seen.seqs)) and seen.seqs[0] > joined.snapshot_seq
+    assert seen.seqs[-1] == stored(platform, sid, reply_id)["seq"]
     assert seen.text == full.text
     assert stored(platform, sid, reply_id)["content"] == full.text
 
