@@ -37,8 +37,9 @@ from pydantic import ValidationError
 
 from inference.jobs import events
 from inference.jobs.kinds import KINDS, Output
+from inference.jobs.made import artifacts_create, evaluation_create
 from inference.jobs.steps.protocol import PROGRESS_PREFIX, RESULT_PREFIX
-from inference.models import Evaluation, Job, ModelArtifact
+from inference.models import Job, ModelArtifact
 
 log = logging.getLogger(__name__)
 
@@ -398,9 +399,9 @@ def _finish(ctx: JobContext, outcome: str, error: str, outputs: list[Output]) ->
                     shutil.rmtree(target, ignore_errors=True)
                     os.replace(ctx.workdir, target)
                     moved = True
-                    _artifacts_create(job, ctx.source, target, outputs)
+                    artifacts_create(job, ctx.source, target, outputs)
                 if ctx.evaluation is not None:
-                    _evaluation_create(job, ctx.source, ctx.evaluation)
+                    evaluation_create(job, ctx.source, ctx.evaluation)
     except Exception:
         if moved:
             shutil.rmtree(target, ignore_errors=True)
@@ -420,36 +421,3 @@ def _chain_next(ctx: JobContext, job: Job) -> None:
     ctx.log(note)
     if started is None:
         log.warning("job %s %s", job.pk, note)
-
-
-def _artifacts_create(job: Job, source: ModelArtifact, folder: Path, outputs: list[Output]) -> None:
-    # Named after the original model; the chain in between is the lineage (parent links).
-    base = source.lineage()[0].name.removesuffix(" (bundled)")
-    for out in outputs:
-        artifact = ModelArtifact(
-            name=f"{base} · {out.label} (job {job.pk})"[:200],
-            format=out.format,
-            path=str(folder / out.relpath),
-            quantization=out.quantization[:50],
-            parent=source,
-            created_by_job=job,
-            context_length=source.context_length or out.details.get("context_length"),
-            details={**out.details, "kind": job.kind, "params": job.params},
-        )
-        artifact.size_bytes = artifact.measure_size()
-        artifact.save()
-
-
-def _evaluation_create(job: Job, source: ModelArtifact, result: dict[str, Any]) -> None:
-    Evaluation.objects.create(
-        artifact=source,
-        job=job,
-        text=str(result.get("text", "heldout.txt"))[:200],
-        perplexity=result.get("perplexity"),
-        ppl_tokens=result.get("ppl_tokens"),
-        size_bytes=result.get("size_bytes"),
-        decode_tokens_per_s=result.get("decode_tokens_per_s"),
-        prefill_tokens_per_s=result.get("prefill_tokens_per_s"),
-        sample=str(result.get("sample", "")),
-        details={k: v for k, v in result.items() if k not in ("sample",)},
-    )
