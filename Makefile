@@ -12,8 +12,8 @@ PORT ?= 8000
 EXTRAS ?= llama_cpp,llama_cpp_server,openvino,convert,finetune,bench,dev
 # llama.cpp is built once with every x86 CPU variant as a loadable backend (GGML_BACKEND_DL,
 # GGML_CPU_ALL_VARIANTS: x64 ... haswell, skylakex, icelake, zen4, sapphirerapids); at run time
-# inference/llama_runtime.py loads the best one this CPU and its kernel support (AMX only where the
-# kernel enables it: a -march=native build crashed on a machine whose kernel does not).
+# inference/llama_runtime.py loads the best one this CPU supports, never the AMX one (its tile
+# kernels die with SIGILL on their first tile instruction; a -march=native build picks them up).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON
 LLAMA_VERSION := 0.3.36
 WHEELHOUSE ?= $(HOME)/.cache/chatsite/wheels/cpu-variants

@@ -6,9 +6,13 @@
 Python executable and in the working directory, not where the wheel puts them, so
 ``cpu_backend_load`` loads them itself: each variant scores this CPU (0 when it lacks an
 instruction set the variant was compiled for) and the best is registered. One correction to
-ggml's score: AMX is used only when the kernel enables it (``amx_tile`` in /proc/cpuinfo); ggml
-checks CPUID alone, and on a kernel without AMX the sapphirerapids variant crashes on its first
-decode. A build with a single CPU backend linked in (no variant files) is used as it is.
+ggml's score: the AMX variant (sapphirerapids) is never loaded. Its tile kernels fault with
+SIGILL on their first ``tilezero`` (seen on a Xeon with AMX whose kernel grants the tile-data
+permission; a C program doing the same after ``arch_prctl(ARCH_REQ_XCOMP_PERM)`` runs): llama.cpp
+requests that permission on its main thread only and can hand ``_tile_loadconfig`` an invalid
+config (llama.cpp PR #26954, open), so the worker dies on its first decode. The next best variant
+(zen4 / icelake / cooperlake: AVX-512 with VNNI and BF16) runs there instead. A build with a single
+CPU backend linked in (no variant files) is used as it is.
 
 **Threads.** ``default_threads`` is measured, not guessed: the bundled model decodes 32 tokens
 with 1, 2, ... threads up to the physical cores this process may run on (leaving one for the
@@ -90,8 +94,8 @@ def cpu_variants() -> list[Path]:
 
 
 def _allowed(name: str, flags: set[str]) -> bool:
-    # ggml scores AMX from CPUID; the kernel must also enable it (arch_prctl XTILEDATA).
-    return "sapphirerapids" not in name or "amx_tile" in flags
+    # The AMX variant faults on its first tile instruction (see the module's docstring).
+    return "sapphirerapids" not in name
 
 
 def cpu_backend_load() -> str:

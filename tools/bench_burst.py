@@ -37,6 +37,7 @@ class Socket:
     index: int
     asked: bool
     handshake: str = ""  # "ok", "http 500", an exception name
+    handshake_error: str = ""  # the exception, its cause and when it came
     connect_s: float | None = None
     close_code: int | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -76,6 +77,8 @@ async def _client(
         return
     except Exception as exc:
         sock.handshake = type(exc).__name__
+        cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
+        sock.handshake_error = f"{type(exc).__name__}: {exc}{cause} after {time.perf_counter() - started:.2f} s"
         return
     try:
         first = json.loads(await asyncio.wait_for(ws.recv(), timeout))
@@ -151,6 +154,7 @@ def burst_summary(socks: list[Socket]) -> dict[str, Any]:
     return {
         "sockets": len(socks),
         "handshakes": handshakes,
+        "handshake_errors": sorted({s.handshake_error for s in socks if s.handshake_error})[:5],
         "errors": sum(len(s.errors) for s in socks),
         "closed_by_server": sum(s.close_code is not None for s in socks),
         "connect_p50_s": statistics.median(connects) if connects else None,

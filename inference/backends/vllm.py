@@ -134,6 +134,9 @@ class VLLMBackend(Backend):
                 "A hosted vLLM agent needs a model in Hugging Face format on this worker: a folder with "
                 f"config.json. {self.model_path or 'The agent has no model'!s} is not one here."
             )
+        gap = vllm_server.cpu_kernel_gap(folder)
+        if gap is not None:
+            raise BackendError(gap)
         opts = self.options
         spec = vllm_server.ServeSpec(
             model=str(folder),

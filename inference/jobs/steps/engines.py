@@ -6,14 +6,13 @@ sample (see ``inference.jobs.steps.evaluate`` for the method)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inference.jobs.steps.protocol import StepError
+from inference.jobs.steps.protocol import StepError, threads
 from inference.llama_runtime import llama_load
 
 # ---------------------------------------------------------------- helpers
@@ -31,10 +30,6 @@ def peak_rss_mb() -> float:
 
 def ids_digest(ids: Sequence[int]) -> str:
     return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16]
-
-
-def threads() -> int:
-    return os.cpu_count() or 1
 
 
 class Timer:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inference.jobs.steps.protocol import StepError, log, progress, tokenizer_files_copy
+from inference.jobs.steps.protocol import StepError, log, progress, threads, tokenizer_files_copy
 
 LOAD_SPAN, TRAIN_SPAN = (0.0, 3.0), (3.0, 95.0)
 
@@ -106,7 +106,7 @@ def finetune_lora(params: dict[str, Any]) -> dict[str, Any]:
         raise StepError("device=cuda, but this worker has no CUDA GPU (run the job on a GPU worker's queue)")
     use_cuda = cuda and device != "cpu"
     if not use_cuda:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads())
     progress(LOAD_SPAN[0], "loading the model", force=True)
 
     tokenizer = AutoTokenizer.from_pretrained(source)

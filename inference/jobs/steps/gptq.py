@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from inference.jobs.steps.protocol import StepError, log, progress, tokenizer_files_copy
+from inference.jobs.steps.protocol import StepError, log, progress, threads, tokenizer_files_copy
 
 BUILTIN_CALIBRATION = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
 
@@ -154,6 +154,8 @@ def gptq(params: dict[str, Any]) -> dict[str, Any]:
 
     progress(0, "loading libraries", force=True)
     import torch
+
+    torch.set_num_threads(threads())
     from compressed_tensors.quantization import (
         QuantizationArgs,
         QuantizationScheme,

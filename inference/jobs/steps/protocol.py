@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -11,6 +12,23 @@ PROGRESS_PREFIX = "CHATSITE_PROGRESS "
 RESULT_PREFIX = "CHATSITE_RESULT "
 
 _last_progress = 0.0
+
+
+def threads() -> int:
+    """CPU threads a step's torch or llama.cpp computes on: ``JOB_THREADS`` from the worker's
+    environment, else every core. Set it where a jobs worker shares the machine: torch's OpenMP
+    threads busy-wait at every parallel region, so with one more thread than free cores each
+    region waits for a descheduled thread (a LoRA step took 45 s instead of 4 on 2 shared cores)."""
+    value = os.environ.get("JOB_THREADS", "").strip()
+    if value:
+        try:
+            count = int(value)
+        except ValueError:
+            raise StepError(f"JOB_THREADS must be a whole number of threads, not {value!r}") from None
+        if count < 1:
+            raise StepError(f"JOB_THREADS must be at least 1, not {count}")
+        return count
+    return os.cpu_count() or 1
 
 
 def progress(percent: float, stage: str = "", *, force: bool = False, metrics: dict[str, Any] | None = None) -> None:

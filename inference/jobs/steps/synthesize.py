@@ -33,8 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from inference.jobs.steps.engines import peak_rss_mb, threads
-from inference.jobs.steps.protocol import StepError, log, progress
+from inference.jobs.steps.engines import peak_rss_mb
+from inference.jobs.steps.protocol import StepError, log, progress, threads
 from inference.llama_runtime import llama_load
 
 TEXT_MAX_CHARS = 200
