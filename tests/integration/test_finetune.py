@@ -19,7 +19,8 @@ from tests.integration.services import wait_until
 from tests.integration.test_jobs import STAFF, answer, artifact, bundled_id, finished, job, start, succeeded
 from tools.launch import Platform, manage
 
-pytestmark = pytest.mark.slow
+# Its own waits add up to more than the suite's 600 s limit: training, cancel, resume, convert.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 NAME, AUTHOR = "Zephyrine", "Acme Robotics"
 # 24 steps of 8 rows (the 100 English self-cognition rows, about two epochs): 1.5 minutes here,

@@ -49,10 +49,11 @@ def test_a_streamed_reply_lands_complete_and_equals_its_deltas(platform: Platfor
 
     assert reply.done is not None and reply.done["status"] == "complete"
     assert len(reply.deltas) >= 2
-    assert reply.seqs == list(range(1, len(reply.seqs) + 1))
+    # Rising seqs that end at the stored one (the page's door may merge deltas 50 ms apart).
+    assert reply.seqs == sorted(set(reply.seqs)) and reply.seqs[0] >= 1
     row = stored(platform, sid, reply_id)
     assert row["status"] == "complete"
-    assert row["content"] == reply.text
+    assert row["content"] == reply.text and row["seq"] == reply.seqs[-1]
     assert "Paris" in row["content"]
     stats = row["stats"]
     assert stats["prompt_tokens"] > 10 and stats["completion_tokens"] > 0

@@ -202,9 +202,10 @@ def test_a_reply_through_a_vllm_agent_streams_over_the_websocket(vllm_platform: 
 
     assert reply.done is not None and reply.done["status"] == "complete", reply.done
     assert len(reply.deltas) >= 2
-    assert reply.seqs == list(range(1, len(reply.seqs) + 1))
+    # Rising seqs that end at the stored one (the page's door may merge deltas 50 ms apart).
+    assert reply.seqs == sorted(set(reply.seqs)) and reply.seqs[0] >= 1
     row = stored(vllm_platform, sid, rid)
-    assert row["content"] == reply.text
+    assert row["content"] == reply.text and row["seq"] == reply.seqs[-1]
     assert "Paris" in row["content"]
     stats = row["stats"]
     # The engine's own usage: its tokenizer and chat template (SmolLM2's adds a system prompt).
