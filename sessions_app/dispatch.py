@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_stopping = threading.Event()  # set by embedded_stop: the reaper thread ends
 
 
 def reply_enqueue(*, message_id: int, queue: str) -> None:
@@ -56,12 +57,23 @@ def _choose_logged(user_message_id: int) -> None:
 
 
 def embedded_pool() -> ThreadPoolExecutor:
-    global _pool
+    global _pool, _stopping
     with _pool_lock:
         if _pool is None:
+            _stopping = threading.Event()
             _pool = ThreadPoolExecutor(max_workers=settings.EMBEDDED_REPLY_THREADS, thread_name_prefix="reply")
-            threading.Thread(target=_embedded_reaper, args=(_pool,), name="reply-reaper", daemon=True).start()
+            threading.Thread(target=_embedded_reaper, args=(_pool, _stopping), name="reply-reaper", daemon=True).start()
         return _pool
+
+
+def embedded_stop(wait: bool = True) -> None:
+    """End the embedded pool and its reaper (a process that is done with them: the tests)."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+        _stopping.set()
+    if pool is not None:
+        pool.shutdown(wait=wait)
 
 
 def _run_logged(message_id: int) -> None:
@@ -87,7 +99,7 @@ def replies_recover_embedded(pool: ThreadPoolExecutor) -> int:
     return interrupted
 
 
-def _embedded_reaper(pool: ThreadPoolExecutor) -> None:
+def _embedded_reaper(pool: ThreadPoolExecutor, stopping: threading.Event) -> None:
     """In the embedded default nothing else runs the reaper, so a daemon thread does."""
     try:
         replies_recover_embedded(pool)
@@ -95,7 +107,8 @@ def _embedded_reaper(pool: ThreadPoolExecutor) -> None:
         log.exception("recovering replies of a previous process failed")
     while True:
         _close_connection()
-        time.sleep(max(1.0, settings.REPLY_STALE_SECONDS / 4))
+        if stopping.wait(max(1.0, settings.REPLY_STALE_SECONDS / 4)):
+            return
         try:
             replies_reap()
         except Exception:

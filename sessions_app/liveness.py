@@ -84,6 +84,10 @@ class _Heartbeat:
         while True:
             # Short naps, so that a changed period (tests change settings) takes effect soon.
             time.sleep(min(0.5, heartbeat_seconds()))
+            with self._lock:
+                if not self._leases:  # nothing to keep alive: the next hold() starts a new thread
+                    self._thread = None
+                    return
             if time.monotonic() - last < heartbeat_seconds():
                 continue
             last = time.monotonic()

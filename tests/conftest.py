@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -77,3 +78,14 @@ def fresh_live_buffer() -> None:
     from sessions_app import live
 
     live._buffer = None
+
+
+@pytest.fixture(autouse=True)
+def embedded_pool_ended() -> Iterator[None]:
+    """A test that ran replies in-process ends the embedded pool and its reaper with it: a reaper
+    left running reads a database that later tests do not open to it."""
+    yield
+    from sessions_app import dispatch
+
+    if dispatch._pool is not None:
+        dispatch.embedded_stop(wait=False)

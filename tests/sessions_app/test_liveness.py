@@ -160,3 +160,20 @@ def test_a_restarted_embedded_process_recovers_what_the_last_one_left(session: S
     assert Message.objects.get(pk=sibling.pk).status == "streaming"  # its process renews it
     recovered = Message.objects.get(pk=never_started.pk)
     assert (recovered.status, recovered.content) == ("complete", "Hello, world.")
+
+
+def test_the_heartbeat_thread_runs_only_while_a_reply_is_held() -> None:
+    from sessions_app.liveness import heartbeat
+
+    beat = heartbeat()
+    lease = beat.hold(10_001)
+    first = beat._thread
+    assert first is not None and first.is_alive()
+    beat.release(lease)
+    first.join(timeout=3)
+    assert not first.is_alive() and beat._thread is None  # no thread left polling an idle process
+    second = beat.hold(10_002)
+    try:
+        assert beat._thread is not None and beat._thread.is_alive() and beat._thread is not first
+    finally:
+        beat.release(second)
