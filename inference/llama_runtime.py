@@ -115,9 +115,14 @@ def cpu_backend_load() -> str:
             _variant = "built-in"
             return _variant
         flags = cpu_flags()
+        pinned = os.environ.get("LLAMA_CPU_VARIANT", "").strip()
+        if pinned and pinned not in {p.stem.removeprefix("libggml-cpu-") for p in variants}:
+            raise RuntimeError(f"LLAMA_CPU_VARIANT={pinned!r}: no such llama.cpp CPU variant in {_lib_dirs()}")
         scored: list[tuple[int, Path]] = []
         for path in variants:
             name = path.stem.removeprefix("libggml-cpu-")
+            if pinned and name != pinned:
+                continue
             try:
                 score = int(ctypes.CDLL(str(path)).ggml_backend_score())
             except (OSError, AttributeError) as exc:
@@ -126,6 +131,8 @@ def cpu_backend_load() -> str:
             if score > 0 and _allowed(name, flags):
                 scored.append((score, path))
         if not scored:
+            if pinned:
+                raise RuntimeError(f"LLAMA_CPU_VARIANT={pinned!r} does not run on this CPU")
             raise RuntimeError(f"no llama.cpp CPU variant in {_lib_dirs()} runs on this CPU")
         best = max(scored)[1]
         libggml.ggml_backend_load.restype = ctypes.c_void_p

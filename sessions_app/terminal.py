@@ -322,6 +322,9 @@ class TerminalChat:
         finally:
             for pending in (next_event, next_input):
                 pending.cancel()
+            # The follower can be closed only once its cancelled step has unwound (else aclose()
+            # raises "asynchronous generator is already running" over the real reason).
+            await asyncio.gather(next_event, next_input, return_exceptions=True)
             await follower.aclose()
 
     @staticmethod

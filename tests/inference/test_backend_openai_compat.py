@@ -37,7 +37,13 @@ from inference.bundled import bundled_model_path
 
 SERVER_START_SECONDS = 180
 SERVER_KEY = "sk-test-key-for-the-keyed-server"
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+# With no system prompt the greedy answer is a coin toss between CPU kernels (the first token's
+# logits nearly tie: "L'Étoile, ..." on every variant in process, Paris on some servers); with
+# this one every llama.cpp variant answers "The capital of France is Paris."
+QUESTION = [
+    {"role": "system", "content": "Answer in one short sentence."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
 STORY = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
 GREEDY = GenerationParams(max_tokens=48, temperature=0.0, seed=0)
 

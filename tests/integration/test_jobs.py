@@ -293,6 +293,7 @@ def test_gptq_runs_its_perplexity_is_reported_and_vllm_serves_it(platform: Platf
         status, agent = api(
             platform.http, platform.tokens["ops"], "POST", "/api/agents/",
             {"name": "gptq", "slug": "gptq-vllm", "model": gptq["id"], "temperature": 0.0, "max_tokens": 32,
+             "system_prompt": "Answer in one short sentence.",
              "backend_options": {"mode": "hosted", "dtype": "bfloat16", "gpu_memory_utilization": 0.3,
                                  "max_model_len": 2048}},
         )  # fmt: skip
