@@ -11,7 +11,9 @@ SIGILL on their first ``tilezero`` (seen on a Xeon with AMX whose kernel grants 
 permission; a C program doing the same after ``arch_prctl(ARCH_REQ_XCOMP_PERM)`` runs): llama.cpp
 requests that permission on its main thread only and can hand ``_tile_loadconfig`` an invalid
 config (llama.cpp PR #26954, open), so the worker dies on its first decode. The next best variant
-(zen4 / icelake / cooperlake: AVX-512 with VNNI and BF16) runs there instead. A build with a single
+(zen4 / icelake / cooperlake: AVX-512 with VNNI and BF16) runs there instead. ``LLAMA_CPU_VARIANT``
+(a variant's name, such as ``haswell``) pins the kernels: greedy output can differ between variants
+where two tokens nearly tie, so a fleet that must answer alike pins one. A build with a single
 CPU backend linked in (no variant files) is used as it is.
 
 **Threads.** ``default_threads`` is measured, not guessed: the bundled model decodes 32 tokens

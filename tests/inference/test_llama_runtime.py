@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +86,17 @@ def test_measuring_decodes_the_bundled_model() -> None:
     pytest.importorskip("llama_cpp")
     measured = rt.threads_measure(candidates=[1])
     assert measured["chosen"] == 1 and measured["tokens_per_second"]["1"] > 5
+
+
+def _variant_loaded(pin: str) -> subprocess.CompletedProcess[str]:
+    code = "from inference import llama_runtime as rt; print(rt.cpu_backend_load())"
+    env = {**os.environ, "LLAMA_CPU_VARIANT": pin}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_llama_cpu_variant_pins_the_kernels_and_a_wrong_name_is_refused() -> None:
+    pytest.importorskip("llama_cpp")
+    pinned = _variant_loaded("haswell" if "avx2" in rt.cpu_flags() else "x64")
+    assert pinned.returncode == 0 and pinned.stdout.split()[-1] in ("haswell", "x64"), pinned.stderr[-2000:]
+    wrong = _variant_loaded("no-such-cpu")
+    assert wrong.returncode != 0 and "LLAMA_CPU_VARIANT='no-such-cpu'" in wrong.stderr
