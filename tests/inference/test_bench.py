@@ -172,3 +172,36 @@ def test_one_client_alternates_the_targets_prompt_by_prompt() -> None:
     assert order == ["a:p1", "b:p1", "c:p1", "b:p2", "c:p2", "a:p2", "c:p3", "a:p3", "b:p3"]
     results, busy = measured["b"]
     assert len(results) == 3 and busy == pytest.approx(3 * results[0].e2e)
+
+
+def test_a_vllm_agents_raw_side_is_vllms_own_server_with_the_agents_engine_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import contextlib
+
+    from inference.bench import sweep
+
+    started: list[list[str]] = []
+
+    @contextlib.contextmanager
+    def fake_server(argv: list[str], *, health: str, log: Path, timeout: float = 120) -> Any:
+        started.append(argv)
+        yield None
+
+    monkeypatch.setattr(sweep, "server_process", fake_server)
+    monkeypatch.setattr(sweep, "vllm_serve_prefix", lambda: ["/venv-vllm/bin/python", "-m", "vllm.server"])
+    options = {"mode": "hosted", "dtype": "bfloat16", "max_model_len": 2048, "gpu_memory_utilization": 0.3}
+    with sweep.vllm_server(str(tmp_path), options=options, log=tmp_path / "log") as url:
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+    argv = started[0]
+    assert argv[:3] == ["/venv-vllm/bin/python", "-m", "vllm.server"]
+    flags = dict(zip(argv[3::2], argv[4::2], strict=False))
+    assert flags["--model"] == str(tmp_path) and flags["--dtype"] == "bfloat16"
+    assert flags["--max-model-len"] == "2048" and flags["--gpu-memory-utilization"] == "0.3"
+
+    monkeypatch.setattr(sweep, "vllm_serve_prefix", lambda: None)
+    with (
+        pytest.raises(RuntimeError, match="make vllm-venv"),
+        sweep.vllm_server(str(tmp_path), options={}, log=tmp_path),
+    ):
+        pass
