@@ -282,7 +282,9 @@ def test_gptq_runs_its_perplexity_is_reported_and_vllm_serves_it(platform: Platf
     original = artifact(platform, hf["id"])["evaluations"] or [evaluate(platform, hf["id"])]
     assert result["ppl_tokens"] == original[0]["ppl_tokens"]
     assert 1 < result["perplexity"] < original[0]["perplexity"] * 3, (result, original[0])
-    # vLLM's CPU build runs 4-bit compressed-tensors with its WNA16 kernel, in bfloat16 only.
+    # vLLM's CPU build runs 4-bit compressed-tensors with its WNA16 kernel, in bfloat16 only. Plain
+    # greedy: vLLM's repetition penalty also weighs the prompt's tokens, and at the agents' default
+    # 1.1 this model answered "The FrenchCapitalFrance".
     platform.start(
         "worker-jobs-vllm",
         [str(ROOT / ".venv-vllm" / "bin" / "celery"), "-A", "chatsite", "worker", "-Q", "vllm", "-P", "threads",
@@ -293,7 +295,7 @@ def test_gptq_runs_its_perplexity_is_reported_and_vllm_serves_it(platform: Platf
         status, agent = api(
             platform.http, platform.tokens["ops"], "POST", "/api/agents/",
             {"name": "gptq", "slug": "gptq-vllm", "model": gptq["id"], "temperature": 0.0, "max_tokens": 32,
-             "system_prompt": "Answer in one short sentence.",
+             "system_prompt": "Answer in one short sentence.", "repetition_penalty": 1.0,
              "backend_options": {"mode": "hosted", "dtype": "bfloat16", "gpu_memory_utilization": 0.3,
                                  "max_model_len": 2048}},
         )  # fmt: skip
