@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from inference.llama_runtime import cpu_flags  # the standard library only, like this module
+
 HOST = "127.0.0.1"
 
 # Run by the child's own Python before it becomes the server: the kernel sends it SIGTERM when the
@@ -90,18 +92,6 @@ def resolved_argv(argv: list[str]) -> list[str]:
 
     program = argv[0] if os.sep in argv[0] else (shutil.which(argv[0]) or argv[0])
     return [program, *argv[1:]]
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as the kernel reports them (empty where there is no /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.partition(":")[2].split())
-    return set()
 
 
 def _weight_only_4bit(config: dict[str, Any]) -> bool:
