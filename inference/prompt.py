@@ -48,22 +48,31 @@ def prompt_build(
             turns = turns[1:]
         return system + turns
 
-    # The fewest dropped messages that fit: count_tokens grows as start falls, so bisect.
+    # Each count renders the chat template and tokenizes (for vLLM, an HTTP call): once per start.
+    counted: dict[int, int] = {}
+
+    def count(start: int) -> int:
+        if start not in counted:
+            counted[start] = count_tokens(build(start))
+        return counted[start]
+
     lo, hi = 0, len(history) - 1
-    if count_tokens(build(hi)) > budget:
-        needed = count_tokens(build(hi))
+    if count(hi) > budget:
         raise PromptTooLong(
-            f"The message and system prompt take {needed} tokens; this agent's context window is "
+            f"The message and system prompt take {count(hi)} tokens; this agent's context window is "
             f"{context_window} tokens with {reserve} kept for the reply. Shorten the message."
         )
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if count_tokens(build(mid)) <= budget:
-            hi = mid
-        else:
-            lo = mid + 1
+    # Mostly the whole history fits: one more count. Else the fewest dropped messages that fit:
+    # count grows as start falls, so bisect.
+    if count(lo) > budget:
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if count(mid) <= budget:
+                hi = mid
+            else:
+                lo = mid + 1
     messages = build(lo)
-    used = count_tokens(messages)
+    used = count(lo)
     return Prompt(
         messages=messages,
         prompt_tokens=used,

@@ -42,3 +42,21 @@ def test_a_message_bigger_than_the_window_is_a_clear_error() -> None:
     history = [{"role": "user", "content": "w " * 500}]
     with pytest.raises(PromptTooLong, match="context window is 256"):
         prompt_build(system_prompt="", history=history, count_tokens=words, context_window=256, max_tokens=64)
+
+
+@pytest.mark.parametrize(("history", "window", "most"), [(1, 4096, 1), (5, 4096, 2), (40, 200, 9)])
+def test_each_prompt_is_counted_once(history: int, window: int, most: int) -> None:
+    # A count renders the template and tokenizes (for vLLM, an HTTP call to /tokenize): a lone
+    # message is counted once, a history that fits twice, a long one once per bisection step.
+    seen: list[int] = []
+
+    def counting(messages: list[dict[str, str]]) -> int:
+        seen.append(len(messages))
+        return words(messages)
+
+    fitted = prompt_build(
+        system_prompt="Be kind.", history=turns(history), count_tokens=counting, context_window=window,
+        max_tokens=50,
+    )  # fmt: skip
+    assert len(seen) <= most
+    assert fitted.prompt_tokens == words(fitted.messages)
