@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _stopping = threading.Event()  # set by embedded_stop: the reaper thread ends
+_reaper: threading.Thread | None = None
 
 
 def reply_enqueue(*, message_id: int, queue: str) -> None:
@@ -57,23 +58,32 @@ def _choose_logged(user_message_id: int) -> None:
 
 
 def embedded_pool() -> ThreadPoolExecutor:
-    global _pool, _stopping
+    global _pool, _stopping, _reaper
     with _pool_lock:
         if _pool is None:
             _stopping = threading.Event()
             _pool = ThreadPoolExecutor(max_workers=settings.EMBEDDED_REPLY_THREADS, thread_name_prefix="reply")
-            threading.Thread(target=_embedded_reaper, args=(_pool, _stopping), name="reply-reaper", daemon=True).start()
+            _reaper = threading.Thread(
+                target=_embedded_reaper, args=(_pool, _stopping), name="reply-reaper", daemon=True
+            )
+            _reaper.start()
         return _pool
 
 
-def embedded_stop(wait: bool = True) -> None:
-    """End the embedded pool and its reaper (a process that is done with them: the tests)."""
-    global _pool
+def embedded_stop(timeout: float = 10.0) -> None:
+    """End the embedded pool and its reaper, waiting up to ``timeout`` seconds for each thread
+    (a process that is done with them: the tests, before their database is emptied)."""
+    global _pool, _reaper
     with _pool_lock:
         pool, _pool = _pool, None
+        reaper, _reaper = _reaper, None
         _stopping.set()
     if pool is not None:
-        pool.shutdown(wait=wait)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for thread in list(getattr(pool, "_threads", ())):
+            thread.join(timeout)
+    if reaper is not None:
+        reaper.join(timeout)
 
 
 def _run_logged(message_id: int) -> None:

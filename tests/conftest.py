@@ -80,12 +80,14 @@ def fresh_live_buffer() -> None:
     live._buffer = None
 
 
-@pytest.fixture(autouse=True)
-def embedded_pool_ended() -> Iterator[None]:
-    """A test that ran replies in-process ends the embedded pool and its reaper with it: a reaper
-    left running reads a database that later tests do not open to it."""
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A test that ran replies in-process ends the embedded pool and its reaper when its body
+    ends, before its fixtures empty the database: a reply or reaper thread still writing then
+    made the flush fail ("database table is locked"), and a reaper left running afterwards read a
+    database later tests do not open to it."""
     yield
     from sessions_app import dispatch
 
     if dispatch._pool is not None:
-        dispatch.embedded_stop(wait=False)
+        dispatch.embedded_stop()
