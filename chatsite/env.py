@@ -132,3 +132,20 @@ def env_rate(name: str, default: str) -> str:
     if not number.isdigit() or period[:1] not in ("s", "m", "h", "d"):
         raise ImproperlyConfigured(f"{name}: expected a rate like 600/minute, got {value!r}")
     return value
+
+
+def env_proxy_header(name: str) -> tuple[str, str] | None:
+    """``HEADER=value`` as Django's SECURE_PROXY_SSL_HEADER, e.g. ``X-Forwarded-Proto=https`` (or the
+    META form ``HTTP_X_FORWARDED_PROTO=https``): a request carrying it counts as HTTPS. Set it only
+    behind a proxy that always sets (or strips) that header."""
+    value = _raw(name)
+    if not value:
+        return None
+    header, sep, expected = value.partition("=")
+    header, expected = header.strip(), expected.strip()
+    if not sep or not header or not expected:
+        raise ImproperlyConfigured(f"{name}: expected HEADER=value such as X-Forwarded-Proto=https, got {value!r}")
+    meta = header.upper().replace("-", "_")
+    if not meta.startswith("HTTP_"):
+        meta = "HTTP_" + meta
+    return meta, expected

@@ -105,10 +105,11 @@ def scratch_database() -> Iterator[str]:
 
 @contextmanager
 def private_platform(
-    folder: Path, *, database_url: str, redis_url: str, beat: bool = False, **env: str
+    folder: Path, *, database_url: str, redis_url: str, beat: bool = False, bare_worker: bool = False, **env: str
 ) -> Iterator[Platform]:
-    """daphne, a Celery worker (started as docker-compose starts it) and optionally beat, on
-    the given database and Redis; users alice and bob."""
+    """daphne, a Celery worker (started as docker-compose starts it, or with ``bare_worker`` as a
+    plain ``celery -A chatsite worker``: the default pool and concurrency, gossip and mingle on) and
+    optionally beat, on the given database and Redis; users alice and bob."""
     environment = platform_env(data_dir=folder, database_url=database_url, redis_url=redis_url, **env)
     logs = folder / "logs"
     logs.mkdir(exist_ok=True)
@@ -116,7 +117,14 @@ def private_platform(
     try:
         platform.tokens = prepare(environment, ("alice", "bob"))
         platform.start_daphne()
-        platform.start_worker()
+        if bare_worker:
+            platform.start(
+                "worker",
+                [str(VENV_BIN / "celery"), "-A", "chatsite", "worker", "-Q", "llama_cpp,default", "-l", "INFO"],
+            )
+            platform.wait_worker_ready("worker")
+        else:
+            platform.start_worker()
         if beat:
             platform.start(
                 "beat",

@@ -164,3 +164,45 @@ def test_a_channel_layer_failure_in_connect_closes_with_a_code(tmp_path: Path, r
         watcher = Watcher(wait_until(lambda: _ws_or_none(platform, session["id"]), 30, "a websocket"))
         assert watcher.recv()["type"] == "session"
         watcher.close()
+
+
+def test_a_bare_worker_outlives_a_redis_restart_with_a_reply_in_flight(
+    tmp_path: Path, redis_server: PrivateRedis
+) -> None:
+    """`celery -A chatsite worker` with nothing else (but the queues and -l INFO): a prefork pool of
+    one process per core, gossip and mingle on. With kombu's stock Redis transport this worker
+    exited ("Unrecoverable error: AttributeError ... 'hostname'", chatsite/broker.py) and the next
+    reply never ran."""
+    with (
+        scratch_database() as database_url,
+        private_platform(tmp_path, database_url=database_url, redis_url=redis_server.url, bare_worker=True) as platform,
+    ):
+        watcher, sid, reply_id = ask(platform, LONG)
+        watcher.until(lambda e: e["type"] == "delta" and e["seq"] >= 5)
+        watcher.close()
+        redis_server.kill()
+        time.sleep(3)
+        redis_server.start()
+        row = wait_until(
+            lambda: (r := stored(platform, sid, reply_id)) and r["status"] in FINAL and r, 120, "the reply to end"
+        )
+        assert row["status"] == "complete" and row["content"], row
+        # The worker is still there and serves the next reply.
+        path = f"/api/sessions/{sid}/messages/"
+        status, body = wait_until(
+            lambda: (
+                (r := api(platform.http, platform.tokens["alice"], "POST", path, {"content": "Say hi."}))[0] != 503
+                and r
+            ),
+            30,
+            "the API to queue a reply again",
+        )
+        assert status == 202, body
+        next_id = body[-1]["id"]
+        nxt = wait_until(
+            lambda: (r := stored(platform, sid, next_id)) and r["status"] in FINAL and r, 120, "the next reply"
+        )
+        assert nxt["status"] == "complete" and nxt["content"], nxt
+        assert alive(platform) == {"daphne": True, "worker": True}
+        log = (platform.log_dir / "worker.log").read_text(errors="replace")
+        assert "Unrecoverable error" not in log, log[-4000:]
