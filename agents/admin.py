@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from agents.forms import is_option_field, option_field_name, option_fields
 from agents.models import Agent
 from inference.backends.base import Backend
-from inference.backends.registry import OptionsError, backend_choices, backend_classes, options_validate
+from inference.backends.registry import OptionsError, backend_choices, backend_classes, options_validate_to_save
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
@@ -86,7 +86,7 @@ class AgentAdminForm(forms.ModelForm):
         # An empty field leaves the option out, so the schema's default applies.
         chosen = {option: value for option, value in values.items() if value is not None and value != ""}
         try:
-            typed = options_validate(cls.name, chosen)
+            typed = options_validate_to_save(cls.name, chosen)
         except OptionsError as exc:
             for line in exc.messages:
                 where, _, message = line.partition(": ")

@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 
 from inference import generation
-from inference.backends.registry import LoadPlan, OptionsError, backend_classes, load_plan, options_validate
+from inference.backends.registry import LoadPlan, OptionsError, backend_classes, load_plan, options_validate_to_save
 
 
 def _validate_stop(value: Any) -> None:
@@ -129,7 +129,8 @@ class Agent(models.Model):
             raise ValidationError({"backend": [f"Unknown backend {self.backend!r}; known: {', '.join(classes)}."]})
         errors: dict[str, list[str]] = {}
         try:
-            options = options_validate(self.backend, self.backend_options)
+            # Also checks base_url against OUTBOUND_ALLOWED_HOSTS: the API and the admin both save here.
+            options = options_validate_to_save(self.backend, self.backend_options)
         except OptionsError as exc:
             errors["backend_options"] = exc.messages
             options = None

@@ -2,35 +2,55 @@
 
 ``POST /api/jobs/`` ``{"kind", "params"}`` starts a job (``params.source`` is the input artifact's
 id); a bad value answers 400 naming it (``params.type``). Other users get 403, anonymous 401.
+
+Who may do what: reading (jobs, their logs and files, artifacts, workers, kinds) is for staff, as
+the dashboard is. A change also needs the Django model permission the admin asks for: starting a
+job (create, retry, resume) ``inference.add_job``, cancelling one ``inference.change_job``,
+uploading a dataset ``inference.add_modelartifact`` (superusers hold them all). Without it: 403
+naming the permission, and nothing is done.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from rest_framework import permissions, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference.backends.registry import backend_for_format
-from inference.jobs import datasets, dispatch, services
-from inference.jobs.base import JOB_FILES, job_files_dir
+from inference.jobs import datasets, dispatch, services, uploads
+from inference.jobs.base import JOB_FILES, job_files_dir, job_log_path
 from inference.jobs.events import job_payload
 from inference.jobs.kinds import KINDS
 from inference.models import Evaluation, Job, ModelArtifact
 from inference.workers import workers_online
 
 
+def pipeline_refusal(user: Any, view: Any, method: str) -> str | None:
+    """Why ``user`` may not call ``view`` with ``method``; None when they may. Staff only, and the
+    model permission the view names for the method (``required_perms``), as the admin asks."""
+    if not (user and user.is_authenticated and user.is_staff):
+        return "The model pipeline is for staff."
+    needed = getattr(view, "required_perms", {}).get(method)
+    if needed and not user.has_perm(needed):
+        return f"You need the permission {needed} to do this; ask an administrator."
+    return None
+
+
 class IsStaff(permissions.BasePermission):
+    """Staff; for a write, also the model permission the view names (see the module's docstring)."""
+
     def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+        refusal = pipeline_refusal(request.user, view, request.method or "")
+        if refusal is not None:
+            self.message = refusal  # DRF answers 403 with it (401 when not signed in)
+            return False
+        return True
 
 
 def _error(exc: services.JobError) -> Response:
@@ -49,9 +69,13 @@ def _jobs() -> QuerySet[Job]:
 
 class StaffApi(APIView):
     permission_classes = [IsStaff]
+    # method -> the Django permission a call needs beyond being staff
+    required_perms: dict[str, str] = {}
 
 
 class JobListApi(StaffApi):
+    required_perms = {"POST": "inference.add_job"}
+
     def get(self, request: Request) -> Response:
         dispatch.embedded_recover()
         jobs = _jobs()
@@ -81,6 +105,8 @@ class JobDetailApi(StaffApi):
 
 
 class JobCancelApi(StaffApi):
+    required_perms = {"POST": "inference.change_job"}
+
     def post(self, request: Request, job_id: int) -> Response:
         job = get_object_or_404(Job, pk=job_id)
         try:
@@ -94,6 +120,7 @@ class JobRetryApi(StaffApi):
     """A new job with the same kind and parameters (``retry_of`` links it)."""
 
     start = staticmethod(services.job_retry)
+    required_perms = {"POST": "inference.add_job"}
 
     def post(self, request: Request, job_id: int) -> Response:
         job = get_object_or_404(Job, pk=job_id)
@@ -128,29 +155,30 @@ class JobFileApi(StaffApi):
 
 class DatasetUploadApi(StaffApi):
     """``POST /api/datasets/``: a JSONL file of chats (multipart ``file``, optional ``name``), checked
-    line by line, stored as a dataset artifact for ``finetune_lora``. A bad line answers 400 naming
-    it and stores nothing."""
+    line by line as it arrives and stored as a dataset artifact for ``finetune_lora``
+    (``inference.jobs.uploads``). A bad line answers 400 naming it, a file over
+    ``DATASET_MAX_BYTES`` 413 (before the rest is read); either stores nothing. A name already
+    taken gets the next free ``name (2)``."""
 
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [uploads.DatasetMultiPartParser]
+    required_perms = {"POST": "inference.add_modelartifact"}
+
+    def upload_refusal(self, user: Any) -> str | None:
+        """Asked by the parser before it reads the body (see inference.jobs.uploads)."""
+        return pipeline_refusal(user, self, "POST")
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, uploads.UploadError):  # raised while the body is read, even during authentication
+            return Response(exc.body(), status=exc.status)
+        return super().handle_exception(exc)
 
     def post(self, request: Request) -> Response:
-        upload = request.FILES.get("file")
-        if upload is None:
+        upload = request.FILES.get(uploads.FIELD)
+        if not isinstance(upload, uploads.CheckedUpload):
             return Response({"code": "invalid", "field": "file", "message": "file: attach a JSONL file"}, status=400)
-        if upload.size > settings.DATASET_MAX_BYTES:
-            message = f"file: larger than {settings.DATASET_MAX_BYTES} bytes"
-            return Response({"code": "too_large", "field": "file", "message": message}, status=413)
-        try:
-            records = datasets.records_parse(upload)
-        except datasets.DatasetError as exc:
-            body: dict[str, Any] = {"code": "invalid_dataset", "field": "file", "message": f"file: {exc}"}
-            if exc.line:
-                body["line"] = exc.line
-            return Response(body, status=400)
-        name = str(request.data.get("name") or upload.name or "upload.jsonl")[:200]
-        artifact = datasets.dataset_save(
-            records, name=name, details={"source": "upload", "filename": upload.name, "user": request.user.username}
-        )
+        name = str(request.data.get("name") or upload.name or "upload.jsonl")
+        details = {"source": "upload", "filename": upload.name, "user": request.user.username}
+        artifact = datasets.dataset_register(upload.path, records=upload.records, name=name, details=details)
         from inference.jobs import events
 
         events.artifacts_changed()
@@ -158,12 +186,14 @@ class DatasetUploadApi(StaffApi):
 
 
 class JobLogApi(StaffApi):
-    """The whole log of a job, as plain text (the job row keeps only its tail)."""
+    """The whole log of a job, as plain text (the job row keeps only its tail). The file is found
+    from the job's id (``job_log_path``), never from the row's ``log_path``: what a row says must
+    not choose which file of the server is read out."""
 
     def get(self, request: Request, job_id: int) -> Any:
         job = get_object_or_404(Job, pk=job_id)
-        path = Path(job.log_path) if job.log_path else None
-        if path is None or not path.is_file():
+        path = job_log_path(job.pk)
+        if not path.is_file():
             raise Http404("This job's log is not on this machine.")
         return FileResponse(path.open("rb"), content_type="text/plain; charset=utf-8")
 
@@ -214,18 +244,19 @@ def artifact_payload(a: ModelArtifact) -> dict[str, Any]:
     }
 
 
-def _artifacts() -> QuerySet[ModelArtifact]:
-    return ModelArtifact.objects.prefetch_related("evaluations", "agents").order_by("created_at", "id")
+def _artifacts(user: Any) -> QuerySet[ModelArtifact]:
+    """The shared artifacts and ``user``'s private ones (their chat snapshots): another user's is a 404."""
+    return ModelArtifact.objects.visible_to(user).prefetch_related("evaluations", "agents").order_by("created_at", "id")
 
 
 class ArtifactListApi(StaffApi):
     def get(self, request: Request) -> Response:
-        return Response({"results": [artifact_payload(a) for a in _artifacts()]})
+        return Response({"results": [artifact_payload(a) for a in _artifacts(request.user)]})
 
 
 class ArtifactDetailApi(StaffApi):
     def get(self, request: Request, artifact_id: int) -> Response:
-        return Response(artifact_payload(get_object_or_404(_artifacts(), pk=artifact_id)))
+        return Response(artifact_payload(get_object_or_404(_artifacts(request.user), pk=artifact_id)))
 
 
 class WorkerListApi(StaffApi):

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 
 class Job(models.Model):
@@ -89,8 +92,21 @@ class Job(models.Model):
         return round(elapsed * (100 - self.progress) / self.progress, 1)
 
 
+class ArtifactQuerySet(models.QuerySet["ModelArtifact"]):
+    def visible_to(self, user: Any) -> ArtifactQuerySet:
+        """The shared artifacts (no owner) and ``user``'s own: another user's private artifact (a
+        snapshot of their chats) is as if it did not exist."""
+        if user is None or not getattr(user, "is_authenticated", False):
+            return self.filter(owner__isnull=True)
+        return self.filter(Q(owner__isnull=True) | Q(owner=user))
+
+
 class ModelArtifact(models.Model):
-    """A model on disk (a GGUF file, an OpenVINO IR folder, a Hugging Face folder) or behind a URL."""
+    """A model on disk (a GGUF file, an OpenVINO IR folder, a Hugging Face folder) or behind a URL.
+
+    ``owner`` makes it private: a dataset snapshotted from a user's chats (a fine-tune on their
+    sessions or compare picks) is listed, shown and trained on for that user only. None: shared
+    with every staff user, as models and uploaded datasets are."""
 
     class Format(models.TextChoices):
         GGUF = "gguf", "GGUF"
@@ -115,7 +131,13 @@ class ModelArtifact(models.Model):
     details = models.JSONField(
         default=dict, blank=True, help_text="What made it: file type, tensor types, settings, checks."
     )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="private_artifacts",
+        help_text="Only this user sees and uses it (a snapshot of their chats); empty: shared.",
+    )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ArtifactQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

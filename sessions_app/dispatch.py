@@ -13,7 +13,7 @@ from django.db import close_old_connections
 
 from inference.workers import worker_task
 from sessions_app.liveness import heartbeat_seconds
-from sessions_app.models import Message
+from sessions_app.models import Message, TurnChoice
 from sessions_app.reaper import process_started_at, replies_reap, replies_reap_before
 from sessions_app.replies import reply_generate
 
@@ -106,6 +106,10 @@ def replies_recover_embedded(pool: ThreadPoolExecutor) -> int:
     interrupted = replies_reap_before(moment=started)
     for message_id in Message.objects.filter(status=Message.Status.QUEUED).values_list("pk", flat=True):
         pool.submit(_run_logged, message_id)  # a second submit finds nothing to claim
+    # Supervisors' picks it left queued were never asked either.
+    queued = TurnChoice.objects.filter(status=TurnChoice.Status.QUEUED).values_list("user_message_id", flat=True)
+    for user_message_id in set(queued):
+        pool.submit(_choose_logged, user_message_id)
     return interrupted
 
 

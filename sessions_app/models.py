@@ -149,6 +149,61 @@ class Pick(models.Model):
         return f"pick of {self.winner_id} for {self.user_message_id}"
 
 
+class TurnChoice(models.Model):
+    """A supervisor's pick of who speaks next for a user message (``sessions_app.turns``).
+
+    Asked for ``queued``; the worker that asks the supervisor claims it ``choosing`` and renews
+    ``heartbeat_at`` while it waits on the model. It ends ``done`` (a speaker queued, or the round
+    ended), ``failed`` (the model call raised), ``cancelled`` (a stop) or ``interrupted`` (its
+    worker died: the reaper). A failed or interrupted pick leaves a visible note in the session,
+    so that no user message waits for ever on a decision that will not come.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        CHOOSING = "choosing"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        INTERRUPTED = "interrupted"
+
+    user_message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="choices")
+    turn = models.PositiveSmallIntegerField(help_text="The turn whose speaker it picks, from 1.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    answer = models.CharField(max_length=200, blank=True, default="", help_text="What the supervisor said.")
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"pick of turn {self.turn} for {self.user_message_id} ({self.status})"
+
+
+class LeaderboardTable(models.Model):
+    """The leaderboard as last computed from the picks: one row (``sessions_app.leaderboard``).
+
+    Every pick made or changed bumps ``version`` in its own transaction; a computation stores the
+    version (and the number of picks) it read before reading the picks. The table is current
+    when both still match, so a pick that lands during a computation, or picks deleted with their
+    session, leave it visibly stale and the next read computes it again.
+    """
+
+    version = models.PositiveBigIntegerField(default=0, help_text="Bumped by every pick made or changed.")
+    computed_version = models.PositiveBigIntegerField(default=0)
+    picks = models.PositiveIntegerField(default=0, help_text="How many picks the table was computed from.")
+    rows = models.JSONField(default=list, blank=True, help_text="Per agent id: rating, interval, wins, losses.")
+    computed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"leaderboard v{self.computed_version} of {self.version}"
+
+
 class ApiToken(models.Model):
     """A named API token. Only a SHA-256 hash of the secret is stored; the secret is shown once.
 

@@ -95,6 +95,9 @@ def _generate_claimed(message_id: int, lease: Lease) -> None:
     try:
         _generate(stream)
     except BackendError as exc:
+        if exc.detail:
+            # The error is for every user of the agent; what the model server said is for staff.
+            log.warning("reply %s failed: %s Details: %s", message_id, exc, exc.detail)
         hint = " Trying again may help." if exc.retryable else ""
         _finish(stream, Message.Status.FAILED, error=f"{exc}{hint}")
     except PromptTooLong as exc:

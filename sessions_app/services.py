@@ -13,7 +13,7 @@ from django.utils import timezone
 from agents.models import Agent
 from agents.selectors import agent_default_for_user, agent_get_for_user
 from inference import generation
-from sessions_app import broadcast, turns
+from sessions_app import broadcast, leaderboard, turns
 from sessions_app.dispatch import reply_enqueue
 from sessions_app.models import Message, Participant, Pick, Session
 from sessions_app.selectors import message_payload
@@ -263,9 +263,20 @@ def reply_pick(*, session: Session, message_id: Any) -> Pick:
         for compared in user_message.replies.all():
             compared.turns = {**compared.turns, "picked": compared.pk == reply.pk}
             compared.save(update_fields=["turns"])
+        leaderboard.leaderboard_touch()
         event = {"reply_to": user_message.pk, "picked": reply.pk}
+        transaction.on_commit(_leaderboard_refresh)  # first: it never raises, the broadcast may
         transaction.on_commit(lambda: broadcast.picked_send(session.pk, event))
     return pick
+
+
+def _leaderboard_refresh() -> None:
+    """Compute the leaderboard now that a pick is stored. A failure leaves it stale: the next
+    read computes it."""
+    try:
+        leaderboard.leaderboard_refresh()
+    except Exception:
+        log.exception("computing the leaderboard after a pick failed; the next read computes it")
 
 
 def _resent(session: Session, client_id: str) -> tuple[Message, Message] | None:
@@ -289,6 +300,9 @@ def reply_stop(*, session: Session, message_id: int | None = None) -> list[int]:
     )
     if message_id is not None:
         pending = pending.filter(pk=message_id)
+    else:
+        # A supervisor deciding who speaks next has no reply yet: its round stops all the same.
+        turns.chain_stop(turns.choices_pending(session.pk))
     ids = list(pending.values_list("pk", flat=True))
     if not ids:
         return []

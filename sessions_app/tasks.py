@@ -27,7 +27,16 @@ def replies_reap() -> int:
     return reaper.replies_reap()
 
 
-@shared_task(name="sessions_app.tasks.turn_choose", acks_late=True)
+@shared_task(
+    name="sessions_app.tasks.turn_choose",
+    acks_late=True,
+    # As for replies: the database was away before the pick was claimed, so try again later (a
+    # pick claimed before the outage is ended by the reaper, with a note, once it is back).
+    autoretry_for=DATABASE_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=30,
+    max_retries=20,
+)
 def turn_choose(*, user_message_id: int) -> str | None:
     """The supervisor of a multi-agent session picks the next speaker (on the supervisor's queue)."""
     return turns.turn_choose(user_message_id=user_message_id)

@@ -10,7 +10,9 @@ policy, one of:
   judge argue for N rounds (one turn each per round), then the judge gives the verdict.
 - ``{"kind": "supervisor", "supervisor": "slug", "max_turns": N}``: before each turn the supervisor
   agent is asked, on its own worker, who speaks next (or ``END``); its answer must be exactly a
-  participant's slug or ``END``. Anything else ends the round with a visible note, never a loop.
+  participant's slug or ``END``. Anything else ends the round with a visible note, never a loop;
+  so does a supervisor whose model call fails, or whose worker dies while it decides (each pick is
+  a ``TurnChoice`` row with a lease, which the reaper ends).
 
 Every policy is capped at ``MULTI_AGENT_MAX_TURNS`` replies per user message. When a user message
 is sent its plan (the speakers, in order) is stored on it; the first reply is queued at once, and
@@ -24,14 +26,21 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from agents.models import Agent
-from sessions_app.models import Message, Participant, Session
+from sessions_app.liveness import heartbeat_seconds, worker_name
+from sessions_app.models import Message, Participant, Session, TurnChoice
+from sessions_app.unavailable import BROKER_ERRORS, BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +194,18 @@ def chain_stop(user_message_ids: list[int]) -> None:
         if message.turns and not message.turns.get("stopped"):
             message.turns = {**message.turns, "stopped": True}
             message.save(update_fields=["turns"])
+    # A pick not yet started is not started; one under way sees the flag when it ends.
+    TurnChoice.objects.filter(user_message_id__in=user_message_ids, status=TurnChoice.Status.QUEUED).update(
+        status=TurnChoice.Status.CANCELLED, finished_at=timezone.now()
+    )
+
+
+def choices_pending(session_id: int) -> list[int]:
+    """The user messages of the session whose supervisor is being asked who speaks next."""
+    pending = TurnChoice.objects.filter(
+        user_message__session_id=session_id, status__in=[TurnChoice.Status.QUEUED, TurnChoice.Status.CHOOSING]
+    )
+    return list(pending.values_list("user_message_id", flat=True).distinct())
 
 
 def turn_next(reply: Message) -> Message | None:
@@ -222,6 +243,13 @@ def turn_next(reply: Message) -> Message | None:
 
 
 # --- the supervisor ------------------------------------------------------------------------------
+#
+# Each pick is a TurnChoice row: created ``queued`` with the turn it picks for, claimed
+# ``choosing`` by the worker that asks the supervisor (a conditional update, so a repeated task
+# does nothing), kept alive by a heartbeat while the model loads and answers, and ended once. A
+# model call that raises ends the round with a note here; a worker that dies mid-pick stops the
+# heartbeat, and the reaper (``sessions_app.reaper``) ends the round with a note. Either way the
+# user sees why nothing more comes.
 
 END = "END"
 SUPERVISOR_INSTRUCTION = (
@@ -230,18 +258,46 @@ SUPERVISOR_INSTRUCTION = (
     "Reply with exactly one word: the name in brackets of the agent who speaks next, or END. "
     "Nothing else."
 )
+INTERRUPTED_NOTE = "The worker asking the supervisor who speaks next stopped before it answered; the round ends."
 
 
-def choose_enqueue(user_message: Message) -> None:
-    """Ask the supervisor, on its own queue, who answers next (on commit)."""
-    from sessions_app.dispatch import turn_choose_enqueue
-
+def choose_enqueue(user_message: Message) -> TurnChoice | None:
+    """Ask the supervisor, on its own queue, who answers next (the task is sent on commit). Call
+    in a transaction."""
     session = Session.objects.get(pk=user_message.session_id)
     supervisor = supervised(session)
     if supervisor is None:
         note_add(user_message, "The supervisor of this session is gone; the round ends.")
-        return
-    transaction.on_commit(lambda: turn_choose_enqueue(user_message_id=user_message.pk, queue=supervisor.queue))
+        return None
+    done = Message.objects.filter(reply_to=user_message, role=Message.Role.ASSISTANT).count()
+    choice = TurnChoice.objects.create(user_message=user_message, turn=done + 1)
+    transaction.on_commit(partial(_choice_send, choice, supervisor.queue))
+    return choice
+
+
+def _choice_send(choice: TurnChoice, queue: str) -> None:
+    from sessions_app.dispatch import turn_choose_enqueue
+
+    try:
+        turn_choose_enqueue(user_message_id=choice.user_message_id, queue=queue)
+    except BROKER_ERRORS as exc:
+        # Nothing would ever run the pick: the round ends now, with a note, and the caller hears why.
+        log.warning(
+            "the pick for message %s could not be queued: %s: %s", choice.user_message_id, type(exc).__name__, exc
+        )
+        with transaction.atomic():
+            if TurnChoice.objects.filter(pk=choice.pk, status=TurnChoice.Status.QUEUED).update(
+                status=TurnChoice.Status.FAILED, error=f"Not queued: {exc}", finished_at=timezone.now()
+            ):
+                note_add(
+                    choice.user_message,
+                    "The message broker (Redis) was unavailable, so the supervisor was never asked who answers; "
+                    "the round ends. Send the message again in a moment.",
+                )
+        raise BrokerUnavailable(
+            "Your message is saved, but the supervisor could not be asked who answers: the message broker "
+            "(Redis) is unavailable. Send it again in a moment."
+        ) from exc
 
 
 def choice_parse(answer: str, candidates: list[str]) -> str | None:
@@ -250,7 +306,7 @@ def choice_parse(answer: str, candidates: list[str]) -> str | None:
     word = answer.strip().strip("\"'`[]").rstrip(".").strip()
     if word.upper() == END:
         return END
-    return word if word in candidates else None
+    return next((slug for slug in candidates if slug.lower() == word.lower()), None)
 
 
 def note_add(user_message: Message, text: str) -> Message:
@@ -261,27 +317,131 @@ def note_add(user_message: Message, text: str) -> Message:
     note = Message.objects.create(
         session_id=user_message.session_id, role=Message.Role.SYSTEM, content=text, reply_to=user_message
     )
-    transaction.on_commit(lambda: broadcast.message_send(note.session_id, message_payload(note)))
+
+    def announce() -> None:
+        try:
+            broadcast.message_send(note.session_id, message_payload(note))
+        except Exception as exc:  # the note is stored: a client reading the session finds it
+            log.warning("announcing note %s failed: %s: %s", note.pk, type(exc).__name__, exc)
+
+    transaction.on_commit(announce)
     return note
 
 
 def turn_choose(*, user_message_id: int) -> str | None:
-    """On the supervisor's worker: ask it who speaks next and queue that turn. Returns the choice."""
+    """On the supervisor's worker: claim the message's queued pick, ask the supervisor who speaks
+    next and queue that turn. Returns the choice (None when there was nothing to do, or the round
+    ended with a note). A second run of the same task finds nothing to claim."""
+    choice = _choice_claim(user_message_id)
+    if choice is None:
+        return None
+    try:
+        with _choice_lease(choice.pk):
+            return _choose_claimed(choice)
+    except Exception as exc:  # the model call, or anything else: the round must end visibly
+        log.exception("the supervisor's pick for message %s failed", user_message_id)
+        _choice_fail(choice, exc)
+        return None
+
+
+def _choice_claim(user_message_id: int) -> TurnChoice | None:
+    first = (
+        TurnChoice.objects.filter(user_message_id=user_message_id, status=TurnChoice.Status.QUEUED)
+        .order_by("pk")
+        .first()
+    )
+    if first is None:
+        return None
+    now = timezone.now()
+    claimed = TurnChoice.objects.filter(pk=first.pk, status=TurnChoice.Status.QUEUED).update(
+        status=TurnChoice.Status.CHOOSING, worker=worker_name(), heartbeat_at=now
+    )
+    if not claimed:
+        return None  # another run took it between the read and the claim
+    first.refresh_from_db()
+    return first
+
+
+@contextmanager
+def _choice_lease(choice_id: int) -> Iterator[None]:
+    """Renew the pick's heartbeat while the supervisor is asked (loading its model may take
+    minutes), so that it goes stale only when this process is gone."""
+    finished = threading.Event()
+    me = worker_name()
+
+    def renew() -> None:
+        try:
+            while not finished.wait(heartbeat_seconds()):
+                try:
+                    TurnChoice.objects.filter(pk=choice_id, status=TurnChoice.Status.CHOOSING, worker=me).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except Exception as exc:  # the database is away: the reaper decides once it is back
+                    log.warning("pick %s: heartbeat failed: %s: %s", choice_id, type(exc).__name__, exc)
+                    _connection_drop()
+        finally:
+            _connection_drop()
+
+    thread = threading.Thread(target=renew, name=f"pick-heartbeat-{choice_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        thread.join(timeout=heartbeat_seconds())
+
+
+def _connection_drop() -> None:
+    """Close this thread's database connection, whatever state it is in."""
+    try:
+        connection.close()
+    except Exception as exc:
+        log.debug("closing a database connection: %s", exc)
+
+
+def _choice_end(choice: TurnChoice, status: str, *, answer: str = "", error: str = "") -> bool:
+    """End the pick if it is still this worker's; False when it was taken (the reaper ended it)."""
+    return bool(
+        TurnChoice.objects.filter(pk=choice.pk, status=TurnChoice.Status.CHOOSING, worker=worker_name()).update(
+            status=status, answer=answer[:200], error=error, finished_at=timezone.now()
+        )
+    )
+
+
+def _choice_fail(choice: TurnChoice, exc: BaseException) -> None:
+    """The pick failed: the round ends with a note that says why (unless the reaper already ended it)."""
+    from inference.backends.base import BackendError
+
+    user_message = Message.objects.filter(pk=choice.user_message_id).first()
+    session = Session.objects.filter(pk=user_message.session_id).first() if user_message is not None else None
+    supervisor = supervised(session) if session is not None else None
+    who = f"The supervisor {supervisor.name}" if supervisor is not None else "The supervisor"
+    reason = str(exc) if isinstance(exc, BackendError) else f"internal error: {type(exc).__name__}: {exc}"
+    hint = " Trying again may help." if isinstance(exc, BackendError) and exc.retryable else ""
+    with transaction.atomic():
+        if _choice_end(choice, TurnChoice.Status.FAILED, error=reason) and user_message is not None:
+            note_add(user_message, f"{who} could not pick who speaks next ({reason}); the round ends.{hint}")
+
+
+def _choose_claimed(choice: TurnChoice) -> str | None:
     from inference.backends.base import GenerationParams
     from inference.cache import model_cache
     from sessions_app.selectors import history_as_seen
 
-    user_message = Message.objects.filter(pk=user_message_id, role=Message.Role.USER).first()
+    user_message = Message.objects.filter(pk=choice.user_message_id, role=Message.Role.USER).first()
     if user_message is None or user_message.turns.get("stopped"):
+        _choice_end(choice, TurnChoice.Status.CANCELLED)
         return None
     session = Session.objects.get(pk=user_message.session_id)
     supervisor = supervised(session)
     if supervisor is None:
         with transaction.atomic():
-            note_add(user_message, "This session no longer has a supervisor; the round ends.")
+            if _choice_end(choice, TurnChoice.Status.FAILED, error="No supervisor."):
+                note_add(user_message, "This session no longer has a supervisor; the round ends.")
         return None
     if not _chain_may_grow(user_message):
-        return None  # at the cap, or a turn is running or did not complete (a repeated task)
+        _choice_end(choice, TurnChoice.Status.DONE)
+        return None  # at the cap, or a turn is running or did not complete (a repeated pick)
     candidates = [a for a in participants_of(session) if a.is_active and a.pk != supervisor.pk]
     roster = "\n".join(f"- {a.name} [{a.slug}]" for a in candidates)
     # What the supervisor has seen: the conversation up to now, every agent's turn by name.
@@ -296,28 +456,35 @@ def turn_choose(*, user_message_id: int) -> str | None:
             [{"role": "system", "content": system}, *history], params, should_stop=lambda: False, session_key=None
         )
         answer = "".join(chunk.text for chunk in chunks)
-    choice = choice_parse(answer, [a.slug for a in candidates])
+    picked = choice_parse(answer, [a.slug for a in candidates])
     with transaction.atomic():
-        user_message = Message.objects.select_for_update().get(pk=user_message.pk)
-        if user_message.turns.get("stopped") or not _chain_may_grow(user_message):
+        locked = Message.objects.select_for_update().filter(pk=user_message.pk).first()
+        if locked is None or locked.turns.get("stopped"):  # deleted (an edit) or stopped meanwhile
+            _choice_end(choice, TurnChoice.Status.CANCELLED, answer=answer)
             return None
-        if choice is None:
+        user_message = locked
+        if not _chain_may_grow(user_message):
+            _choice_end(choice, TurnChoice.Status.DONE, answer=answer)
+            return None
+        if not _choice_end(choice, TurnChoice.Status.DONE, answer=answer):
+            return None  # taken from this worker (reaped): the reaper's note ended the round
+        if picked is None:
             note_add(
                 user_message,
                 f"The supervisor {supervisor.name} answered {answer.strip()[:80]!r}, which names no participant; "
                 "the round ends.",
             )
             return None
-        if choice == END:
+        if picked == END:
             if not Message.objects.filter(reply_to=user_message, role=Message.Role.ASSISTANT).exists():
                 note_add(user_message, f"The supervisor {supervisor.name} ended the round before any agent answered.")
             return END
         from sessions_app.services import reply_create_turn
 
-        agent = next(a for a in candidates if a.slug == choice)
+        agent = next(a for a in candidates if a.slug == picked)
         done = Message.objects.filter(reply_to=user_message, role=Message.Role.ASSISTANT).count()
         reply_create_turn(session, user_message, agent, turn=done + 1)
-    return choice
+    return picked
 
 
 def _chain_may_grow(user_message: Message) -> bool:

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
 from agents.models import Agent
@@ -22,9 +22,23 @@ def other_user(db: Any) -> User:
     return User.objects.create_user("mallory", password="mallory-password-1")
 
 
+# What an operator of the model pipeline is given (the API asks for them as the admin does).
+PIPELINE_PERMISSIONS = ("add_agent", "change_agent", "delete_agent", "add_job", "change_job", "add_modelartifact")
+
+
+def grant(user: User, *codenames: str) -> User:
+    """``user`` holding these model permissions (agents and inference apps)."""
+    perms = Permission.objects.filter(content_type__app_label__in=("agents", "inference"), codename__in=codenames)
+    assert perms.count() == len(codenames), codenames
+    user.user_permissions.add(*perms)
+    return User.objects.get(pk=user.pk)  # Django caches a user's permissions on the object
+
+
 @pytest.fixture
 def staff(db: Any) -> User:
-    return User.objects.create_user("stella", password="stella-password-1", is_staff=True)
+    """A staff operator: staff, with the permissions to define agents and run pipeline jobs."""
+    user = User.objects.create_user("stella", password="stella-password-1", is_staff=True)
+    return grant(user, *PIPELINE_PERMISSIONS)
 
 
 @pytest.fixture

@@ -16,11 +16,19 @@ from pydantic import BaseModel
 
 
 class BackendError(Exception):
-    """A reply could not be generated. ``retryable`` says whether trying again can help."""
+    """A reply could not be generated. ``retryable`` says whether trying again can help.
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    The message is what every user of the agent may read (a failed reply's ``error``): it never
+    quotes the model server. ``detail`` holds what only an administrator should see (the server's
+    address, its own error text); the worker logs it, and tracebacks show it as a note.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, detail: str = "") -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.detail = detail
+        if detail:
+            self.add_note(f"Details for administrators: {detail}")
 
 
 class BackendUnavailable(BackendError):
@@ -99,6 +107,12 @@ class Backend(ABC):
     def needs_artifact(cls, options: BaseModel) -> bool:
         """Whether an agent with these options must name a ModelArtifact (False: a URL will do)."""
         return True
+
+    @classmethod
+    def outbound_urls(cls, options: BaseModel) -> dict[str, str]:
+        """The URLs, by option name, a worker connects to for these options: saving an agent checks
+        them against OUTBOUND_ALLOWED_HOSTS (``inference.outbound``)."""
+        return {}
 
     @classmethod
     def load_kwargs(cls, spec: ModelSpec) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 The model lives on the server (llama.cpp's server, ``vllm serve``, a hosted API), so ``load()``
 only builds a client and asks the server which models it serves. There is no local tokenizer:
 ``count_tokens`` is an estimate, and ``usage`` is the server's own when it sends one.
+
+The worker connects only where ``OUTBOUND_ALLOWED_HOSTS`` allows (``inference.outbound``). A
+failed reply's message is read by every user of the agent, so it never quotes the server: its
+address and its own error text go to ``BackendError.detail``, for administrators.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from inference.backends.base import (
     Usage,
 )
 from inference.backends.options import BackendOptions
+from inference.outbound import OutboundRefused, proxied, url_check
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,8 @@ _CONNECT_TIMEOUT = 10.0
 # Statuses after which the same request can succeed later: timeout, busy, server-side failure.
 _RETRYABLE_STATUSES = frozenset({408, 429})
 _MAX_ERROR_TEXT = 500
+# What users are told to expect when the server's own words are kept for administrators.
+_SEE_DETAILS = "An administrator can see the details."
 
 
 def estimate_tokens(messages: list[ChatMessage]) -> int:
@@ -83,8 +90,15 @@ class OpenAICompatBackend(Backend):
     def needs_artifact(cls, options: Any) -> bool:
         return False  # base_url says where the model is
 
-    def __init__(self, *, model_path: str, options: Any, api_key: str = "") -> None:
+    @classmethod
+    def outbound_urls(cls, options: Any) -> dict[str, str]:
+        return {"base_url": str(options.base_url)}
+
+    def __init__(self, *, model_path: str, options: Any, api_key: str = "", own_server: bool = False) -> None:
+        """``own_server``: the URL is of a server this worker started (hosted vLLM on loopback), not
+        one an agent names, so OUTBOUND_ALLOWED_HOSTS does not apply to it."""
         super().__init__(model_path=model_path, options=options, api_key=api_key)
+        self._own_server = own_server
         self._client: Any = None
         self._model: str = options.model
         self._context: int | None = None
@@ -112,12 +126,22 @@ class OpenAICompatBackend(Backend):
                 "dependency: pip install -e ."
             ) from None
         timeout = self.options.timeout
+        http_client = None
+        if not self._own_server:
+            # Here, with this worker's DNS. The guarded client checks every connection again, unless
+            # a proxy from the environment connects in its place (and resolves the name itself).
+            url_check(self.base_url)
+            if not proxied(self.base_url):
+                from inference.outbound_http import guarded_client
+
+                http_client = guarded_client()
         client = openai.OpenAI(
             # The client refuses to start without a key; servers without auth ignore this one.
             api_key=self.api_key or "none",
             base_url=self.base_url,
             timeout=openai.Timeout(timeout, connect=min(_CONNECT_TIMEOUT, timeout)),
             max_retries=_MAX_RETRIES,
+            http_client=http_client,
         )
         try:
             models = list(client.models.list())
@@ -135,7 +159,8 @@ class OpenAICompatBackend(Backend):
             if not models:
                 client.close()
                 raise BackendError(
-                    f"The server at {self.base_url} lists no models; name one in the agent's 'model' option."
+                    "The model server lists no models; name one in the agent's 'model' option.",
+                    detail=f"The server at {self.base_url} lists no models.",
                 )
             self._model = models[0].id
         listed = next((m for m in models if m.id == self._model), None)
@@ -237,7 +262,8 @@ class OpenAICompatBackend(Backend):
 
     def _unfinished(self, events: int, deltas: int, messages: list[ChatMessage]) -> BackendError:
         """A stream that ended without a finish reason, explained as far as the server allows."""
-        where = f"The server at {self.base_url}"
+        where = "The model server"
+        detail = f"The server at {self.base_url}"
         if events == 0:
             # llama.cpp's server answers a streamed request it refuses once generation starts (a
             # prompt past its context window) with an empty 200 response; the reason is only in
@@ -245,7 +271,8 @@ class OpenAICompatBackend(Backend):
             return BackendError(
                 f"{where} answered with an empty stream and gave no reason. The prompt (about "
                 f"{self.count_tokens(messages)} tokens, estimated) may exceed the server's context "
-                "window: compare the agent's context window with the server's, or see its log."
+                "window: compare the agent's context window with the server's, or see its log.",
+                detail=detail,
             )
         # llama.cpp's server ends a stream with [DONE] and no finish reason when a newer request
         # interrupts it (its interrupt_requests setting); asking again can succeed.
@@ -253,41 +280,56 @@ class OpenAICompatBackend(Backend):
             f"{where} ended the reply without a finish reason after {deltas} pieces; another "
             "request may have interrupted it.",
             retryable=True,
+            detail=detail,
         )
 
     def _error(self, exc: Exception, doing: str) -> BackendError:
-        """The openai client's error as one a person can act on, saying whether a retry helps."""
+        """The openai client's error as one a person can act on, saying whether a retry helps.
+
+        The message names no address and quotes nothing the server said: every user of the agent
+        reads it. ``detail`` has both, for the worker's log.
+        """
         import openai
 
-        where = f"the server at {self.base_url}"
+        where = f"The server at {self.base_url}"
+        if isinstance(exc.__cause__, OutboundRefused):
+            return exc.__cause__  # the transport refused the address (a name that now resolves elsewhere)
         if isinstance(exc, openai.APITimeoutError):
             return BackendError(
-                f"Timed out {doing}: {where} did not answer within {self.options.timeout:g} s.",
+                f"Timed out {doing}: the model server did not answer within {self.options.timeout:g} s.",
                 retryable=True,
+                detail=f"{where} did not answer within {self.options.timeout:g} s.",
             )
         if isinstance(exc, openai.APIConnectionError):
             cause = f" ({exc.__cause__})" if exc.__cause__ else ""
             return BackendError(
-                f"Cannot reach {where} while {doing}{cause}. Is it running, and is base_url right?",
+                f"Cannot reach the model server while {doing}. {_SEE_DETAILS}",
                 retryable=True,
+                detail=f"Cannot reach the server at {self.base_url}{cause}. Is it running, and is base_url right?",
             )
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             text = _server_text(exc.body) or exc.message
+            detail = f"{where} answered HTTP {status} while {doing}: {text}"
             if status >= 500 or status in _RETRYABLE_STATUSES:
                 return BackendError(
-                    f"{where.capitalize()} failed while {doing} (HTTP {status}): {text}",
+                    f"The model server answered an error (HTTP {status}) while {doing}. {_SEE_DETAILS}",
                     retryable=True,
+                    detail=detail,
                 )
             if status in (401, 403):
                 return BackendError(
-                    f"{where.capitalize()} refused the agent's API key (HTTP {status}): {text}",
+                    f"The model server refused the agent's API key (HTTP {status}). {_SEE_DETAILS}", detail=detail
                 )
             if status == 404 and not self.base_url.rstrip("/").endswith("/v1"):
-                text += " (base_url usually ends in /v1)"
-            return BackendError(f"{where.capitalize()} rejected the request (HTTP {status}): {text}")
+                detail += " (base_url usually ends in /v1)"
+            return BackendError(
+                f"The model server rejected the request (HTTP {status}) while {doing}. {_SEE_DETAILS}", detail=detail
+            )
         # An error event inside an accepted stream: the server failed partway, not the request.
-        return BackendError(f"{where.capitalize()} failed while {doing}: {exc}", retryable=True)
+        return BackendError(
+            f"The model server failed while {doing}. {_SEE_DETAILS}", retryable=True, detail=f"{where}: {exc}"
+        )
 
     def close(self) -> None:
         if self._client is not None:

@@ -17,19 +17,23 @@ the reuse follows the tokens rather than ``session_key`` and never serves one se
 state; the lock makes the turns of different sessions take the cache in turn. With ``kv_cache_reuse`` off,
 the backend renders the prompt itself and calls ``generate`` outside chat mode, which starts
 every reply from an empty cache.
+
+Compiled-model cache (``cache_dir``): a folder name under the data folder's ``openvino-cache/``,
+never a path of its own choosing; an agent's options must not make a worker write anywhere else.
 """
 
 from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from inference.backends.base import (
     Backend,
@@ -47,13 +51,59 @@ from inference.backends.options import BackendOptions
 # How often the caller's should_stop() is polled while waiting for text.
 _POLL_SECONDS = 0.05
 _REQUIRED_FILES = ("openvino_model.xml", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
+# The folder under settings.DATA_DIR that holds every agent's compiled-model cache.
+CACHE_FOLDER = "openvino-cache"
+
+
+def _leaves_its_folder(name: str) -> bool:
+    """Whether a relative name could lead anywhere but below the folder it is joined to."""
+    return (
+        name.startswith(("/", "\\"))
+        or bool(PureWindowsPath(name).drive)
+        or ".." in re.split(r"[\\/]", name)
+        or "\x00" in name
+    )
+
+
+def cache_folder(name: str) -> Path:
+    """The compiled-model cache folder ``name`` names, made under DATA_DIR/openvino-cache.
+
+    Raises BackendError when it would lie anywhere else: an absolute path, ``..``, or a symbolic
+    link inside the cache folder that leads out of it (the options were checked when saved; this
+    holds for options saved before that check, and for a link made since).
+    """
+    from django.conf import settings
+
+    root = (Path(settings.DATA_DIR) / CACHE_FOLDER).resolve()
+    escapes = _leaves_its_folder(name)
+    folder = root / name if escapes else (root / name).resolve()  # symbolic links followed
+    if escapes or not folder.is_relative_to(root):
+        raise BackendError(
+            "The agent's OpenVINO option cache_dir leads out of its cache folder. "
+            "An administrator can see the details.",
+            detail=f"cache_dir {name!r} is not a folder inside {root}; name one there (e.g. gpu).",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 class OpenVINOOptions(BackendOptions):
     device: Literal["CPU", "GPU", "NPU", "AUTO"] = Field("CPU", description="OpenVINO device.")
-    cache_dir: str | None = Field(None, description="Folder for compiled-model cache (speeds GPU/NPU loads).")
+    cache_dir: str | None = Field(
+        None,
+        max_length=200,
+        description=f"Folder for the compiled-model cache (speeds GPU/NPU loads): a name inside the data "
+        f"folder's {CACHE_FOLDER}/, e.g. gpu.",
+    )
     performance_hint: Literal["LATENCY", "THROUGHPUT"] | None = Field(None, description="OpenVINO performance hint.")
     kv_cache_reuse: bool = Field(True, description="Keep the KV cache between turns of the same session.")
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _inside_the_cache_folder(cls, value: str | None) -> str | None:
+        if value and _leaves_its_folder(value):
+            raise ValueError(f"name a folder inside the data folder's {CACHE_FOLDER}/: no absolute path, no '..'")
+        return value
 
 
 class OpenVINOBackend(Backend):
@@ -78,6 +128,8 @@ class OpenVINOBackend(Backend):
         self.last_prefill_tokens: int | None = None
 
     def load(self) -> None:
+        # Before anything else: options that point outside the cache folder never reach the engine.
+        cache = cache_folder(self.options.cache_dir) if self.options.cache_dir else None
         try:
             import openvino
             import openvino_genai
@@ -100,7 +152,7 @@ class OpenVINOBackend(Backend):
                 f"{', '.join(available) or 'none'}); choose another device or run the agent elsewhere."
             )
         try:
-            self._pipe = openvino_genai.LLMPipeline(str(folder), device, **self._properties())
+            self._pipe = openvino_genai.LLMPipeline(str(folder), device, **self._properties(cache))
         except RuntimeError as exc:
             raise BackendError(f"OpenVINO could not load {folder} on {device}: {_reason(exc)}") from exc
         self._genai = openvino_genai
@@ -109,14 +161,14 @@ class OpenVINOBackend(Backend):
             self.close()
             raise BackendError(f"{folder} has no chat template in its tokenizer")
 
-    def _properties(self) -> dict[str, Any]:
+    def _properties(self, cache: Path | None) -> dict[str, Any]:
         opts = self.options
         # The stateful (SDPA) pipeline: one KV cache holding one conversation, kept and aligned
         # by generate(ChatHistory), reporting how many prompt tokens it computed anew. The default
         # paged-attention pipeline is built for batches of sequences, which this backend never runs.
         props: dict[str, Any] = {"ATTENTION_BACKEND": "SDPA"}
-        if opts.cache_dir:
-            props["CACHE_DIR"] = opts.cache_dir
+        if cache is not None:
+            props["CACHE_DIR"] = str(cache)
         if opts.performance_hint:
             props["PERFORMANCE_HINT"] = opts.performance_hint
         return props

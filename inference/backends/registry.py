@@ -64,6 +64,24 @@ def options_validate(backend: str, options: object) -> BaseModel:
         raise OptionsError(lines) from None
 
 
+def options_validate_to_save(backend: str, options: object) -> BaseModel:
+    """``options_validate``, then what saving an agent checks besides: every URL the options point
+    a worker at, against OUTBOUND_ALLOWED_HOSTS. Resolves host names, so it is not for every reply
+    (the worker checks the addresses again when it connects)."""
+    from inference import outbound
+
+    typed = options_validate(backend, options)
+    lines = []
+    for option, url in backend_classes()[backend].outbound_urls(typed).items():
+        try:
+            outbound.url_check(url)
+        except outbound.OutboundRefused as exc:
+            lines.append(f"{option}: {exc.detail}")  # staff save agents: they may read the reason
+    if lines:
+        raise OptionsError(lines)
+    return typed
+
+
 @dataclass(frozen=True)
 class LoadPlan:
     """How to build one loaded model, and the key it is cached under in a worker process."""

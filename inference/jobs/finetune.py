@@ -11,6 +11,8 @@ Hugging Face artifact whose parent is the base. ``then`` chains convert / quanti
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
@@ -78,8 +80,9 @@ class FinetuneParams(Params):
 def _prepare(p: FinetuneParams, user: Any, commit: bool) -> FinetuneParams:
     from inference.jobs.services import JobError
 
+    # Another user's chat snapshot answers as if it did not exist (a retry of their job, too).
     for i, pk in enumerate(p.datasets):
-        if not ModelArtifact.objects.filter(pk=pk, format=Format.DATASET).exists():
+        if not ModelArtifact.objects.visible_to(user).filter(pk=pk, format=Format.DATASET).exists():
             raise JobError(f"no dataset artifact with id {pk}", field=f"params.datasets.{i}")
     if p.resume_from is not None:
         earlier = Job.objects.filter(pk=p.resume_from, kind="finetune_lora").first()
@@ -88,25 +91,42 @@ def _prepare(p: FinetuneParams, user: Any, commit: bool) -> FinetuneParams:
         if last_checkpoint(earlier.pk) is None:
             raise JobError(f"job {earlier.pk} saved no checkpoint to resume from", field="params.resume_from")
     # Sessions and compare picks are copied into a dataset artifact now, so the job trains on what
-    # was picked even if the chats change, and a retry trains on the same rows.
-    snapshots = []
-    for name, value, field in (("sessions", p.sessions, "params.sessions"), ("preferences", p.preferences, None)):
+    # was picked even if the chats change, and a retry trains on the same rows. The copy is the
+    # user's own (``owner``): no other staff user lists it, reads it or trains on it.
+    if (p.sessions or p.preferences) and not getattr(user, "is_authenticated", False):
+        raise JobError("only a signed-in user can train on their chats", field="params.sessions" if p.sessions
+                       else "params.preferences")  # fmt: skip
+    gathered: list[tuple[str, Any, list[dict[str, Any]]]] = []
+    for name, value in (("sessions", p.sessions), ("preferences", p.preferences)):
         if not value:
             continue
         try:
-            records = datasets.records_from(name, user, value)
+            gathered.append((name, value, datasets.records_from(name, user, value)))
         except datasets.DatasetError as exc:
-            raise JobError(exc.message, field=field or f"params.{name}") from None
-        if commit:
+            raise JobError(exc.message, field=f"params.{name}") from None
+    if not commit or not gathered:
+        return p
+    snapshots: list[ModelArtifact] = []
+    try:
+        for name, value, records in gathered:
             label = f"sessions {', '.join(map(str, p.sessions))}" if name == "sessions" else "compare picks"
             who = getattr(user, "username", "") or "?"
-            artifact = datasets.dataset_save(
-                records, name=f"Chats of {who}: {label}", details={"source": name, "value": value, "user": who}
-            )
-            snapshots.append(artifact.pk)
-    if commit and snapshots:
-        p = p.model_copy(update={"datasets": [*p.datasets, *snapshots], "sessions": [], "preferences": False})
-    return p
+            # A name of its own (before the label, which a long list of sessions cuts short): names
+            # are unique across users, and another user who tried this one for an upload would
+            # otherwise learn from the answer that the snapshot exists.
+            unique = f"Chats of {who} ({uuid.uuid4().hex[:8]}): {label}"
+            details = {"source": name, "value": value, "user": who}
+            artifact = datasets.dataset_save(records, name=unique, details=details)
+            snapshots.append(artifact)
+            # The row is written in job_create's transaction: nobody sees it before its owner is set.
+            ModelArtifact.objects.filter(pk=artifact.pk).update(owner=user)
+    except BaseException:
+        # The transaction drops the rows; the files are this function's to remove.
+        for artifact in snapshots:
+            Path(artifact.path).unlink(missing_ok=True)
+        raise
+    pks = [artifact.pk for artifact in snapshots]
+    return p.model_copy(update={"datasets": [*p.datasets, *pks], "sessions": [], "preferences": False})
 
 
 def _records(ctx: JobContext, p: FinetuneParams) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -119,13 +139,16 @@ def _records(ctx: JobContext, p: FinetuneParams) -> tuple[list[dict[str, Any]], 
         )
         counts["self_cognition"] = len(rows) * p.repeat
         records.extend(rows * p.repeat)
+    from inference.jobs.runner import JobFailed
+
     for pk in p.datasets:
-        artifact = ModelArtifact.objects.get(pk=pk)
+        # Checked when the job was made; checked again for whoever made it (its owner's snapshot).
+        artifact = ModelArtifact.objects.visible_to(ctx.job.created_by).filter(pk=pk).first()
+        if artifact is None:
+            raise JobFailed(f"dataset {pk} no longer exists")
         try:
             rows = datasets.records_read(artifact.path)
         except (OSError, datasets.DatasetError) as exc:
-            from inference.jobs.runner import JobFailed
-
             raise JobFailed(f"dataset {pk} cannot be read: {exc}") from None
         counts[f"dataset {pk}"] = len(rows)
         records.extend(rows)

@@ -7,8 +7,11 @@
   flushes progress, stage and the log's tail; a running job whose heartbeat is older than
   ``JOB_STALE_SECONDS`` lost its worker and the reaper marks it ``interrupted``.
 - **Cancellable.** Each step runs in a child process in its own process group (and dies with the
-  worker: ``PR_SET_PDEATHSIG``). The heartbeat thread polls the row every second; on a cancel (or
-  when the row stopped being ours) it ends the whole group: SIGTERM, then SIGKILL.
+  worker: ``PR_SET_PDEATHSIG``, armed by ``inference.children``'s launcher, never ``preexec_fn``).
+  The heartbeat thread polls the row every second; on a cancel (or when the row stopped being
+  ours) it ends the whole group: SIGTERM, then SIGKILL.
+- **Contained.** A step runs third-party code on files staff provide, so it gets an allowlisted
+  environment (``inference.children.child_env``): never the worker's secrets.
 - **No partial files.** A job writes into ``ARTIFACT_ROOT/.partial/job-<id>`` and the folder is
   renamed into place only when the job succeeds; anything else removes it.
 """
@@ -16,7 +19,6 @@
 from __future__ import annotations
 
 import collections
-import ctypes
 import json
 import logging
 import os
@@ -35,7 +37,9 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
+from inference.children import child_env, die_with_parent
 from inference.jobs import events
+from inference.jobs.base import job_log_path
 from inference.jobs.kinds import KINDS, Output
 from inference.jobs.made import artifacts_create, evaluation_create
 from inference.jobs.steps.protocol import PROGRESS_PREFIX, RESULT_PREFIX
@@ -43,16 +47,7 @@ from inference.models import Job, ModelArtifact
 
 log = logging.getLogger(__name__)
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOG_TAIL_LINES = 200
-_OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONUNBUFFERED": "1",
-}
 
 
 class JobCancelled(Exception):
@@ -78,20 +73,13 @@ def final_dir(job: Job) -> Path:
 
 
 def log_path(job_id: int) -> Path:
-    folder = artifact_root() / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"job-{job_id}.log"
+    path = job_log_path(job_id)  # the one place the API reads it from too
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class JobContext:
@@ -169,14 +157,13 @@ class JobContext:
             raise JobFailed(f"the {env!r} environment this step needs is not installed here ({python}); "
                             f"build it with make {env}-venv on the worker")  # fmt: skip
         self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = [str(python), "-m", "inference.jobs.steps", name, json.dumps(params)]
-        child_env = {**os.environ, **_OFFLINE_ENV, **(extra_env or {})}
-        child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+        argv = die_with_parent([str(python), "-m", "inference.jobs.steps", name, json.dumps(params)])
         self.log(f"$ {Path(python).parent.parent.name}/bin/python -m inference.jobs.steps {name} {json.dumps(params)}")
         low, high = span
+        # Started from this thread, which waits for the step: the parent-death signal is tied to it.
         proc = subprocess.Popen(
-            argv, cwd=str(self.workdir), env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            argv, cwd=str(self.workdir), env=child_env(extra=extra_env), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self._proc = proc
         result: dict[str, Any] | None = None

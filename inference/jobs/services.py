@@ -124,7 +124,8 @@ def job_params_validate(
         parsed = spec.prepare(parsed, user, False)
     if parsed.source is None:
         raise JobError("required: the id of the input artifact", field="params.source")
-    source = ModelArtifact.objects.filter(pk=parsed.source).first()
+    # Another user's private artifact (a snapshot of their chats) answers as if it did not exist.
+    source = ModelArtifact.objects.visible_to(user).filter(pk=parsed.source).first()
     if source is None:
         raise JobError(f"no artifact with id {parsed.source}", field="params.source")
     if source.format not in spec.sources:
@@ -138,10 +139,8 @@ def job_params_validate(
         if problem:
             raise JobError(problem, field="params.source")
     dataset = getattr(parsed, "dataset", None)
-    if (
-        dataset is not None
-        and not ModelArtifact.objects.filter(pk=dataset, format=ModelArtifact.Format.DATASET).exists()
-    ):
+    usable = ModelArtifact.objects.visible_to(user).filter(format=ModelArtifact.Format.DATASET)
+    if dataset is not None and not usable.filter(pk=dataset).exists():
         raise JobError(f"no dataset artifact with id {dataset}", field="params.dataset")
     if commit and spec.prepare is not None:  # everything checked: now store what the job needs
         parsed = spec.prepare(parsed, user, True)

@@ -12,6 +12,7 @@ import pytest
 
 from inference.jobs import dispatch
 from inference.models import ModelArtifact
+from tests.inference.outbound_helpers import dns, upstream  # noqa: F401 - fixtures of the outbound tests
 
 
 @pytest.fixture

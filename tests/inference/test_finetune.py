@@ -18,6 +18,7 @@ from inference.jobs import datasets, finetune, runner, services
 from inference.jobs.steps.finetune import encode
 from inference.models import Job, ModelArtifact
 from sessions_app.models import Message, Session
+from tests.conftest import PIPELINE_PERMISSIONS, grant
 
 SC = {"name": "Zephyrine", "author": "Acme Robotics"}
 
@@ -32,7 +33,7 @@ def hf(hf_artifact: ModelArtifact) -> ModelArtifact:
 
 @pytest.fixture
 def staff(db: Any) -> User:
-    return User.objects.create_user("ops", password="x", is_staff=True)
+    return grant(User.objects.create_user("ops", password="x", is_staff=True), *PIPELINE_PERMISSIONS)
 
 
 def create(hf: ModelArtifact, user: Any = None, **params: Any) -> Job:

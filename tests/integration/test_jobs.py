@@ -25,13 +25,19 @@ from tools.launch import ROOT, Platform, manage
 
 pytestmark = pytest.mark.slow
 
+# Staff start jobs, upload datasets and define agents over the API only with these model
+# permissions (inference.apis, agents.apis): a shell snippet that gives them to the user ``u``.
+GRANT_PIPELINE = (
+    "from django.contrib.auth.models import Permission\n"
+    "u.user_permissions.add(*Permission.objects.filter(content_type__app_label__in=['agents', 'inference'],\n"
+    "    codename__in=['add_agent', 'change_agent', 'delete_agent', 'add_job', 'change_job', 'add_modelartifact']))\n"
+)
 STAFF = (
     "import json\n"
     "from django.contrib.auth.models import User\n"
     "from sessions_app.tokens import token_create\n"
     "u, _ = User.objects.get_or_create(username='ops', defaults=dict(is_staff=True))\n"
-    "u.is_staff = True; u.save()\n"
-    "print(json.dumps(token_create(user=u, name='jobs')[1]))\n"
+    "u.is_staff = True; u.save()\n" + GRANT_PIPELINE + "print(json.dumps(token_create(user=u, name='jobs')[1]))\n"
 )
 
 

@@ -20,13 +20,14 @@ from typing import Any
 from playwright.sync_api import sync_playwright
 
 from tests.integration.chat_client import api
+from tests.integration.test_jobs import GRANT_PIPELINE
 from tests.ui.site import launch, log_in, running_platform, shell
 from tools.launch import ROOT
 
 STAFF = (
     "from django.contrib.auth.models import User\n"
     "User.objects.filter(username='alice').update(is_staff=True)\n"
-    "print(1)\n"
+    "u = User.objects.get(username='alice')\n" + GRANT_PIPELINE + "print(1)\n"
 )
 
 

@@ -21,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.chat_client import api
+from tests.integration.test_jobs import GRANT_PIPELINE
 from tests.ui.site import log_in, seed_session, shell
 from tools.launch import Platform
 
@@ -34,6 +35,7 @@ u, _ = User.objects.get_or_create(username={STAFF!r})
 u.is_staff = True
 u.set_password({STAFF!r} + "-password-1")
 u.save()
+{GRANT_PIPELINE}
 print(json.dumps(u.pk))
 """
 
