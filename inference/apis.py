@@ -17,7 +17,9 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from rest_framework import permissions, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
+from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -67,6 +69,13 @@ def _jobs() -> QuerySet[Job]:
     )
 
 
+_UPLOAD = {
+    "multipart/form-data": inline_serializer(
+        "DatasetUpload", {"file": serializers.FileField(), "name": serializers.CharField(required=False)}
+    )
+}
+
+
 class StaffApi(APIView):
     permission_classes = [IsStaff]
     # method -> the Django permission a call needs beyond being staff
@@ -76,6 +85,7 @@ class StaffApi(APIView):
 class JobListApi(StaffApi):
     required_perms = {"POST": "inference.add_job"}
 
+    @extend_schema(operation_id="jobs_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         dispatch.embedded_recover()
         jobs = _jobs()
@@ -89,6 +99,7 @@ class JobListApi(StaffApi):
         limit = int(raw_limit)
         return Response({"results": [job_payload(j) for j in jobs[:limit]]})
 
+    @extend_schema(operation_id="jobs_create", request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         data = request.data if isinstance(request.data, dict) else {}
         try:
@@ -99,6 +110,7 @@ class JobListApi(StaffApi):
 
 
 class JobDetailApi(StaffApi):
+    @extend_schema(operation_id="jobs_retrieve", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, job_id: int) -> Response:
         dispatch.embedded_recover()
         return Response(job_payload(get_object_or_404(_jobs(), pk=job_id)))
@@ -107,6 +119,7 @@ class JobDetailApi(StaffApi):
 class JobCancelApi(StaffApi):
     required_perms = {"POST": "inference.change_job"}
 
+    @extend_schema(operation_id="jobs_cancel", request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, job_id: int) -> Response:
         job = get_object_or_404(Job, pk=job_id)
         try:
@@ -122,6 +135,7 @@ class JobRetryApi(StaffApi):
     start = staticmethod(services.job_retry)
     required_perms = {"POST": "inference.add_job"}
 
+    @extend_schema(operation_id="jobs_retry", request=None, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request, job_id: int) -> Response:
         job = get_object_or_404(Job, pk=job_id)
         try:
@@ -131,6 +145,7 @@ class JobRetryApi(StaffApi):
         return Response(job_payload(new), status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(post=extend_schema(operation_id="jobs_resume"))
 class JobResumeApi(JobRetryApi):
     """A new job going on from the last checkpoint of an ended (cancelled, failed) fine-tune."""
 
@@ -141,6 +156,7 @@ class JobFileApi(StaffApi):
     """A file a job keeps in its own folder: a fine-tune's loss curve (``loss.png``, ``loss.json``), a
     benchmark's results (``bench.json``, ``bench.csv``, ``throughput.png``, ``ttft.png``)."""
 
+    @extend_schema(operation_id="jobs_file", responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request: Request, job_id: int, name: str) -> Any:
         job = get_object_or_404(Job, pk=job_id)
         path = job_files_dir(job.pk) / name
@@ -172,6 +188,7 @@ class DatasetUploadApi(StaffApi):
             return Response(exc.body(), status=exc.status)
         return super().handle_exception(exc)
 
+    @extend_schema(operation_id="datasets_upload", request=_UPLOAD, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         upload = request.FILES.get(uploads.FIELD)
         if not isinstance(upload, uploads.CheckedUpload):
@@ -190,6 +207,7 @@ class JobLogApi(StaffApi):
     from the job's id (``job_log_path``), never from the row's ``log_path``: what a row says must
     not choose which file of the server is read out."""
 
+    @extend_schema(operation_id="jobs_log", responses={(200, "text/plain"): OpenApiTypes.STR})
     def get(self, request: Request, job_id: int) -> Any:
         job = get_object_or_404(Job, pk=job_id)
         path = job_log_path(job.pk)
@@ -201,6 +219,7 @@ class JobLogApi(StaffApi):
 class JobKindsApi(StaffApi):
     """Each kind's parameters as JSON Schema (with defaults), the formats it takes, its queue."""
 
+    @extend_schema(operation_id="job_kinds", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         return Response(
             {
@@ -250,11 +269,13 @@ def _artifacts(user: Any) -> QuerySet[ModelArtifact]:
 
 
 class ArtifactListApi(StaffApi):
+    @extend_schema(operation_id="artifacts_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         return Response({"results": [artifact_payload(a) for a in _artifacts(request.user)]})
 
 
 class ArtifactDetailApi(StaffApi):
+    @extend_schema(operation_id="artifacts_retrieve", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, artifact_id: int) -> Response:
         return Response(artifact_payload(get_object_or_404(_artifacts(request.user), pk=artifact_id)))
 
@@ -263,5 +284,6 @@ class WorkerListApi(StaffApi):
     """The workers online: queues, processes, memory, loaded and lately unloaded models, running
     tasks and jobs, last beat (see inference.workers)."""
 
+    @extend_schema(operation_id="workers_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         return Response({"results": workers_online()})

@@ -277,7 +277,7 @@ def test_values_pass_the_project_validators(
     readers = settings_env_names()
     for name in values:
         reader = getattr(chatsite_env, readers[name])
-        if reader in (chatsite_env.env_redis_url,):
+        if reader in (chatsite_env.env_redis_url, chatsite_env.env_proxy_header):
             reader(name)
         elif reader in (chatsite_env.env_database, chatsite_env.env_path):
             reader(name, tmp_path)
