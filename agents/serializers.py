@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from rest_framework import serializers
 
 from agents.models import Agent
@@ -10,11 +11,30 @@ from inference.backends.registry import backend_for_format
 from inference.models import ModelArtifact
 
 
+class StrictCharField(serializers.CharField):
+    """A string and nothing else: DRF's CharField would store the number 5 as the text "5"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictSlugField(StrictCharField, serializers.SlugField):
+    pass
+
+
 class AgentSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+        models.SlugField: StrictSlugField,
+    }
     model = serializers.PrimaryKeyRelatedField(queryset=ModelArtifact.objects.all(), allow_null=True, required=False)
     model_name = serializers.CharField(source="model.name", read_only=True, default=None)
     queue = serializers.CharField(read_only=True)
-    api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, style={"input_type": "password"})
+    api_key = StrictCharField(write_only=True, required=False, allow_blank=True, style={"input_type": "password"})
     has_api_key = serializers.SerializerMethodField()
 
     class Meta:

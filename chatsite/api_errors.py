@@ -19,11 +19,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     data = response.data
     if isinstance(exc, exceptions.ValidationError):
         errors = data if isinstance(data, dict) else {"non_field_errors": data}
-        first = next(iter(errors.items()), ("", [""]))
-        detail = first[1][0] if isinstance(first[1], list) and first[1] else first[1]
+        place, detail = _first_error(errors)
         response.data = {
             "code": "invalid",
-            "message": f"{first[0]}: {detail}" if first[0] else str(detail),
+            "message": f"{place}: {detail}" if place else detail,
             "errors": errors,
         }
     elif isinstance(exc, exceptions.Throttled):
@@ -36,6 +35,28 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = getattr(detail, "code", None) or _code_for(response.status_code)
         response.data = {"code": str(code), "message": str(detail)}
     return response
+
+
+def _first_error(errors: Any, place: str = "") -> tuple[str, str]:
+    """The first error in DRF's nested errors, with its place: a list's member is ``agents[1]``,
+    a nested field ``stats.ttft_ms``; ``non_field_errors`` is no place."""
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            if value:
+                if isinstance(key, int):
+                    inner = f"{place}[{key}]"
+                elif key == "non_field_errors":
+                    inner = place
+                else:
+                    inner = f"{place}.{key}" if place else str(key)
+                return _first_error(value, inner)
+    elif isinstance(errors, list):
+        for index, value in enumerate(errors):
+            if isinstance(value, str):
+                return place, value
+            if value:  # a list serializer's errors: one (maybe empty) dict per member
+                return _first_error(value, f"{place}[{index}]")
+    return place, str(errors) if errors else "Invalid input."
 
 
 def _code_for(status_code: int) -> str:

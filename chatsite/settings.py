@@ -20,21 +20,41 @@ from chatsite.env import (
     env_int,
     env_list,
     env_path,
+    env_proxy_header,
     env_rate,
     env_redis_url,
     env_str,
 )
+from chatsite.secret_key import secret_key_load
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env_path("CHATSITE_DATA_DIR", BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG", False)
-_INSECURE_KEY = "insecure-dev-key-set-SECRET_KEY-in-production"
-SECRET_KEY = env_str("SECRET_KEY", _INSECURE_KEY)
-if not DEBUG and SECRET_KEY == _INSECURE_KEY and env_bool("REQUIRE_SECRET_KEY", False):
-    raise ImproperlyConfigured("SECRET_KEY: must be set when REQUIRE_SECRET_KEY is on")
+# Never a known key: SECRET_KEY from the environment (a deployment with several hosts sets the same
+# one everywhere), else a random key made once and kept in the data folder, readable by its owner
+# only (chatsite/secret_key.py). A published key lets anyone forge a session cookie.
+SECRET_KEY = secret_key_load(
+    value=env_str("SECRET_KEY", ""),
+    data_dir=DATA_DIR,
+    debug=DEBUG,
+    required=env_bool("REQUIRE_SECRET_KEY", False),
+)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS behind a proxy (docs/security.md, "What a deployment must set"). All off by default: the
+# embedded default serves plain HTTP on loopback.
+SECURE_PROXY_SSL_HEADER = env_proxy_header("SECURE_PROXY_SSL_HEADER")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Probes and scrapers inside the network ask over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "daphne",
@@ -55,6 +75,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A NUL in the URL's path or query is a 400 before any view looks something up with it.
+    "sessions_app.validation.url_text_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -124,6 +146,9 @@ else:
 
 # --- Celery (distributed set-up) -------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"
+# kombu's Redis transport with its close path repaired: without it a worker whose broker restarts
+# while a reply is in flight exits with "Unrecoverable error" (chatsite/broker.py says why).
+CELERY_BROKER_TRANSPORT = "chatsite.broker:Transport" if REDIS_URL else None
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # safe: every task claims its row with a conditional update
@@ -211,9 +236,18 @@ MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
 DEFAULT_AGENT_SLUG = env_str("DEFAULT_AGENT_SLUG", "assistant")
 WEBSOCKET_ALLOWED_ORIGINS = env_list("WEBSOCKET_ALLOWED_ORIGINS", [])
 OPENAI_COMPAT_TIMEOUT = env_float("OPENAI_COMPAT_TIMEOUT", 120.0, minimum=1.0)
+# Hosts an agent's base_url may name (inference.outbound): host names, *.domain, IPs, CIDR ranges,
+# or *. Empty: any host but link-local and cloud metadata addresses, which only a listed IP or range allows.
+OUTBOUND_ALLOWED_HOSTS = env_list("OUTBOUND_ALLOWED_HOSTS", [])
 
 # --- REST API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # DRF's parsers, refusing a NUL or a lone surrogate anywhere in a body (400 naming the field).
+    "DEFAULT_PARSER_CLASSES": [
+        "sessions_app.validation.JSONParser",
+        "sessions_app.validation.FormParser",
+        "sessions_app.validation.MultiPartParser",
+    ],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "sessions_app.tokens.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

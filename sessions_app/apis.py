@@ -78,6 +78,28 @@ class SessionListApi(APIView):
         return Response(SessionOutputSerializer(session).data, status=status.HTTP_201_CREATED)
 
 
+# The request field a service's refusal is about, so that a 400 names it as a serializer's does.
+_FIELD_OF_CODE = {
+    "invalid_content": "content",
+    "empty_content": "content",
+    "content_too_long": "content",
+    "invalid_client_id": "client_id",
+    "unknown_agent": "agent",
+    "invalid_compare": "compare",
+}
+
+
+def _chat_error(exc: services.ChatError) -> Response:
+    """A service's refusal as a 400; with the field it is about, as a serializer's error is."""
+    field = _FIELD_OF_CODE.get(exc.code)
+    if field is None:
+        return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+    return Response(
+        {"code": exc.code, "message": f"{field}: {exc.message}", "errors": {field: [exc.message]}},
+        status=status.HTTP_400_BAD_REQUEST,
+    )
+
+
 class _FieldError(Exception):
     def __init__(self, field: str, code: str, message: str) -> None:
         self.field, self.code, self.message = field, code, message
@@ -165,7 +187,7 @@ class MessageListApi(APIView):
             except _FieldError as exc:
                 return exc.response()
             except services.ChatError as exc:
-                return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+                return _chat_error(exc)
             return Response(MessageOutputSerializer([sent, *replies], many=True).data, status=status.HTTP_202_ACCEPTED)
         try:
             agent = None
@@ -179,7 +201,7 @@ class MessageListApi(APIView):
                 params={"cadence": CADENCE_TOKEN},  # an API client follows it (SSE) token by token
             )
         except services.ChatError as exc:
-            return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+            return _chat_error(exc)
         # Under a supervisor no reply exists yet: it picks the first speaker on its worker.
         created = [sent, reply] if reply is not None else [sent]
         return Response(MessageOutputSerializer(created, many=True).data, status=status.HTTP_202_ACCEPTED)
@@ -199,7 +221,7 @@ class MessageDetailApi(APIView):
                 session=session, message_id=message_id, content=data.validated_data["content"]
             )
         except services.ChatError as exc:
-            return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+            return _chat_error(exc)
         return Response(MessageOutputSerializer([edited, reply], many=True).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses=MessageOutputSerializer)

@@ -27,7 +27,6 @@ and in order, and exactly one ``done`` per reply, even when the ``done`` event i
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -41,6 +40,7 @@ from sessions_app.follow import session_follow
 from sessions_app.models import Session
 from sessions_app.selectors import session_get_for_user
 from sessions_app.unavailable import UNAVAILABLE_ERRORS, WS_CLOSE_UNAVAILABLE, unavailable_reason
+from sessions_app.validation import json_loads, text_problem
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +140,16 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self._error("too_large", f"A frame may be at most {MAX_FRAME_BYTES} bytes.")
             return
         try:
-            content = json.loads(text_data)
-        except json.JSONDecodeError:
+            content = json_loads(text_data)
+        except ValueError:
             await self._error("bad_json", "The frame is not valid JSON.")
             return
         if not isinstance(content, dict):
             await self._error("bad_json", "Send a JSON object with a 'type'.")
+            return
+        # A NUL or a lone surrogate would fail in the database, after part of the work was done.
+        if problem := text_problem(content):
+            await self._error("invalid_text", str(problem))
             return
         await self.receive_json(content)
 
@@ -170,6 +174,13 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
                 )
         except services.ChatError as exc:
             await self._error(exc.code, exc.message)
+        except UNAVAILABLE_ERRORS:
+            raise  # ws_errors tells the client which service is away, and closes
+        except Exception:
+            # A frame this code did not foresee fails alone, as an HTTP request would with a 500:
+            # the socket (and the client's view of the session) stays open.
+            log.exception("websocket frame of type %r failed", kind)
+            await self._error("server_error", "The server failed on this request; it was logged.")
 
     def _send_message(self, *, session: Session, content: dict[str, Any]) -> None:
         compare = content.get("compare")

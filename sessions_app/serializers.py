@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from agents.serializers import StrictCharField, StrictSlugField
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_payload_live, participant_slugs
 
@@ -29,20 +30,23 @@ _POLICY_HELP = (
 )
 
 
+# Input fields take strings only (StrictCharField): DRF's CharField would take 5 for "5".
+
+
 class SessionCreateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    agent = serializers.SlugField(required=False, help_text="Slug of the agent that answers (one agent).")
+    title = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    agent = StrictSlugField(required=False, help_text="Slug of the agent that answers (one agent).")
     agents = serializers.ListField(
-        child=serializers.SlugField(), min_length=1, max_length=8, required=False, help_text=_AGENTS_HELP
+        child=StrictSlugField(), min_length=1, max_length=8, required=False, help_text=_AGENTS_HELP
     )
     turn_policy = serializers.JSONField(required=False, help_text=_POLICY_HELP)
 
 
 class SessionUpdateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    title = StrictCharField(max_length=200, required=False, allow_blank=True)
     archived = serializers.BooleanField(required=False)
     agents = serializers.ListField(
-        child=serializers.SlugField(), min_length=1, max_length=8, required=False, help_text=_AGENTS_HELP
+        child=StrictSlugField(), min_length=1, max_length=8, required=False, help_text=_AGENTS_HELP
     )
     turn_policy = serializers.JSONField(required=False, help_text=_POLICY_HELP)
 
@@ -86,11 +90,11 @@ class MessageOutputSerializer(serializers.Serializer):
 
 
 class MessageCreateSerializer(serializers.Serializer):
-    content = serializers.CharField(trim_whitespace=False)
-    client_id = serializers.CharField(max_length=100, required=False)
-    agent = serializers.SlugField(required=False)
+    content = StrictCharField(trim_whitespace=False)
+    client_id = StrictCharField(max_length=100, required=False)
+    agent = StrictSlugField(required=False)
     compare = serializers.ListField(
-        child=serializers.SlugField(),
+        child=StrictSlugField(),
         min_length=2,
         max_length=4,
         required=False,
@@ -118,4 +122,4 @@ class LeaderboardRowSerializer(serializers.Serializer):
 
 
 class MessageEditSerializer(serializers.Serializer):
-    content = serializers.CharField(trim_whitespace=False)
+    content = StrictCharField(trim_whitespace=False)

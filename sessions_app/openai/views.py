@@ -12,7 +12,6 @@ logged-in user; a token is never sent by a browser on its own, so it needs no su
 
 from __future__ import annotations
 
-import json
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -35,6 +34,7 @@ from sessions_app.openai.request import CompletionRequest, agent_for_model, comp
 from sessions_app.openai.stream import FAILED, CompletionCall
 from sessions_app.throttling import UserThrottle
 from sessions_app.tokens import TokenRejected, token_from_header
+from sessions_app.validation import json_loads, text_problem
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -98,9 +98,13 @@ def _body(request: HttpRequest) -> Any:
             code="request_too_large", status=413,
         ) from None  # fmt: skip
     try:
-        return json.loads(raw)
+        body = json_loads(raw)
     except ValueError:
         raise CompletionError("The request body is not valid JSON.", code="invalid_json") from None
+    # A NUL or a lone surrogate would fail in the database, after the session was made.
+    if problem := text_problem(body):
+        raise CompletionError(f"{problem}.", code="invalid_value", param=problem.path or None)
+    return body
 
 
 def _model(agent: Agent) -> dict[str, Any]:

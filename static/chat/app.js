@@ -14,7 +14,7 @@ const sessionId = config.session ? config.session.id : null;
 // Errors the server answers a `message` frame with: that message was not stored.
 const SEND_ERRORS = new Set([
   "empty_content", "content_too_long", "invalid_content", "invalid_client_id", "no_agent", "unknown_agent", "not_found",
-  "invalid_compare",
+  "invalid_compare", "invalid_text", "bad_json",
 ]);
 
 const sidebar = new Sidebar({
