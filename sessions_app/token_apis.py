@@ -15,20 +15,21 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents.serializers import StrictCharField
 from sessions_app.models import ApiToken
 from sessions_app.throttling import AnonThrottle
 from sessions_app.tokens import token_create, token_list_for_user, token_revoke
 
 
 class TokenCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = StrictCharField(max_length=100)
     expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
 
 
 class LoginSerializer(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
-    name = serializers.CharField(max_length=100, required=False, default="api login")
+    username = StrictCharField()
+    password = StrictCharField(style={"input_type": "password"}, trim_whitespace=False)
+    name = StrictCharField(max_length=100, required=False, default="api login")
     expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
 
 

@@ -67,3 +67,11 @@ def test_bad_input_gets_field_errors(api: APIClient) -> None:
     assert bad.status_code == 400
     body = bad.json()
     assert body["code"] == "invalid" and set(body["errors"]) == {"name", "expires_in_days"}
+
+
+def test_a_token_name_must_be_a_string(api: APIClient) -> None:
+    """DRF's CharField would store the number 5 as the name "5"."""
+    bad = api.post("/api/tokens/", {"name": 5}, format="json")
+    assert bad.status_code == 400
+    assert set(bad.json()["errors"]) == {"name"}
+    assert ApiToken.objects.filter(name="5").count() == 0
