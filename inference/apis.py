@@ -12,6 +12,7 @@ naming the permission, and nothing is done.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
@@ -69,6 +70,7 @@ def _jobs() -> QuerySet[Job]:
     )
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _UPLOAD = {
     "multipart/form-data": inline_serializer(
         "DatasetUpload", {"file": serializers.FileField(), "name": serializers.CharField(required=False)}
@@ -194,6 +196,13 @@ class DatasetUploadApi(StaffApi):
         if not isinstance(upload, uploads.CheckedUpload):
             return Response({"code": "invalid", "field": "file", "message": "file: attach a JSONL file"}, status=400)
         name = str(request.data.get("name") or upload.name or "upload.jsonl")
+        # PostgreSQL refuses a NUL in text and cannot encode a lone surrogate: a 400 here, not a 500
+        # when the row is written (the JSON doors check this in sessions_app.validation).
+        for field, text in (("name", name), ("file", upload.name or "")):
+            if _UNSTORABLE.search(text):
+                upload.close()
+                message = f"{field}: contains a NUL character or a lone surrogate"
+                return Response({"code": "invalid", "field": field, "message": message}, status=400)
         details = {"source": "upload", "filename": upload.name, "user": request.user.username}
         artifact = datasets.dataset_register(upload.path, records=upload.records, name=name, details=details)
         from inference.jobs import events

@@ -305,3 +305,14 @@ def test_a_second_upload_with_the_same_name_gets_the_next_free_name(staff_api: A
     paths = {r.json()["path"] for r in made}
     assert len(paths) == 3 and all(Path(p).is_file() for p in paths)
     assert files_in(artifact_root) == sorted(Path(p).name for p in paths)  # nothing else: no temporary file
+
+
+def test_a_dataset_name_with_a_nul_is_a_400_naming_it(staff_api: APIClient, artifact_root: Path) -> None:
+    """PostgreSQL refuses a NUL in text: a 400 before the row is written. (A multipart body is bytes
+    decoded as UTF-8, so a lone surrogate cannot arrive this way.)"""
+    body = {"file": jsonl_file(json.dumps(GOOD)), "name": "chats\x00"}
+    made = staff_api.post("/api/datasets/", body, format="multipart")
+    assert made.status_code == 400, made.content
+    assert made.json()["field"] == "name"
+    assert not ModelArtifact.objects.filter(format=ModelArtifact.Format.DATASET).exists()
+    assert files_in(artifact_root) == []
