@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from inference.jobs.services import JobError, job_cancel
 from inference.models import Job, ModelArtifact
 
 
@@ -40,8 +41,6 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected jobs", permissions=["change"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        from inference.jobs.services import JobError, job_cancel
-
         cancelled = 0
         for job in queryset:
             try:

@@ -38,6 +38,7 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from agents.models import Agent
+from inference.backends.base import BackendError
 from sessions_app.liveness import heartbeat_seconds, worker_name
 from sessions_app.models import Message, Participant, Session, TurnChoice
 from sessions_app.unavailable import BROKER_ERRORS, BrokerUnavailable
@@ -410,8 +411,6 @@ def _choice_end(choice: TurnChoice, status: str, *, answer: str = "", error: str
 
 def _choice_fail(choice: TurnChoice, exc: BaseException) -> None:
     """The pick failed: the round ends with a note that says why (unless the reaper already ended it)."""
-    from inference.backends.base import BackendError
-
     user_message = Message.objects.filter(pk=choice.user_message_id).first()
     session = Session.objects.filter(pk=user_message.session_id).first() if user_message is not None else None
     supervisor = supervised(session) if session is not None else None

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from pydantic import BaseModel, ValidationError
 
+from inference import outbound
 from inference.backends.base import Backend, BackendError, ModelSpec
 
 
@@ -68,8 +69,6 @@ def options_validate_to_save(backend: str, options: object) -> BaseModel:
     """``options_validate``, then what saving an agent checks besides: every URL the options point
     a worker at, against OUTBOUND_ALLOWED_HOSTS. Resolves host names, so it is not for every reply
     (the worker checks the addresses again when it connects)."""
-    from inference import outbound
-
     typed = options_validate(backend, options)
     lines = []
     for option, url in backend_classes()[backend].outbound_urls(typed).items():

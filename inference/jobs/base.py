@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inference.models import ModelArtifact
 
+
+class JobFailed(Exception):
+    """A job step failed with a message for the person who started it (the runner ends the job `failed`)."""
+
+
 if TYPE_CHECKING:
     from inference.jobs.runner import JobContext
 

@@ -19,7 +19,7 @@ from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from inference.jobs import datasets
-from inference.jobs.base import Format, Kind, Output, Params, job_files_dir, last_checkpoint
+from inference.jobs.base import Format, JobFailed, Kind, Output, Params, job_files_dir, last_checkpoint
 from inference.models import Job, ModelArtifact
 
 if TYPE_CHECKING:
@@ -139,7 +139,6 @@ def _records(ctx: JobContext, p: FinetuneParams) -> tuple[list[dict[str, Any]], 
         )
         counts["self_cognition"] = len(rows) * p.repeat
         records.extend(rows * p.repeat)
-    from inference.jobs.runner import JobFailed
 
     for pk in p.datasets:
         # Checked when the job was made; checked again for whoever made it (its owner's snapshot).

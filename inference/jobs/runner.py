@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from inference.children import child_env, die_with_parent
 from inference.jobs import events
-from inference.jobs.base import job_log_path
+from inference.jobs.base import JobFailed, job_log_path
 from inference.jobs.kinds import KINDS, Output
 from inference.jobs.made import artifacts_create, evaluation_create
 from inference.jobs.steps.protocol import PROGRESS_PREFIX, RESULT_PREFIX
@@ -51,10 +51,6 @@ LOG_TAIL_LINES = 200
 
 
 class JobCancelled(Exception):
-    pass
-
-
-class JobFailed(Exception):
     pass
 
 
