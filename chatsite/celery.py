@@ -30,7 +30,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 app = Celery("chatsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["sessions_app", "inference"])
+app.autodiscover_tasks(["sessions_app", "pipeline"])
 
 
 def _queue_names() -> list[str]:
@@ -47,7 +47,7 @@ def _pool_name(pool: Any) -> str:
 def _on_worker_ready(sender: Any = None, **_: object) -> None:
     # A worker that restarts after a crash should not leave its replies `streaming` forever.
     from agents.preload import models_preload_in_background
-    from inference.jobs.reaper import jobs_reap
+    from pipeline.jobs.reaper import jobs_reap
     from inference.workers import worker_beat_start
     from sessions_app.reaper import replies_reap
 

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "inference",
     "agents",
     "sessions_app",
+    "pipeline",
 ]
 
 MIDDLEWARE = [
@@ -169,7 +170,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reap-replies": {"task": "sessions_app.tasks.replies_reap", "schedule": 15.0, "options": {"queue": "default"}},
-    "reap-jobs": {"task": "inference.tasks.jobs_reap", "schedule": 15.0, "options": {"queue": "default"}},
+    "reap-jobs": {"task": "pipeline.tasks.jobs_reap", "schedule": 15.0, "options": {"queue": "default"}},
 }
 
 # --- Inference ----------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ REPLY_DB_RETRY_SECONDS = env_float("REPLY_DB_RETRY_SECONDS", 60.0, minimum=0)
 # A client following a reply (websocket, SSE, /v1, terminal) that hears nothing for this long
 # reads the reply's state from the database: a lost event never leaves it waiting.
 REPLY_FOLLOW_CHECK_SECONDS = env_float("REPLY_FOLLOW_CHECK_SECONDS", 2.0, minimum=0.1)
-# --- Model pipeline jobs (inference.jobs, docs/jobs.md) ----------------------------------------
+# --- Model pipeline jobs (pipeline.jobs, docs/jobs.md) ----------------------------------------
 # Where jobs write the artifacts they make (a volume every worker that serves them can read).
 ARTIFACT_ROOT = env_path("CHATSITE_ARTIFACT_ROOT", DATA_DIR / "artifacts")
 # A running job renews its heartbeat this often; one silent for JOB_STALE_SECONDS lost its worker.

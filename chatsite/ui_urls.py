@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from pipeline import web as pipeline_views
 from sessions_app import web as views
 from sessions_app import web_tokens as token_views
 
@@ -20,9 +21,9 @@ urlpatterns = [
     path("", views.chat, name="chat"),
     path("tokens/", token_views.tokens, name="tokens"),
     path("leaderboard", views.leaderboard_page, name="leaderboard-page"),
-    path("jobs/", views.jobs_page, name="jobs-page"),
-    path("workers/", views.workers_page, name="workers-page"),
-    path("benchmarks/", views.benchmarks_page, name="benchmarks-page"),
+    path("jobs/", pipeline_views.jobs_page, name="jobs-page"),
+    path("workers/", pipeline_views.workers_page, name="workers-page"),
+    path("benchmarks/", pipeline_views.benchmarks_page, name="benchmarks-page"),
     path("tokens/<int:token_id>/revoke/", token_views.token_revoke_view, name="token-revoke"),
     path("s/new/", views.session_new, name="chat-session-new"),
     path("s/list.json", views.session_list, name="chat-session-list"),

@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from agents.apis import AgentViewSet
-from inference import apis as inference_apis
+from pipeline import apis as pipeline_apis
 from sessions_app import apis as session_apis
 from sessions_app import sse, token_apis, web
 from sessions_app.metrics import MetricsView
@@ -42,18 +42,18 @@ api_patterns = [
     path("leaderboard/preferences/", session_apis.PreferencesApi.as_view(), name="preferences"),
     path("sessions/<int:session_id>/stop/", session_apis.ReplyStopApi.as_view(), name="reply-stop"),
     path("sessions/<int:session_id>/regenerate/", session_apis.ReplyRegenerateApi.as_view(), name="reply-regenerate"),
-    path("jobs/", inference_apis.JobListApi.as_view(), name="job-list"),
-    path("jobs/kinds/", inference_apis.JobKindsApi.as_view(), name="job-kinds"),
-    path("jobs/<int:job_id>/", inference_apis.JobDetailApi.as_view(), name="job-detail"),
-    path("jobs/<int:job_id>/cancel/", inference_apis.JobCancelApi.as_view(), name="job-cancel"),
-    path("jobs/<int:job_id>/retry/", inference_apis.JobRetryApi.as_view(), name="job-retry"),
-    path("jobs/<int:job_id>/log/", inference_apis.JobLogApi.as_view(), name="job-log"),
-    path("jobs/<int:job_id>/resume/", inference_apis.JobResumeApi.as_view(), name="job-resume"),
-    path("jobs/<int:job_id>/files/<str:name>", inference_apis.JobFileApi.as_view(), name="job-file"),
-    path("datasets/", inference_apis.DatasetUploadApi.as_view(), name="dataset-upload"),
-    path("artifacts/", inference_apis.ArtifactListApi.as_view(), name="artifact-list"),
-    path("artifacts/<int:artifact_id>/", inference_apis.ArtifactDetailApi.as_view(), name="artifact-detail"),
-    path("workers/", inference_apis.WorkerListApi.as_view(), name="worker-list"),
+    path("jobs/", pipeline_apis.JobListApi.as_view(), name="job-list"),
+    path("jobs/kinds/", pipeline_apis.JobKindsApi.as_view(), name="job-kinds"),
+    path("jobs/<int:job_id>/", pipeline_apis.JobDetailApi.as_view(), name="job-detail"),
+    path("jobs/<int:job_id>/cancel/", pipeline_apis.JobCancelApi.as_view(), name="job-cancel"),
+    path("jobs/<int:job_id>/retry/", pipeline_apis.JobRetryApi.as_view(), name="job-retry"),
+    path("jobs/<int:job_id>/log/", pipeline_apis.JobLogApi.as_view(), name="job-log"),
+    path("jobs/<int:job_id>/resume/", pipeline_apis.JobResumeApi.as_view(), name="job-resume"),
+    path("jobs/<int:job_id>/files/<str:name>", pipeline_apis.JobFileApi.as_view(), name="job-file"),
+    path("datasets/", pipeline_apis.DatasetUploadApi.as_view(), name="dataset-upload"),
+    path("artifacts/", pipeline_apis.ArtifactListApi.as_view(), name="artifact-list"),
+    path("artifacts/<int:artifact_id>/", pipeline_apis.ArtifactDetailApi.as_view(), name="artifact-detail"),
+    path("workers/", pipeline_apis.WorkerListApi.as_view(), name="worker-list"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

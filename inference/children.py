@@ -1,6 +1,6 @@
 """Child processes that run third-party ML code on files staff provide: what they inherit, and
-how they die with the worker. Used by the job runner's steps (``inference.jobs.runner``) and the
-conversion children (``inference.convert.child``). Standard library only.
+how they die with the worker. Used by the job runner's steps (``pipeline.jobs.runner``) and the
+conversion children (``pipeline.convert.child``). Standard library only.
 
 - **Environment: an allowlist** (``child_env``). A step runs transformers, peft, optimum,
   llama.cpp or vLLM on a model or dataset someone uploaded; it gets what those libraries need
@@ -37,9 +37,9 @@ CHILD_ENV_NAMES = frozenset(
     {
         # The basics a process expects.
         "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
-        # Threads (inference.jobs.steps.protocol.threads, inference.llama_runtime).
+        # Threads (pipeline.jobs.steps.protocol.threads, inference.llama_runtime).
         "JOB_THREADS", "LLAMA_THREADS", "LLAMA_THREADS_CACHE", "LLAMA_CPU_VARIANT",
-        # Where the tools and caches are (inference.jobs.steps.gguf, inference.convert.common).
+        # Where the tools and caches are (pipeline.jobs.steps.gguf, pipeline.convert.common).
         "LLAMA_CPP_CONVERTER_DIR", "CHATSITE_MODEL_CACHE",
         "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_MODULES_CACHE", "HUGGINGFACE_HUB_CACHE",
         "TRANSFORMERS_CACHE", "XDG_CACHE_HOME", "TORCH_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR",

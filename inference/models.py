@@ -14,7 +14,7 @@ class Job(models.Model):
     The row is the job's only state: the Celery task carries just its id and claims it with a
     conditional update (``queued -> running``), so a second delivery does nothing. The worker
     renews ``heartbeat_at`` while it runs; a running job whose heartbeat lapsed lost its worker
-    and is marked ``interrupted`` (``inference.jobs.reaper``). See docs/jobs.md.
+    and is marked ``interrupted`` (``pipeline.jobs.reaper``). See docs/jobs.md.
     """
 
     class Kind(models.TextChoices):

@@ -220,42 +220,6 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
     return render(request, "leaderboard.html", {"rows": rows})
 
 
-@with_csp
-@login_required
-@require_GET
-def jobs_page(request: HttpRequest) -> HttpResponse:
-    """The model pipeline's dashboard (staff only; others get a 404, as for a page that is not
-    there): a shell whose script (``static/jobs/``) reads ``/api/jobs/`` and ``/ws/jobs/``."""
-    if not request.user.is_staff:
-        raise Http404("No such page.")
-    return render(request, "jobs.html", {"flower_url": settings.FLOWER_URL})
-
-
-@with_csp
-@login_required
-@require_GET
-def workers_page(request: HttpRequest) -> HttpResponse:
-    """The workers' operations view (staff only; others get a 404, as for the jobs page): a shell
-    whose script (``static/workers/``) reads ``/api/workers/`` every 2 s."""
-    if not request.user.is_staff:
-        raise Http404("No such page.")
-    from inference.workers import WORKER_BEAT_SECONDS
-
-    context = {"flower_url": settings.FLOWER_URL, "beat_seconds": f"{WORKER_BEAT_SECONDS:g}"}
-    return render(request, "workers.html", context)
-
-
-@with_csp
-@login_required
-@require_GET
-def benchmarks_page(request: HttpRequest) -> HttpResponse:
-    """The benchmark jobs' results (staff only, like the job dashboard): a shell whose script
-    (``static/bench/``) reads ``/api/jobs/?kind=benchmark`` and each job's ``bench.json``."""
-    if not request.user.is_staff:
-        raise Http404("No such page.")
-    return render(request, "benchmarks.html")
-
-
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness for a load balancer or compose: 200 when the database (and Redis, when the
     platform runs distributed) answer, else 503 naming the one that does not."""

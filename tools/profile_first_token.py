@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inference.bench.sweep import llama_server
+from pipeline.bench.sweep import llama_server
 from inference.bundled import bundled_model_path
 from tools.benchmarks import bench_platform_start, run_benchmark
 from tools.launch import ROOT

@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     # default, every core, collapses when another process takes one: docs/benchmarks.md).
     base_env = {"LLAMA_THREADS": "1", **os.environ}
     # The jobs group's torch steps likewise get one core (JOB_THREADS): two OpenMP threads beside
-    # the other group's work are slower than one (inference/jobs/steps/protocol.py), and the
+    # the other group's work are slower than one (pipeline/jobs/steps/protocol.py), and the
     # fine-tune test ran past its time limit in CI that way.
     jobs_env = {**base_env, "JOB_THREADS": "1", "TEST_INTEGRATION_REDIS_URL": "redis://127.0.0.1:6379/14"}
     started = time.monotonic()

@@ -1,6 +1,6 @@
 """OpenVINO GenAI's ``LLMPipeline`` on an OpenVINO IR folder (CPU, Intel GPU or NPU).
 
-The folder is what ``inference.convert`` (or ``optimum-cli export openvino``) writes: the model,
+The folder is what ``pipeline.convert`` (or ``optimum-cli export openvino``) writes: the model,
 openvino-tokenizers' tokenizer and detokenizer, and the chat template in their metadata.
 
 Streaming: ``LLMPipeline.generate`` blocks and reports text through a callback, so it runs in a

@@ -22,8 +22,8 @@ from django.test.client import FakePayload
 from rest_framework.test import APIClient
 
 from agents.models import Agent
-from inference.jobs import dispatch, runner
-from inference.jobs.base import job_log_path
+from pipeline.jobs import dispatch, runner
+from pipeline.jobs.base import job_log_path
 from inference.models import Job, ModelArtifact
 from tests.conftest import _client_for, grant
 

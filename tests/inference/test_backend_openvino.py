@@ -43,7 +43,7 @@ STORY = [{"role": "user", "content": "Write a long story about a dragon and a kn
 
 @pytest.fixture(scope="session")
 def ir_dir() -> Path:
-    from inference.convert import openvino_ir_for_bundled
+    from pipeline.convert import openvino_ir_for_bundled
 
     return openvino_ir_for_bundled()
 
@@ -261,7 +261,7 @@ def test_export_command_refuses_contradictory_or_impossible_settings() -> None:
 
 
 def test_converting_a_file_that_is_no_gguf_names_the_step(tmp_path: Path) -> None:
-    from inference.convert import ConversionError, gguf_to_hf
+    from pipeline.convert import ConversionError, gguf_to_hf
 
     fake = tmp_path / "fake.gguf"
     fake.write_bytes(b"this is not a GGUF file at all" * 100)

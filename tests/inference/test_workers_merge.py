@@ -68,7 +68,7 @@ def test_a_thread_pool_worker_shows_what_its_main_process_holds() -> None:
     main = main_beat(
         pool="threads",
         models={"loaded": [{**SMOL, "idle_seconds": 4.0, "in_use": 0}], "unloaded": [], "keep_alive_seconds": 60.0},
-        tasks=[{"id": "j", "name": "inference.tasks.job_run", "kwargs": {"job_id": 3}, "started_at": NOW}],
+        tasks=[{"id": "j", "name": "pipeline.tasks.job_run", "kwargs": {"job_id": 3}, "started_at": NOW}],
     )
     [worker] = workers_merge([main], [], now=NOW)
     assert [p["role"] for p in worker["processes"]] == ["main"]

@@ -26,7 +26,7 @@ from tools.launch import ROOT, Platform, manage
 pytestmark = pytest.mark.slow
 
 # Staff start jobs, upload datasets and define agents over the API only with these model
-# permissions (inference.apis, agents.apis): a shell snippet that gives them to the user ``u``.
+# permissions (pipeline.apis, agents.apis): a shell snippet that gives them to the user ``u``.
 GRANT_PIPELINE = (
     "from django.contrib.auth.models import Permission\n"
     "u.user_permissions.add(*Permission.objects.filter(content_type__app_label__in=['agents', 'inference'],\n"
@@ -245,7 +245,7 @@ def test_a_worker_killed_mid_job_leaves_it_interrupted_and_not_run_twice(platfor
     wait_until(lambda: not step_processes(body["id"]), 30, "the step's process to die with its worker")
     time.sleep(3.5)
     env = {**platform.env, "JOB_STALE_SECONDS": "3"}
-    reaped = manage(env, "shell", "-c", "from inference.jobs.reaper import jobs_reap; print(jobs_reap())")
+    reaped = manage(env, "shell", "-c", "from pipeline.jobs.reaper import jobs_reap; print(jobs_reap())")
     assert reaped.strip().splitlines()[-1] == "1"
     end = job(platform, body["id"])
     assert end["status"] == "interrupted" and "stopped renewing" in end["error"], end
@@ -262,7 +262,7 @@ def test_a_worker_killed_mid_job_leaves_it_interrupted_and_not_run_twice(platfor
 def test_a_redelivered_task_does_nothing(platform: Platform, hf: dict) -> None:
     first = succeeded(platform, start(platform, "quantize_rtn", source=hf["id"], bits=4)["id"])
     resend = (
-        f"from inference.tasks import job_run\njob_run.apply_async(kwargs=dict(job_id={first['id']}), queue='jobs')\n"
+        f"from pipeline.tasks import job_run\njob_run.apply_async(kwargs=dict(job_id={first['id']}), queue='jobs')\n"
     )
     manage(platform.env, "shell", "-c", resend)
     log = platform.log_dir / "worker-jobs.log"

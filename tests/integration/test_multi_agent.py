@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 def critic(platform: Platform) -> Iterator[str]:
     """A second agent on another backend: OpenVINO GenAI on the IR made from the bundled model,
     answered by its own worker on the ``openvino`` queue (the first agent runs on llama.cpp)."""
-    from inference.convert import openvino_ir_for_bundled
+    from pipeline.convert import openvino_ir_for_bundled
 
     ir_dir = openvino_ir_for_bundled()
     manage(

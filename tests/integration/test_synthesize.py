@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from inference.jobs.datasets import records_read
-from inference.jobs.steps.synthesize import example_schema, find, text_key
+from pipeline.jobs.datasets import records_read
+from pipeline.jobs.steps.synthesize import example_schema, find, text_key
 from tests.integration.chat_client import api
 from tests.integration.services import wait_until
 from tests.integration.test_jobs import STAFF

@@ -86,7 +86,7 @@ def _flush_redis(url: str) -> None:
 @pytest.fixture(scope="module")
 def vllm_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     _need_vllm_venv()
-    from inference.hf_bundled import hf_for_bundled
+    from pipeline.hf_bundled import hf_for_bundled
 
     hf_dir = hf_for_bundled(log=print)
     name = f"chatsite_vllm_{uuid.uuid4().hex[:8]}"

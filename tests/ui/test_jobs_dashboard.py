@@ -112,7 +112,7 @@ def test_a_staff_user_quantizes_the_bundled_model_and_watches_it_to_the_end(
     expect(bar).to_have_attribute("aria-valuenow", "100")
     expect(row.locator(".pill")).to_have_text("succeeded")
     log = page.locator(f"#log-{job_id}")
-    expect(log).to_contain_text("-m inference.jobs.steps quantize_gguf")
+    expect(log).to_contain_text("-m pipeline.jobs.steps quantize_gguf")
     expect(log).to_contain_text("succeeded after")
 
     # The new artifact hangs under the bundled one in the lineage tree, servable by llama.cpp.
