@@ -4,8 +4,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
+
+from inference.formats import format_label, format_register, format_validate
 
 
 class Job(models.Model):
@@ -36,7 +40,9 @@ class Job(models.Model):
         CANCELLED = "cancelled"
         INTERRUPTED = "interrupted"
 
-    kind = models.CharField(max_length=32, choices=Kind.choices)
+    # A name of pipeline.jobs.kinds.KINDS, checked when the job is made (not a closed choice of the
+    # column: a new kind needs no migration). ``Kind`` names the built-in ones.
+    kind = models.CharField(max_length=32)
     params = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0, help_text="0-100")
@@ -68,7 +74,7 @@ class Job(models.Model):
         indexes = [models.Index(fields=["status", "heartbeat_at"])]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+        return f"{self.kind} #{self.pk} ({self.status})"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)
 
@@ -79,8 +85,6 @@ class Job(models.Model):
     def duration_seconds(self) -> float | None:
         if self.started_at is None:
             return None
-        from django.utils import timezone
-
         end = self.finished_at or timezone.now()
         return max(0.0, (end - self.started_at).total_seconds())
 
@@ -117,7 +121,8 @@ class ModelArtifact(models.Model):
         SERVED = "served", "Served (URL)"
 
     name = models.CharField(max_length=200, unique=True)
-    format = models.CharField(max_length=16, choices=Format.choices)
+    # Checked against the registry (inference.formats), not a closed choice: see there.
+    format = models.CharField(max_length=16, validators=[format_validate])
     path = models.CharField(max_length=1000, blank=True, help_text="File or folder on the worker, for on-disk formats.")
     url = models.URLField(max_length=1000, blank=True, help_text="Base URL, for served models.")
     quantization = models.CharField(max_length=50, blank=True, help_text="e.g. Q4_1, int4, GPTQ")
@@ -145,9 +150,10 @@ class ModelArtifact(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def clean(self) -> None:
-        from django.core.exceptions import ValidationError
+    def get_format_display(self) -> str:
+        return format_label(self.format)
 
+    def clean(self) -> None:
         if self.format == self.Format.SERVED:
             if not self.url:
                 raise ValidationError({"url": "A served model needs a URL."})
@@ -175,6 +181,10 @@ class ModelArtifact(models.Model):
         if p.is_dir():
             return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
         return None
+
+
+for _format in ModelArtifact.Format:
+    format_register(_format.value, str(_format.label))
 
 
 class Evaluation(models.Model):
