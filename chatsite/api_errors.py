@@ -1,6 +1,8 @@
 """Every REST error as JSON with a machine-readable ``code`` and a ``message`` for people.
 
-400s also carry ``errors``, the field errors, keyed by field.
+400s also carry ``errors``, the field errors, keyed by field. A refusal a service raises
+(``inference.errors.PlatformError`` and its subclasses) is answered here, once for every view, with
+its ``payload()`` and ``status``: views do not catch it.
 """
 
 from __future__ import annotations
@@ -10,9 +12,15 @@ from typing import Any
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+from inference.errors import PlatformError
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, PlatformError):
+        set_rollback()  # as DRF does for its own errors: an atomic request stores nothing
+        return Response(exc.payload(), status=exc.status)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

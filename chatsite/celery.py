@@ -43,12 +43,16 @@ def _pool_name(pool: Any) -> str:
     return {"thread": "threads"}.get(name, name)
 
 
+# The handlers import the apps inside: this module loads with the ``chatsite`` package, before
+# Django is set up, so no model may be imported at its top.
+
+
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: object) -> None:
     # A worker that restarts after a crash should not leave its replies `streaming` forever.
     from agents.preload import models_preload_in_background
-    from pipeline.jobs.reaper import jobs_reap
     from inference.workers import worker_beat_start
+    from pipeline.jobs.reaper import jobs_reap
     from sessions_app.reaper import replies_reap
 
     replies_reap()

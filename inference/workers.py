@@ -29,6 +29,8 @@ from typing import Any
 
 from django.conf import settings
 
+from inference.runtime.identity import worker_node, worker_node_set
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "chatsite:worker:"
@@ -175,8 +177,10 @@ if hasattr(os, "register_at_fork"):
 
 
 def worker_identity_set(*, hostname: str) -> None:
-    """Remember this worker's name before its pool forks (Celery's ``celeryd_after_setup``)."""
+    """Remember this worker's name before its pool forks (Celery's ``celeryd_after_setup``): its
+    beats, and the name its processes write on the rows they claim (``worker_name()``)."""
     _identity.update(hostname=hostname, worker_pid=os.getpid())
+    worker_node_set(hostname)
 
 
 def worker_beat_start(*, hostname: str, queues: list[str], pool: str = "", concurrency: int | None = None) -> None:
@@ -325,5 +329,5 @@ def workers_online() -> list[dict[str, Any]]:
         workers = workers_merge(mains, children, now=now)
     running = list(Job.objects.filter(status=Job.Status.RUNNING).values("id", "kind", "worker", "progress"))
     for worker in workers:
-        worker["jobs"] = [j for j in running if (j["worker"] or "").split(" ")[0] == worker["hostname"]]
+        worker["jobs"] = [j for j in running if worker_node(j["worker"] or "") == worker["hostname"]]
     return workers

@@ -8,6 +8,8 @@ the dashboard is. A change also needs the Django model permission the admin asks
 job (create, retry, resume) ``inference.add_job``, cancelling one ``inference.change_job``,
 uploading a dataset ``inference.add_modelartifact`` (superusers hold them all). Without it: 403
 naming the permission, and nothing is done.
+
+A refusal (``JobError``) is not caught here: ``chatsite.api_errors`` answers it, naming its field.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference.backends.registry import backend_for_format
-from pipeline.jobs import datasets, dispatch, services, uploads
-from pipeline.jobs.base import JOB_FILES, job_files_dir, job_log_path
-from pipeline.jobs.events import job_payload
-from pipeline.jobs.kinds import KINDS
 from inference.models import Evaluation, Job, ModelArtifact
 from inference.workers import workers_online
+from pipeline.jobs import datasets, dispatch, events, services, uploads
+from pipeline.jobs.events import job_payload
+from pipeline.jobs.kinds import KINDS
+from pipeline.jobs.paths import JOB_FILES, job_files_dir, job_log_path
 
 
 def pipeline_refusal(user: Any, view: Any, method: str) -> str | None:
@@ -54,14 +56,6 @@ class IsStaff(permissions.BasePermission):
             self.message = refusal  # DRF answers 403 with it (401 when not signed in)
             return False
         return True
-
-
-def _error(exc: services.JobError) -> Response:
-    body: dict[str, Any] = {"code": exc.code, "message": f"{exc.field}: {exc.message}" if exc.field else exc.message}
-    if exc.field:
-        body["field"] = exc.field
-        body["errors"] = {exc.field: [exc.message]}
-    return Response(body, status=exc.status)
 
 
 def _jobs() -> QuerySet[Job]:
@@ -104,10 +98,7 @@ class JobListApi(StaffApi):
     @extend_schema(operation_id="jobs_create", request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         data = request.data if isinstance(request.data, dict) else {}
-        try:
-            job = services.job_create(kind=data.get("kind", ""), params=data.get("params", {}), user=request.user)
-        except services.JobError as exc:
-            return _error(exc)
+        job = services.job_create(kind=data.get("kind", ""), params=data.get("params", {}), user=request.user)
         return Response(job_payload(job), status=status.HTTP_201_CREATED)
 
 
@@ -124,10 +115,7 @@ class JobCancelApi(StaffApi):
     @extend_schema(operation_id="jobs_cancel", request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, job_id: int) -> Response:
         job = get_object_or_404(Job, pk=job_id)
-        try:
-            job = services.job_cancel(job)
-        except services.JobError as exc:
-            return _error(exc)
+        job = services.job_cancel(job)
         return Response(job_payload(job))
 
 
@@ -140,10 +128,7 @@ class JobRetryApi(StaffApi):
     @extend_schema(operation_id="jobs_retry", request=None, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request, job_id: int) -> Response:
         job = get_object_or_404(Job, pk=job_id)
-        try:
-            new = self.start(job, user=request.user)
-        except services.JobError as exc:
-            return _error(exc)
+        new = self.start(job, user=request.user)
         return Response(job_payload(new), status=status.HTTP_201_CREATED)
 
 
@@ -205,8 +190,6 @@ class DatasetUploadApi(StaffApi):
                 return Response({"code": "invalid", "field": field, "message": message}, status=400)
         details = {"source": "upload", "filename": upload.name, "user": request.user.username}
         artifact = datasets.dataset_register(upload.path, records=upload.records, name=name, details=details)
-        from pipeline.jobs import events
-
         events.artifacts_changed()
         return Response(artifact_payload(artifact), status=status.HTTP_201_CREATED)
 

@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from sessions_app.models import ApiToken, Message, Session
+from sessions_app.tokens import token_revoke
 
 
 class MessageInline(admin.TabularInline):
@@ -64,7 +65,5 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens now")
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
-        from sessions_app.tokens import token_revoke
-
         for token in queryset.filter(revoked_at__isnull=True):
             token_revoke(token=token)

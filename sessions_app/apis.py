@@ -1,4 +1,8 @@
-"""REST: sessions of the caller, and their messages. Another user's session answers 404."""
+"""REST: sessions of the caller, and their messages. Another user's session answers 404.
+
+A service's refusal (``ChatError``, ``PolicyError``: ``inference.errors.PlatformError``) is not
+caught here: ``chatsite.api_errors`` answers it as a 400 naming its field.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from sessions_app import services
 from sessions_app.leaderboard import leaderboard, preferences_for_user
 from sessions_app.live import CADENCE_TOKEN
 from sessions_app.models import Message, Session
+from sessions_app.params import reply_params_validate
 from sessions_app.selectors import message_list, session_get_for_user, session_list_for_user
 from sessions_app.serializers import (
     LeaderboardRowSerializer,
@@ -29,7 +34,6 @@ from sessions_app.serializers import (
     SessionOutputSerializer,
     SessionUpdateSerializer,
 )
-from sessions_app.turns import PolicyError
 
 
 def _session_or_404(request: Request, session_id: Any) -> Session:
@@ -64,63 +68,26 @@ class SessionListApi(APIView):
         data = SessionCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        try:
-            agent = _agents(request, [values["agent"]], "agent")[0] if values.get("agent") else None
-            agents = _agents(request, values["agents"], "agents") if values.get("agents") else None
-            session = services.session_create(
-                owner=request.user, agent=agent, title=values["title"], agents=agents,
-                turn_policy=values.get("turn_policy"),
-            )  # fmt: skip
-        except _FieldError as exc:
-            return exc.response()
-        except PolicyError as exc:
-            return _FieldError(exc.field, "invalid_turn_policy", exc.message).response()
+        agent = _agents(request, [values["agent"]], "agent")[0] if values.get("agent") else None
+        agents = _agents(request, values["agents"], "agents") if values.get("agents") else None
+        session = services.session_create(
+            owner=request.user, agent=agent, title=values["title"], agents=agents, turn_policy=values.get("turn_policy")
+        )
         return Response(SessionOutputSerializer(session).data, status=status.HTTP_201_CREATED)
 
 
-# The request field a service's refusal is about, so that a 400 names it as a serializer's does.
-_FIELD_OF_CODE = {
-    "invalid_content": "content",
-    "empty_content": "content",
-    "content_too_long": "content",
-    "invalid_client_id": "client_id",
-    "unknown_agent": "agent",
-    "invalid_compare": "compare",
-}
-
-
-def _chat_error(exc: services.ChatError) -> Response:
-    """A service's refusal as a 400; with the field it is about, as a serializer's error is."""
-    field = _FIELD_OF_CODE.get(exc.code)
-    if field is None:
-        return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
-    return Response(
-        {"code": exc.code, "message": f"{field}: {exc.message}", "errors": {field: [exc.message]}},
-        status=status.HTTP_400_BAD_REQUEST,
-    )
-
-
-class _FieldError(Exception):
-    def __init__(self, field: str, code: str, message: str) -> None:
-        self.field, self.code, self.message = field, code, message
-
-    def response(self) -> Response:
-        return Response(
-            {"code": self.code, "message": self.message, "errors": {self.field: [self.message]}},
-            status=status.HTTP_400_BAD_REQUEST,
-        )
-
-
 def _agents(request: Request, slugs: list[str], field: str) -> list[Any]:
-    """The agents these slugs name, each one the user may use; duplicates are refused."""
+    """The agents these slugs name, each one the user may use; duplicates are refused. A refusal
+    names ``field``, the request's name for the list."""
     if len(set(slugs)) != len(slugs):
-        raise _FieldError(field, "duplicate_agent", "Name each agent once.")
+        raise services.ChatError("duplicate_agent", "Name each agent once.", field=field)
     agents = []
     for slug in slugs:
         try:
             agents.append(services.agent_check_usable(user=request.user, slug=slug))
         except services.ChatError as exc:
-            raise _FieldError(field, exc.code, exc.message) from None
+            exc.field = field  # the service's own name for it is ``agent``
+            raise
     return agents
 
 
@@ -135,14 +102,9 @@ class SessionDetailApi(APIView):
         data = SessionUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        try:
-            if "agents" in values:
-                values["agents"] = _agents(request, values["agents"], "agents")
-            session = services.session_update(session=session, **values)
-        except _FieldError as exc:
-            return exc.response()
-        except PolicyError as exc:
-            return _FieldError(exc.field, "invalid_turn_policy", exc.message).response()
+        if "agents" in values:
+            values["agents"] = _agents(request, values["agents"], "agents")
+        session = services.session_update(session=session, **values)
         return Response(SessionOutputSerializer(session).data)
 
     @extend_schema(responses={204: None})
@@ -177,31 +139,22 @@ class MessageListApi(APIView):
         session = _session_or_404(request, session_id)
         data = MessageCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        if data.validated_data.get("compare"):
-            try:
-                agents = _agents(request, data.validated_data["compare"], "compare")
-                sent, replies = services.message_compare(
-                    session=session, content=data.validated_data["content"], agents=agents,
-                    client_id=data.validated_data.get("client_id"),
-                )  # fmt: skip
-            except _FieldError as exc:
-                return exc.response()
-            except services.ChatError as exc:
-                return _chat_error(exc)
-            return Response(MessageOutputSerializer([sent, *replies], many=True).data, status=status.HTTP_202_ACCEPTED)
-        try:
-            agent = None
-            if data.validated_data.get("agent"):
-                agent = services.agent_check_usable(user=request.user, slug=data.validated_data["agent"])
-            sent, reply = services.message_send(
-                session=session,
-                content=data.validated_data["content"],
-                client_id=data.validated_data.get("client_id"),
-                agent=agent,
-                params={"cadence": CADENCE_TOKEN},  # an API client follows it (SSE) token by token
+        values = data.validated_data
+        if values.get("compare"):
+            agents = _agents(request, values["compare"], "compare")
+            sent, replies = services.message_compare(
+                session=session, content=values["content"], agents=agents, client_id=values.get("client_id")
             )
-        except services.ChatError as exc:
-            return _chat_error(exc)
+            return Response(MessageOutputSerializer([sent, *replies], many=True).data, status=status.HTTP_202_ACCEPTED)
+        agent = services.agent_check_usable(user=request.user, slug=values["agent"]) if values.get("agent") else None
+        params = reply_params_validate(values.get("params"), agent=agent)
+        sent, reply = services.message_send(
+            session=session,
+            content=values["content"],
+            client_id=values.get("client_id"),
+            agent=agent,
+            params={**params, "cadence": CADENCE_TOKEN},  # an API client follows it (SSE) token by token
+        )
         # Under a supervisor no reply exists yet: it picks the first speaker on its worker.
         created = [sent, reply] if reply is not None else [sent]
         return Response(MessageOutputSerializer(created, many=True).data, status=status.HTTP_202_ACCEPTED)
@@ -216,12 +169,9 @@ class MessageDetailApi(APIView):
         data.is_valid(raise_exception=True)
         if not message_list(session=session).filter(pk=message_id).exists():
             raise Http404("No such message.")
-        try:
-            edited, reply = services.message_edit(
-                session=session, message_id=message_id, content=data.validated_data["content"]
-            )
-        except services.ChatError as exc:
-            return _chat_error(exc)
+        edited, reply = services.message_edit(
+            session=session, message_id=message_id, content=data.validated_data["content"]
+        )
         return Response(MessageOutputSerializer([edited, reply], many=True).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses=MessageOutputSerializer)
@@ -246,10 +196,7 @@ class ReplyRegenerateApi(APIView):
     def post(self, request: Request, session_id: int) -> Response:
         """Replace the session's last reply with a new one; returns the queued reply."""
         session = _session_or_404(request, session_id)
-        try:
-            reply = services.reply_regenerate(session=session)
-        except services.ChatError as exc:
-            return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+        reply = services.reply_regenerate(session=session)
         return Response(MessageOutputSerializer(reply).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -259,12 +206,7 @@ class ReplyPickApi(APIView):
         """Pick this reply as the best of those compared for its message (a new pick replaces the
         old one). Picks feed the leaderboard and the preference export."""
         session = _session_or_404(request, session_id)
-        try:
-            pick = services.reply_pick(session=session, message_id=message_id)
-        except services.ChatError as exc:
-            if exc.code == "not_found":
-                raise Http404(exc.message) from None
-            return Response({"code": exc.code, "message": exc.message}, status=status.HTTP_400_BAD_REQUEST)
+        pick = services.reply_pick(session=session, message_id=message_id)  # not_found: 404
         winner = pick.winner
         return Response(
             {

@@ -35,12 +35,15 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from inference.errors import PlatformError
 from sessions_app import services
 from sessions_app.follow import session_follow
 from sessions_app.models import Session
+from sessions_app.params import reply_params_validate
 from sessions_app.selectors import session_get_for_user
 from sessions_app.unavailable import UNAVAILABLE_ERRORS, WS_CLOSE_UNAVAILABLE, unavailable_reason
 from sessions_app.validation import json_loads, text_problem
+from sessions_app.ws_errors import error_event
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +175,8 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
                 await self._error(
                     "unknown_type", f"Unknown message type {kind!r}; use message, stop, regenerate or edit."
                 )
-        except services.ChatError as exc:
-            await self._error(exc.code, exc.message)
+        except PlatformError as exc:  # every service's refusal, in this one place
+            await self.send_json(error_event(exc))
         except UNAVAILABLE_ERRORS:
             raise  # ws_errors tells the client which service is away, and closes
         except Exception:
@@ -195,7 +198,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         agent = None
         if content.get("agent"):
             agent = services.agent_check_usable(user=self.scope["user"], slug=content["agent"])
-        params = services.reply_params_check(content.get("params"), agent)
+        params = reply_params_validate(content.get("params"), agent=agent)
         services.message_send(
             session=session, content=content.get("content"), client_id=content.get("client_id"), agent=agent,
             params=params or None,

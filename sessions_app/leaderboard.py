@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from sessions_app.models import LeaderboardTable, Message, Pick
+from sessions_app.selectors import history_as_seen
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +240,6 @@ def leaderboard(*, agents: list[Agent]) -> list[Row]:
 def preferences_for_user(*, user: Any) -> list[dict[str, Any]]:
     """The user's own picks as preference pairs for fine-tuning (DPO's shape): the conversation
     before the message, the message, the chosen reply and each rejected one."""
-    from sessions_app.selectors import history_as_seen
-
     out = []
     for pick in Pick.objects.filter(user_message__session__owner=user).select_related(
         "user_message", "winner", "winner__agent"

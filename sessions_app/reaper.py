@@ -1,8 +1,9 @@
-"""Replies whose worker died: found by their lapsed heartbeat and ended ``interrupted``.
+"""Replies whose worker died: found by their lapsed heartbeat and ended ``interrupted``
+(``inference.runtime.reaper``).
 
 A live worker renews its replies' heartbeat every few seconds (``sessions_app.liveness``), so a
 reply whose ``heartbeat_at`` is older than ``REPLY_STALE_SECONDS`` has lost its process. Its text
-is the fresher of the database's copy and the live buffer's.
+is the fresher of the database's copy and the live buffer's, and its session is told after commit.
 
 A supervisor's pick of the next speaker (``TurnChoice``) holds the same kind of lease; one whose
 worker died is ended ``interrupted`` and its round ends with a visible note.
@@ -11,23 +12,25 @@ worker died is ended ``interrupted`` and its round ends with a visible note.
 from __future__ import annotations
 
 import logging
-import os
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
-from sessions_app import broadcast, turns
+from inference.runtime.identity import process_started_at
+from inference.runtime.reaper import reap
+from sessions_app import broadcast, notes
 from sessions_app.live import text_fresher
+from sessions_app.liveness import PICKS, REPLIES
 from sessions_app.models import Message, TurnChoice
 from sessions_app.selectors import message_payload
 
 log = logging.getLogger(__name__)
 
-_LOADED_AT = time.time()
+__all__ = ["INTERRUPTED_ERROR", "process_started_at", "replies_reap", "replies_reap_before"]
+
 INTERRUPTED_ERROR = "The worker generating this reply stopped before it finished."
 
 
@@ -35,11 +38,7 @@ def replies_reap(*, stale_seconds: float | None = None) -> int:
     """Mark ``interrupted`` the replies (and supervisors' picks) whose heartbeat is older than
     ``stale_seconds``. Returns how many were ended."""
     stale = stale_seconds if stale_seconds is not None else settings.REPLY_STALE_SECONDS
-    cutoff = timezone.now() - timedelta(seconds=stale)
-    reaped = _interrupt(Message.objects.filter(status=Message.Status.STREAMING, heartbeat_at__lte=cutoff))
-    return reaped + _choices_interrupt(
-        TurnChoice.objects.filter(status=TurnChoice.Status.CHOOSING, heartbeat_at__lte=cutoff)
-    )
+    return _reap(before=timezone.now() - timedelta(seconds=stale), lookup="lte")
 
 
 def replies_reap_before(*, moment: datetime) -> int:
@@ -50,64 +49,42 @@ def replies_reap_before(*, moment: datetime) -> int:
     process that is gone, while a live one (a terminal chat beside the server) has renewed its
     heartbeat since.
     """
-    reaped = _interrupt(Message.objects.filter(status=Message.Status.STREAMING, heartbeat_at__lt=moment))
-    return reaped + _choices_interrupt(
-        TurnChoice.objects.filter(status=TurnChoice.Status.CHOOSING, heartbeat_at__lt=moment)
-    )
+    return _reap(before=moment, lookup="lt")
 
 
-def _interrupt(candidates: QuerySet[Message]) -> int:
-    reaped = 0
-    for message in candidates.select_related("agent"):
-        content, seq = text_fresher(message_id=message.pk, content=message.content, seq=message.seq)
-        # Conditional on the heartbeat read above: a worker that renewed it meanwhile is alive.
-        updated = Message.objects.filter(
-            pk=message.pk, status=Message.Status.STREAMING, heartbeat_at=message.heartbeat_at
-        ).update(
-            status=Message.Status.INTERRUPTED,
-            content=content,
-            seq=seq,
-            error=INTERRUPTED_ERROR,
-            finished_at=timezone.now(),
-        )
-        if updated:
-            reaped += 1
-            message.refresh_from_db()
-            log.warning("reply %s interrupted: its worker %s stopped renewing it", message.pk, message.worker)
-            try:
-                broadcast.done_send(message.session_id, message_payload(message))
-            except Exception as exc:
-                log.warning("announcing interrupted reply %s failed: %s", message.pk, exc)
-    broadcast.flush()
-    return reaped
-
-
-def _choices_interrupt(candidates: QuerySet[TurnChoice]) -> int:
-    """End the picks whose worker died, each with a note in its session: the round is over."""
-    reaped = 0
-    for choice in candidates.select_related("user_message"):
-        with transaction.atomic():
-            # Conditional on the heartbeat read above: a worker that renewed it meanwhile is alive.
-            updated = TurnChoice.objects.filter(
-                pk=choice.pk, status=TurnChoice.Status.CHOOSING, heartbeat_at=choice.heartbeat_at
-            ).update(status=TurnChoice.Status.INTERRUPTED, error=turns.INTERRUPTED_NOTE, finished_at=timezone.now())
-            if updated:
-                reaped += 1
-                log.warning("pick %s interrupted: its worker %s stopped renewing it", choice.pk, choice.worker)
-                turns.note_add(choice.user_message, turns.INTERRUPTED_NOTE)
-    broadcast.flush()
-    return reaped
-
-
-def process_started_at() -> datetime:
-    """When this operating-system process started (not when some module was imported)."""
+def _reap(*, before: datetime, lookup: Literal["lt", "lte"]) -> int:
     try:
-        with open("/proc/self/stat") as f:
-            # Field 22, counted after the parenthesised command name, which may hold spaces.
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-        started = boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        started = _LOADED_AT  # no /proc (not Linux): this module loads as the process starts
-    return datetime.fromtimestamp(started, tz=UTC)
+        return reap(
+            REPLIES, before=before, lookup=lookup, values=_reply_ended, aftermath=_reply_announce,
+            rows=Message.objects.select_related("agent"),
+        ) + reap(
+            PICKS, before=before, lookup=lookup, values=_pick_ended, aftermath=_pick_note,
+            rows=TurnChoice.objects.select_related("user_message"),
+        )  # fmt: skip
+    finally:
+        broadcast.flush()
+
+
+def _reply_ended(message: Message) -> dict[str, Any]:
+    content, seq = text_fresher(message_id=message.pk, content=message.content, seq=message.seq)
+    return {"status": Message.Status.INTERRUPTED, "content": content, "seq": seq, "error": INTERRUPTED_ERROR,
+            "finished_at": timezone.now()}  # fmt: skip
+
+
+def _reply_announce(message: Message) -> None:
+    def send() -> None:
+        try:
+            broadcast.done_send(message.session_id, message_payload(message))
+        except Exception as exc:
+            log.warning("announcing interrupted reply %s failed: %s", message.pk, exc)
+
+    transaction.on_commit(send)
+
+
+def _pick_ended(choice: TurnChoice) -> dict[str, Any]:
+    return {"status": TurnChoice.Status.INTERRUPTED, "error": notes.INTERRUPTED_NOTE, "finished_at": timezone.now()}
+
+
+def _pick_note(choice: TurnChoice) -> None:
+    """The round is over: a note in its session says why (written with the end of the pick)."""
+    notes.note_add(choice.user_message, notes.INTERRUPTED_NOTE)

@@ -1,7 +1,9 @@
 """Generate one reply: claim it, build the prompt, stream from the backend, record the result.
 
-This runs wherever replies run: in a Celery worker (``sessions_app.tasks.reply_generate``) or in
-the embedded thread pool. It is safe to run twice for one message: only the first run claims it.
+This runs wherever replies run: in a Celery worker or in the embedded thread pool, through the
+reply task (``sessions_app.tasks.reply_generate``), which then queues the next turn of a
+multi-agent chain (``sessions_app.turns.turn_next``): a reply knows nothing of turns. It is safe
+to run twice for one message: only the first run claims it.
 From the claim to the end the reply holds a lease (``sessions_app.liveness``): the heartbeat keeps
 it alive however long the engine takes, and a reply taken away stops at once, silently.
 
@@ -29,10 +31,9 @@ from inference.cache import model_cache
 from inference.prompt import PromptTooLong, prompt_build
 from sessions_app import broadcast, trace
 from sessions_app.live import CADENCE_TOKEN, stream_buffer
-from sessions_app.liveness import Lease, heartbeat, worker_name
+from sessions_app.liveness import REPLIES, Lease, claim, heartbeat, worker_name
 from sessions_app.models import Message
 from sessions_app.selectors import history_for_reply, message_payload
-from sessions_app.turns import turn_next
 from sessions_app.unavailable import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -68,15 +69,12 @@ def reply_generate(*, message_id: int) -> bool:
     """
     trace.mark(message_id, "task")
     close_old_connections()
-    now = timezone.now()
-    claimed = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
-        status=Message.Status.STREAMING, started_at=now, heartbeat_at=now, worker=worker_name()
-    )
+    claimed = claim(REPLIES, message_id, queued=Message.Status.QUEUED, started_at=timezone.now())
     if not claimed:
         log.info("reply %s already claimed or finished; nothing to do", message_id)
         return False
     trace.mark(message_id, "claimed")
-    lease = heartbeat().hold(message_id)
+    lease = heartbeat().hold(REPLIES, message_id)
     try:
         _generate_claimed(message_id, lease)
     finally:
@@ -347,13 +345,3 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None,
         return
     message.refresh_from_db()
     _live(broadcast.done_send, message.session_id, message_payload(message))
-    if status == Message.Status.COMPLETE:
-        _turn_next(message)
-
-
-def _turn_next(message: Message) -> None:
-    """In a multi-agent session, queue the next speaker now that this reply is stored."""
-    try:
-        turn_next(message)
-    except Exception:
-        log.exception("queueing the turn after reply %s failed; the chain ends here", message.pk)

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.serializers import StrictCharField, StrictSlugField
 from sessions_app.models import Message, Session
+from sessions_app.params import ReplyParams
 from sessions_app.selectors import message_payload_live, participant_slugs
 
 
@@ -89,10 +91,19 @@ class MessageOutputSerializer(serializers.Serializer):
         return message_payload_live(instance)
 
 
+@extend_schema_field(ReplyParams.model_json_schema())
+class ReplyParamsField(serializers.JSONField):
+    """Taken as sent: ``sessions_app.params`` checks it (the websocket's rules and messages), once
+    the agent whose ``max_tokens`` caps it is known."""
+
+
 class MessageCreateSerializer(serializers.Serializer):
     content = StrictCharField(trim_whitespace=False)
     client_id = StrictCharField(max_length=100, required=False)
     agent = StrictSlugField(required=False)
+    params = ReplyParamsField(
+        required=False, help_text="This reply's settings (the agent's fill the rest); not with compare."
+    )
     compare = serializers.ListField(
         child=StrictSlugField(),
         min_length=2,

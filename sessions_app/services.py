@@ -12,23 +12,27 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.selectors import agent_default_for_user, agent_get_for_user
-from inference import generation
+from inference.errors import PlatformError
 from sessions_app import broadcast, leaderboard, turns
-from sessions_app.dispatch import reply_enqueue
 from sessions_app.models import Message, Participant, Pick, Session
+from sessions_app.policy import PolicyError, policy_validate
 from sessions_app.selectors import message_payload
-from sessions_app.unavailable import BROKER_ERRORS, BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
 
-class ChatError(Exception):
-    """Bad input from a client; ``code`` is machine-readable, the message is for a person."""
+class ChatError(PlatformError):
+    """Bad input from a client; ``code`` is machine-readable, the message is for a person. The
+    ``field`` defaults to the argument a code is about (the doors' request fields have its name)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    FIELDS = {
+        "invalid_content": "content", "empty_content": "content", "content_too_long": "content",
+        "invalid_client_id": "client_id", "unknown_agent": "agent", "invalid_compare": "compare",
+    }  # fmt: skip
+
+    def __init__(self, code: str, message: str, *, field: str | None = None, status: int | None = None) -> None:
+        status = status or (404 if code == "not_found" else None)
+        super().__init__(message, code=code, field=field or self.FIELDS.get(code), status=status)
 
 
 def agent_check_usable(*, user: Any, slug: Any) -> Agent:
@@ -53,7 +57,7 @@ def session_create(
     if not agents:
         agent = agent or agent_default_for_user(user=owner)
         agents = [agent] if agent is not None else []
-    policy = turns.policy_validate(turn_policy or {"kind": "manual"}, [a.slug for a in agents])
+    policy = policy_validate(turn_policy or {"kind": "manual"}, [a.slug for a in agents])
     with transaction.atomic():
         session = Session.objects.create(
             owner=owner, agent=agents[0] if agents else None, title=title.strip()[:200], turn_policy=policy
@@ -75,8 +79,8 @@ def session_update(
     if agents is not None or turn_policy is not None:
         slugs = [a.slug for a in agents] if agents is not None else [a.slug for a in turns.participants_of(session)]
         if agents is not None and not agents:
-            raise turns.PolicyError("agents", "A session needs at least one agent.")
-        policy = turns.policy_validate(turn_policy if turn_policy is not None else session.turn_policy, slugs)
+            raise PolicyError("agents", "A session needs at least one agent.")
+        policy = policy_validate(turn_policy if turn_policy is not None else session.turn_policy, slugs)
         with transaction.atomic():
             if agents is not None:
                 turns.participants_set(session, agents)
@@ -99,44 +103,6 @@ def session_delete(*, session: Session) -> None:
     ):
         Message.objects.filter(pk=message_id).update(cancel_requested=True)
     session.delete()
-
-
-_REPLY_PARAMS = {
-    "max_tokens": generation.MAX_TOKENS, "temperature": generation.TEMPERATURE, "top_p": generation.TOP_P,
-    "repetition_penalty": generation.REPETITION_PENALTY, "seed": generation.SEED,
-}  # fmt: skip
-
-
-def reply_params_check(raw: Any, agent: Agent | None) -> dict[str, Any]:
-    """A message's per-reply settings (``max_tokens``, ``temperature``, ``top_p``,
-    ``repetition_penalty``, ``seed``, ``system_prompt``) checked against the same bounds as the
-    agent's and ``/v1``'s; ``max_tokens`` may not exceed the agent's own."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ChatError("invalid_params", "params must be an object.")
-    out: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name == "system_prompt":
-            if not isinstance(value, str) or len(value) > settings.MESSAGE_MAX_CHARS:
-                raise ChatError("invalid_params", f"params.system_prompt must be a string of at most "
-                                f"{settings.MESSAGE_MAX_CHARS} characters.")  # fmt: skip
-            out[name] = value
-            continue
-        bound = _REPLY_PARAMS.get(name)
-        if bound is None:
-            known = ", ".join([*_REPLY_PARAMS, "system_prompt"])
-            raise ChatError("invalid_params", f"Unknown setting params.{name}; known: {known}.")
-        integer = name in ("max_tokens", "seed")
-        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-            raise ChatError("invalid_params", f"params.{name} must be {'an integer' if integer else 'a number'}.")
-        if not bound.low <= value <= bound.high:
-            raise ChatError("invalid_params", f"params.{name} must be between {bound.low:g} and {bound.high:g}.")
-        if name == "max_tokens" and agent is not None and value > agent.max_tokens:
-            raise ChatError("invalid_params", f"params.max_tokens is {value}; this agent allows at most "
-                            f"{agent.max_tokens}.")  # fmt: skip
-        out[name] = value if integer else float(value)
-    return out
 
 
 def _check_content(content: Any) -> str:
@@ -190,7 +156,7 @@ def message_send(
             if supervisor is not None:
                 turns.choose_enqueue(user_message)
                 return user_message, None
-            reply = _reply_create(session, user_message, agent, params=params)
+            reply = turns.reply_create(session, user_message, agent, params=params)
     except IntegrityError:
         # The same client_id raced in from another connection: answer with the stored one.
         existing = _resent(session, client_id or "")
@@ -237,7 +203,7 @@ def message_compare(
     with transaction.atomic():
         user_message = _user_message_create(session, content, client_id, {"speakers": slugs, "policy": "compare"})
         replies = [
-            _reply_create(session, user_message, agent, turn=i + 1, compare=True) for i, agent in enumerate(agents)
+            turns.reply_create(session, user_message, agent, turn=i + 1, compare=True) for i, agent in enumerate(agents)
         ]
     return user_message, replies
 
@@ -355,7 +321,7 @@ def reply_regenerate(*, session: Session) -> Message:
         if last_user.turns.get("stopped"):
             last_user.turns = {k: v for k, v in last_user.turns.items() if k != "stopped"}
             last_user.save(update_fields=["turns"])
-        reply = _reply_create(session, last_user, agent)
+        reply = turns.reply_create(session, last_user, agent)
     return reply
 
 
@@ -377,77 +343,5 @@ def message_edit(*, session: Session, message_id: Any, content: Any) -> tuple[Me
         message.save(update_fields=["content", "turns"])
         agent = _answering_agent(session, message)
         transaction.on_commit(lambda: broadcast.message_send(session.pk, message_payload(message)))
-        reply = _reply_create(session, message, agent)
+        reply = turns.reply_create(session, message, agent)
     return message, reply
-
-
-def reply_create_turn(session: Session, user_message: Message, agent: Agent, *, turn: int) -> Message:
-    """The next turn of a multi-agent chain (``turns.turn_next``, on a worker): queued, announced
-    with a ``turn`` event, enqueued on its agent's queue on commit."""
-    with transaction.atomic():
-        reply = _reply_create(session, user_message, agent, turn=turn)
-        event = {
-            "reply_to": user_message.pk,
-            "message_id": reply.pk,
-            "agent": agent.slug,
-            "agent_name": agent.name,
-            "turn": turn,
-            "turns": len(user_message.turns.get("speakers") or []) or user_message.turns.get("max_turns"),
-        }
-        transaction.on_commit(lambda: broadcast.turn_send(session.pk, event))
-    return reply
-
-
-def _reply_create(
-    session: Session,
-    user_message: Message,
-    agent: Agent,
-    *,
-    params: dict[str, Any] | None = None,
-    turn: int = 1,
-    compare: bool = False,
-) -> Message:
-    """A queued reply to ``user_message``; announced and enqueued on commit. Call in a transaction."""
-    reply = Message.objects.create(
-        turn=turn,
-        turns={"compare": True} if compare else {},
-        params=params or {},
-        session=session,
-        role=Message.Role.ASSISTANT,
-        agent=agent,
-        reply_to=user_message,
-        status=Message.Status.QUEUED,
-        backend=agent.backend,
-        model_name=agent.model.name if agent.model is not None else "",
-    )
-    turns.participant_add(session, agent)
-    Session.objects.filter(pk=session.pk).update(updated_at=timezone.now())
-
-    def announce() -> None:
-        try:
-            broadcast.message_send(session.pk, message_payload(reply))
-        finally:
-            try:
-                reply_enqueue(message_id=reply.pk, queue=agent.queue)
-            except BROKER_ERRORS as exc:
-                _reply_not_queued(reply, exc)
-
-    transaction.on_commit(announce)
-    return reply
-
-
-def _reply_not_queued(reply: Message, exc: BaseException) -> None:
-    """The broker refused the reply's task: the reply fails at once (nothing would ever run it)
-    and the caller hears why; the user's message stays stored."""
-    log.warning("reply %s could not be queued: %s: %s", reply.pk, type(exc).__name__, exc)
-    Message.objects.filter(pk=reply.pk, status=Message.Status.QUEUED).update(
-        status=Message.Status.FAILED,
-        error="The message broker (Redis) was unavailable, so this reply was never started. Regenerate it.",
-        finished_at=timezone.now(),
-    )
-    reply.refresh_from_db()
-    broadcast.done_send(reply.session_id, message_payload(reply))
-    raise BrokerUnavailable(
-        "Your message is saved, but its reply could not be started: the message broker (Redis) is "
-        "unavailable. Regenerate the reply in a moment."
-    ) from exc

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
-from sessions_app import reaper, replies, turns
+from sessions_app import broadcast, reaper, replies, supervisor, turns
 from sessions_app.unavailable import DATABASE_ERRORS
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -19,7 +23,17 @@ from sessions_app.unavailable import DATABASE_ERRORS
     max_retries=20,
 )
 def reply_generate(*, message_id: int) -> bool:
-    return replies.reply_generate(message_id=message_id)
+    """Generate the reply; once it is stored, queue the next turn of its chain (in a multi-agent
+    session each next turn is queued by the worker that stored the previous reply)."""
+    claimed = replies.reply_generate(message_id=message_id)
+    if claimed:
+        try:
+            turns.turn_next(reply_id=message_id)
+        except Exception:  # the reply is stored; only its chain ends here
+            log.exception("queueing the turn after reply %s failed; the chain ends here", message_id)
+        finally:
+            broadcast.flush()
+    return claimed
 
 
 @shared_task(name="sessions_app.tasks.replies_reap")
@@ -39,4 +53,4 @@ def replies_reap() -> int:
 )
 def turn_choose(*, user_message_id: int) -> str | None:
     """The supervisor of a multi-agent session picks the next speaker (on the supervisor's queue)."""
-    return turns.turn_choose(user_message_id=user_message_id)
+    return supervisor.turn_choose(user_message_id=user_message_id)

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.serializers import StrictCharField
+from inference.errors import PlatformError
 from sessions_app.models import ApiToken
 from sessions_app.throttling import AnonThrottle
 from sessions_app.tokens import token_create, token_list_for_user, token_revoke
@@ -69,10 +70,7 @@ class LoginApi(APIView):
         data.is_valid(raise_exception=True)
         user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
         if user is None or not user.is_active:
-            return Response(
-                {"code": "invalid_credentials", "message": "Wrong username or password."},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+            raise PlatformError("Wrong username or password.", code="invalid_credentials")
         token, secret = token_create(
             user=user, name=data.validated_data["name"], expires_at=_expiry(data.validated_data.get("expires_in_days"))
         )

@@ -23,6 +23,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.utils.decorators import sync_and_async_middleware
 from rest_framework import exceptions, parsers
 
+from sessions_app.openai.errors import CompletionError, error_response
+
 # After json.loads a valid surrogate pair is one astral character, so any code point left in
 # U+D800..U+DFFF stood alone.
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
@@ -158,9 +160,7 @@ def _url_refusal(request: HttpRequest) -> HttpResponse | None:
         return None
     if request.path_info.startswith("/v1/"):
         # OpenAI's error object, as every other answer of that door.
-        error = {"message": f"{problem}.", "type": "invalid_request_error", "param": problem.path or None,
-                 "code": "invalid_value"}  # fmt: skip
-        return JsonResponse({"error": error}, status=400)
+        return error_response(CompletionError(f"{problem}.", code="invalid_value", param=problem.path or None))
     body = {
         "code": "invalid",
         "message": str(problem),

@@ -15,12 +15,12 @@ from channels.middleware import BaseMiddleware
 from django.conf import settings
 from django.http.request import validate_host
 
+from sessions_app.tokens import TokenRejected, token_from_header
+
 
 @database_sync_to_async
 def _token_for(header: bytes) -> Any:
     """The token the header names, or False when the header names a bad one."""
-    from sessions_app.tokens import TokenRejected, token_from_header
-
     try:
         return token_from_header(header)
     except TokenRejected:

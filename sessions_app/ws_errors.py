@@ -1,4 +1,8 @@
-"""Websocket handshakes and connections that meet an outage end cleanly.
+"""How a websocket says what went wrong: a refusal as an ``error`` event (``error_event``), and
+handshakes and connections that meet an outage ending cleanly (``UnavailableMiddleware``).
+
+A service's refusal (``inference.errors.PlatformError``) becomes ``{"type": "error", "code",
+"message"}``, the message as the service wrote it: the socket has no form field to show it against.
 
 Without this, a Redis or PostgreSQL error anywhere under a websocket (the token lookup, the
 channel layer's ``group_add``, its receive loop) escapes to daphne, which answers the handshake
@@ -13,9 +17,15 @@ import json
 import logging
 from typing import Any
 
+from inference.errors import PlatformError
 from sessions_app.unavailable import UNAVAILABLE_ERRORS, WS_CLOSE_UNAVAILABLE, unavailable_reason
 
 log = logging.getLogger(__name__)
+
+
+def error_event(exc: PlatformError) -> dict[str, Any]:
+    """The ``error`` event that answers a frame a service refused; nothing was changed."""
+    return {"type": "error", "code": exc.code, "message": exc.message}
 
 
 class UnavailableMiddleware:

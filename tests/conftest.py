@@ -96,12 +96,11 @@ def fresh_live_buffer() -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """A test that ran replies in-process ends the embedded pool and its reaper when its body
+    """A test that ran replies in-process ends the embedded lanes and their reapers when its body
     ends, before its fixtures empty the database: a reply or reaper thread still writing then
     made the flush fail ("database table is locked"), and a reaper left running afterwards read a
     database later tests do not open to it."""
     yield
-    from sessions_app import dispatch
+    from inference.runtime.pool import lanes_stop
 
-    if dispatch._pool is not None:
-        dispatch.embedded_stop()
+    lanes_stop()

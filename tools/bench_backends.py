@@ -73,8 +73,9 @@ def artifacts() -> list[dict[str, Any]]:
 
 
 def bench_backends(opts: dict[str, Any]) -> None:
+    from pipeline.bench.raw import vllm_serve_prefix
     from pipeline.bench.report import report_print
-    from pipeline.bench.sweep import Spec, benchmark_run, vllm_serve_prefix
+    from pipeline.bench.sweep import Spec, benchmark_run
 
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)

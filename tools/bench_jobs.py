@@ -39,8 +39,8 @@ def _setup(data_dir: Path) -> None:
 
 
 def run(kind: str, **params: Any) -> Any:
-    from pipeline.jobs import services
     from inference.models import Job
+    from pipeline.jobs import services
 
     job = services.job_create(kind=kind, params=params)
     while True:

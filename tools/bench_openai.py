@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.bundled import bundled_model_path
+from inference.children import free_port, group_stop, spawn
 from tools.benchmarks import (
     DEFAULT_THREADS,
     PROMPTS,
@@ -39,7 +41,7 @@ from tools.benchmarks import (
     result_record,
     run_benchmark,
 )
-from tools.launch import ROOT, Platform, free_port, wait_for_port
+from tools.launch import ROOT, Platform, wait_for_port
 
 
 def _stream(client: Any, model: str, prompt: str, max_tokens: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -162,8 +164,7 @@ def bench_openai(opts: dict[str, Any]) -> None:
                     f"TTFT {r['ttft_ms']:7.1f} ms{where}"
                 )
     finally:
-        server[0].terminate()
-        server[0].wait(30)
+        group_stop(server[0], grace=30)
         if plat is not None:
             plat.stop_all()
         redis.Redis.from_url(opts["redis_url"]).flushdb()
@@ -185,7 +186,7 @@ def _start_raw(threads: int, data: Path) -> tuple[subprocess.Popen[bytes], str]:
         "--n_threads", str(threads), "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     with open(data / "logs" / "llama_cpp_server.log", "ab") as log:
-        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = spawn(argv, stdout=log, stderr=subprocess.STDOUT, death_signal=signal.SIGTERM, lasting=True)
     wait_for_port(port, timeout=120)
     return server, f"http://127.0.0.1:{port}/v1"
 

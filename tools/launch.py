@@ -1,5 +1,8 @@
 """Start the platform's processes (daphne, Celery workers) on loopback, for the integration tests
 and the benchmarks. Not used in production: there, a process manager or docker-compose does this.
+
+Each process runs in its own process group and gets SIGTERM when the test or benchmark process
+that started it dies, even by SIGKILL (``inference.children``): none outlives a killed run.
 """
 
 from __future__ import annotations
@@ -14,14 +17,22 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inference.children import free_port, group_signal, group_stop, spawn
+
+__all__ = [
+    "ROOT",
+    "VENV_BIN",
+    "Platform",
+    "PrivateRedis",
+    "free_port",
+    "manage",
+    "platform_env",
+    "prepare",
+    "wait_for_port",
+]
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 60) -> None:
@@ -62,9 +73,10 @@ class Platform:
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         with open(self.log_dir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(
-                argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            proc = spawn(
+                argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                death_signal=signal.SIGTERM, lasting=True,
+            )  # fmt: skip
         self.procs[name] = proc
         return proc
 
@@ -100,23 +112,13 @@ class Platform:
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
+        group_signal(proc.pid, sig)
         proc.wait(30)
 
     def stop_all(self) -> None:
+        """SIGTERM to each process's group, SIGKILL to what is left of it after 15 s."""
         for name in list(self.procs):
-            proc = self.procs.pop(name)
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            group_stop(self.procs.pop(name), grace=15)
 
 
 class PrivateRedis:
@@ -134,10 +136,10 @@ class PrivateRedis:
 
     def start(self) -> None:
         with open(self.folder / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--dir", str(self.folder)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, death_signal=signal.SIGTERM, lasting=True,
             )  # fmt: skip
         wait_for_port(self.port, timeout=20)
 

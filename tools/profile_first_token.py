@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.bench.sweep import llama_server
 from inference.bundled import bundled_model_path
+from pipeline.bench.raw import llama_server
 from tools.benchmarks import bench_platform_start, run_benchmark
 from tools.launch import ROOT
 

@@ -5,7 +5,8 @@ minutes in torch and llama.cpp's converters; the rest of the suite spends much o
 waiting on sockets and timers. They share nothing (each starts its own platform on its own
 PostgreSQL database; the jobs group uses Redis db 14, the rest db 13), so they run side by side
 and the whole run takes about as long as the longer group. Each group's output is printed whole
-when it ends; the exit status is non-zero when either group fails.
+when it ends, then each group's slowest test files (from its JUnit report), to keep the two
+groups' lengths even when tests move; the exit status is non-zero when either group fails.
 
     python -m tools.run_tests            # both groups
     python -m tools.run_tests -k cancel  # any pytest arguments: one plain pytest run instead
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +30,18 @@ JOBS_GROUP = [
     "tests/integration/test_synthesize.py",
     "tests/ui/test_jobs_dashboard.py",
 ]
+
+
+def file_seconds(junit_xml: Path) -> dict[str, float]:
+    """Seconds per test file (set-up, call and teardown of its tests) in a pytest JUnit report,
+    the slowest first."""
+    seconds: defaultdict[str, float] = defaultdict(float)
+    if junit_xml.exists():
+        for case in ET.parse(junit_xml).iter("testcase"):
+            parts = case.get("classname", "").split(".")
+            module = next((i for i, part in enumerate(parts) if part.startswith("test_")), len(parts) - 1)
+            seconds["/".join(parts[: module + 1]) + ".py"] += float(case.get("time") or 0)
+    return dict(sorted(seconds.items(), key=lambda item: -item[1]))
 
 
 def main(argv: list[str]) -> int:
@@ -45,13 +60,17 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="chatsite-tests-") as tmp:
         logs = {"jobs": Path(tmp) / "jobs.log", "rest": Path(tmp) / "rest.log"}
+        reports = {name: Path(tmp) / f"{name}.xml" for name in logs}
         procs = {}
         with logs["jobs"].open("wb") as jobs_log, logs["rest"].open("wb") as rest_log:
             procs["jobs"] = subprocess.Popen(
-                [*pytest, "-p", "no:cacheprovider", *jobs_group], cwd=ROOT, env=jobs_env,
-                stdout=jobs_log, stderr=subprocess.STDOUT,
+                [*pytest, "-p", "no:cacheprovider", f"--junitxml={reports['jobs']}", *jobs_group], cwd=ROOT,
+                env=jobs_env, stdout=jobs_log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-            procs["rest"] = subprocess.Popen(rest, cwd=ROOT, env=base_env, stdout=rest_log, stderr=subprocess.STDOUT)
+            procs["rest"] = subprocess.Popen(
+                [*rest, f"--junitxml={reports['rest']}"], cwd=ROOT, env=base_env,
+                stdout=rest_log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
             codes: dict[str, int] = {}
             while len(codes) < len(procs):
                 for name, proc in procs.items():
@@ -64,6 +83,11 @@ def main(argv: list[str]) -> int:
                         sys.stdout.write(logs[name].read_text(errors="replace"))
                         sys.stdout.flush()
                 time.sleep(1)
+        for name, report in reports.items():
+            seconds = file_seconds(report)
+            print(f"\n===== group {name!r}: {sum(seconds.values()):.0f} s in tests; its slowest files =====")
+            for path, took in list(seconds.items())[:12]:
+                print(f"{took:8.1f} s  {path}")
     print(f"\n===== both groups done in {time.monotonic() - started:.0f} s: {codes} =====")
     return 0 if all(code == 0 for code in codes.values()) else 1
 

@@ -16,13 +16,14 @@ from pydantic import BaseModel, ValidationError
 
 from inference import outbound
 from inference.backends.base import Backend, BackendError, ModelSpec
+from inference.errors import PlatformError
 
 
-class OptionsError(ValueError):
+class OptionsError(PlatformError, ValueError):
     """Options that do not fit the backend's schema; ``messages`` is one line per problem."""
 
-    def __init__(self, messages: list[str]) -> None:
-        super().__init__("; ".join(messages))
+    def __init__(self, messages: list[str], *, field: str | None = "backend_options") -> None:
+        super().__init__("; ".join(messages), code="invalid_options", field=field)
         self.messages = messages
 
 

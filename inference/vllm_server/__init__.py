@@ -10,8 +10,9 @@ and when a Celery worker shuts down.
 Only the standard library here: the module is imported where vLLM is not installed.
 """
 
+from inference.children import free_port
 from inference.vllm_server.command import HOST, ServeSpec, cpu_kernel_gap, serve_command
-from inference.vllm_server.health import free_port, health_ok, log_tail
+from inference.vllm_server.health import health_ok, log_tail
 from inference.vllm_server.processes import running_servers, stop_all
 from inference.vllm_server.server import STARTUP_TIMEOUT, STOP_TIMEOUT, EngineStartError, VLLMServer
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from importlib import metadata
@@ -13,18 +12,6 @@ from typing import Any
 from inference.llama_runtime import cpu_flags  # the standard library only, like this module
 
 HOST = "127.0.0.1"
-
-# Run by the child's own Python before it becomes the server: the kernel sends it SIGTERM when the
-# worker dies, even by SIGKILL (PR_SET_PDEATHSIG survives exec). Done in a fresh process rather
-# than in preexec_fn, which is unsafe in a threaded worker. The kernel sends the signal when the
-# *thread* that started the child ends, so one long-lived thread starts them all (``processes.spawn``).
-PARENT_DEATH_LAUNCHER = (
-    "import ctypes, os, signal, sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"  # 1 = PR_SET_PDEATHSIG
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "    sys.exit('the worker that started this server is gone')\n"
-    "os.execv(sys.argv[2], sys.argv[2:])\n"
-)
 
 
 @dataclass(frozen=True)
@@ -84,14 +71,6 @@ def serve_command() -> list[str] | None:
             continue
         return command
     return None
-
-
-def resolved_argv(argv: list[str]) -> list[str]:
-    """``os.execv`` needs a path for the program; a bare name is looked up on PATH."""
-    import shutil
-
-    program = argv[0] if os.sep in argv[0] else (shutil.which(argv[0]) or argv[0])
-    return [program, *argv[1:]]
 
 
 def _weight_only_4bit(config: dict[str, Any]) -> bool:

@@ -1,4 +1,4 @@
-"""Readiness: free loopback ports, the server's ``/health``, and the tail of its log."""
+"""Readiness: whether a loopback port is free, the server's ``/health``, and the tail of its log."""
 
 from __future__ import annotations
 
@@ -12,13 +12,6 @@ from inference.vllm_server.command import HOST
 
 HEALTH_TIMEOUT = 2.0
 _LOG_TAIL_LINES = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_free(port: int) -> bool:

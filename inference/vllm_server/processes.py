@@ -4,14 +4,15 @@ with every other server this process started at interpreter exit and Celery work
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
-import os
 import signal
 import subprocess
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from inference import children
 
 if TYPE_CHECKING:
     from inference.vllm_server.server import VLLMServer
@@ -20,44 +21,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("inference.vllm_server")
 
 
-_spawner: ThreadPoolExecutor | None = None
-_spawner_lock = threading.Lock()
-
-
-def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """``subprocess.Popen`` on a thread that lives as long as the process.
+def spawn(
+    argv: Sequence[str], *, env: Mapping[str, str], stdout: IO[Any], cwd: str | Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the server in its own process group, from a thread that lives as long as the process.
 
     A reply thread, or a thread that restarts a dead engine, may end; the parent-death signal
-    would then stop a server that is still in use.
+    would then stop a server that is still in use. The signal is SIGTERM, not SIGKILL: the API
+    server then ends its engine process itself.
     """
-    global _spawner
-    with _spawner_lock:
-        if _spawner is None:
-            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-spawn")
-
-    def popen() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, **kwargs)
-
-    return _spawner.submit(popen).result()
+    return children.spawn(
+        argv, env=env, cwd=cwd, stdout=stdout, stderr=subprocess.STDOUT, death_signal=signal.SIGTERM, lasting=True
+    )
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+    children.group_signal(pgid, sig)
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    """SIGTERM to the server's process group, SIGKILL after ``timeout``; returns its exit status."""
-    kill_group(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("vLLM engine (pid %s) ignored SIGTERM for %s s; killing it", proc.pid, timeout)
-        kill_group(proc.pid)
-        proc.wait(10)
-    # The API server is gone; sweep any engine process it left in the group.
-    kill_group(proc.pid)
-    return proc.returncode
+    """SIGTERM to the server's process group (the API server and its engine), SIGKILL to what is
+    left of it after ``timeout``; returns the server's exit status."""
+    return children.group_stop(proc, grace=timeout)
 
 
 # --- Stop at shutdown -------------------------------------------------------------------------

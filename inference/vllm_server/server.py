@@ -6,14 +6,14 @@ import contextlib
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from inference.vllm_server.command import HOST, PARENT_DEATH_LAUNCHER, ServeSpec, resolved_argv, serve_command
-from inference.vllm_server.health import HEALTH_TIMEOUT, free_port, health_ok, log_tail, port_free
+from inference.children import free_port
+from inference.vllm_server.command import HOST, ServeSpec, serve_command
+from inference.vllm_server.health import HEALTH_TIMEOUT, health_ok, log_tail, port_free
 from inference.vllm_server.processes import kill_group, register, spawn, stop_group, unregister
 
 # One logger for the package, named as when it was one module.
@@ -215,22 +215,13 @@ class VLLMServer:
 
     def _spawn_and_wait(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        port = self._port if self._port is not None and port_free(self._port) else free_port()
+        port = self._port if self._port is not None and port_free(self._port) else free_port(HOST)
         command = [*self.command, *self.spec.args(port)]
-        argv = command
-        if sys.platform.startswith("linux"):
-            argv = [sys.executable, "-c", PARENT_DEATH_LAUNCHER, str(os.getpid()), *resolved_argv(command)]
         with self.log_path.open("ab") as out:
             out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(command)}\n".encode())
             out.flush()
-            proc = spawn(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self._child_env(),
-                start_new_session=True,  # its own process group: stop() ends the engine with it
-            )
+            # Its own process group (stop() ends the engine with it), dies with this process.
+            proc = spawn(command, stdout=out, env=self._child_env())
         self.pid_path.write_text(f"{proc.pid}\n")
         register(self)
         started = time.monotonic()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.convert.child import RESULT_PREFIX
+from inference.children import result_line
 from pipeline.convert.hf import child_gguf_to_hf
 from pipeline.convert.openvino_ir import child_convert_tokenizer, child_verify_ir
 
@@ -50,7 +49,7 @@ def _main(argv: list[str]) -> int:
     else:
         print(f"unknown step {step!r}", file=sys.stderr)
         return 2
-    print(RESULT_PREFIX + json.dumps(result))
+    print(result_line(result))
     return 0
 
 

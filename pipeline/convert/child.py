@@ -1,55 +1,58 @@
 """Running a step in a child process of ``sys.executable`` (``python -m pipeline.convert``).
 
 Torch and transformers are imported only there, never into the caller; the child prints its
-result as one JSON line after ``RESULT_PREFIX``. It runs with the allowlisted environment of
-``inference.children.child_env`` and dies with its parent.
+result as a ``CHATSITE_RESULT`` line (``inference.children``'s protocol). It runs with the
+allowlisted environment of ``inference.children.child_env``, in its own process group (a timeout
+ends the processes it started too), and dies with its parent.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 import sys
 from typing import Any
 
-from inference.children import child_env, die_with_parent
+from inference.children import child_env, group_stop, is_progress_bar, lines_follow, spawn
 from pipeline.convert.common import ConversionError
 
-RESULT_PREFIX = "CHATSITE_RESULT "
-
-# tqdm progress bars, which fill a child's stderr and say nothing about why it failed.
-_PROGRESS = re.compile(r"\d+/\d+ \[[^\]]*\]\s*$")
+# How long a child that ran out of time gets to end after SIGTERM before SIGKILL.
+_STOP_GRACE = 5.0
 
 
 def _tail(text: str | bytes | None, lines: int = 25) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    kept = [line for line in (text or "").splitlines() if line.strip() and not _PROGRESS.search(line)]
+    kept = [line for line in (text or "").splitlines() if line.strip() and not is_progress_bar(line)]
     return "\n".join(kept[-lines:])
 
 
 def run_command(step: str, argv: list[str], *, timeout: float | None) -> str:
+    """Run ``argv`` to its end and return its stdout; ``ConversionError`` with its output's tail
+    when it fails, cannot start or runs past ``timeout`` seconds."""
     # The allowlisted environment (never the worker's secrets), offline: the GGUF is the only source
-    # of weights and tokenizer. The child dies with this process (inference.children).
-    env = child_env()
+    # of weights and tokenizer. Started from this thread, which waits for it: it dies with it.
     try:
-        proc = subprocess.run(
-            die_with_parent(argv), capture_output=True, text=True, env=env, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ConversionError(step, f"did not finish in {timeout} s", _tail(exc.stderr or exc.stdout)) from None
+        proc = spawn(argv, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as exc:
         raise ConversionError(step, f"could not start {argv[0]}: {exc}") from None
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        group_stop(proc, grace=_STOP_GRACE)
+        stdout, stderr = proc.communicate()
+        raise ConversionError(step, f"did not finish in {timeout} s", _tail(stderr or stdout)) from None
+    except BaseException:
+        group_stop(proc, grace=_STOP_GRACE)
+        raise
+    out, err = stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
     if proc.returncode != 0:
-        raise ConversionError(step, f"exited with status {proc.returncode}", _tail(proc.stderr or proc.stdout))
-    return proc.stdout
+        raise ConversionError(step, f"exited with status {proc.returncode}", _tail(err or out))
+    return out
 
 
 def run_step(step: str, args: list[str], *, timeout: float | None) -> dict[str, Any]:
     stdout = run_command(step, [sys.executable, "-m", "pipeline.convert", *args], timeout=timeout)
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
-            return result
-    raise ConversionError(step, "the step printed no result", _tail(stdout))
+    result = lines_follow(stdout.splitlines()).result
+    if result is None:
+        raise ConversionError(step, "the step printed no result", _tail(stdout))
+    return result

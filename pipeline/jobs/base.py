@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field
 
 from inference.models import ModelArtifact
-
-
-class JobFailed(Exception):
-    """A job step failed with a message for the person who started it (the runner ends the job `failed`)."""
-
-
-if TYPE_CHECKING:
-    from pipeline.jobs.runner import JobContext
+from pipeline.jobs.context import JobContext
 
 Format = ModelArtifact.Format
 
@@ -71,26 +62,3 @@ class Kind:
     queue_for: Callable[[Any], str] | None = None
     # Seconds a step has after SIGTERM to stop cleanly (a fine-tune saves a checkpoint).
     kill_grace: float | None = None
-
-
-# A job's own folder, kept after it ends (unlike its .partial work folder): a fine-tune's
-# checkpoints, training data and loss curve. The API serves JOB_FILES from it.
-JOB_FILES = ("loss.png", "loss.json", "bench.json", "bench.csv", "throughput.png", "ttft.png")
-
-
-def job_files_dir(job_id: int) -> Path:
-    return Path(settings.ARTIFACT_ROOT) / "jobs" / f"job-{job_id}"
-
-
-def job_log_path(job_id: int) -> Path:
-    """Where job ``job_id``'s whole log is written (by the runner) and read (by the API): from the
-    settings and the id alone. The row's ``log_path`` is only a note for people: a value someone
-    wrote there (the admin, a shell) must never choose which file the API serves."""
-    return Path(settings.ARTIFACT_ROOT) / "logs" / f"job-{int(job_id)}.log"
-
-
-def last_checkpoint(job_id: int) -> Path | None:
-    """The newest ``checkpoint-<step>`` the job saved, if any."""
-    folder = job_files_dir(job_id) / "checkpoints"
-    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None

@@ -12,18 +12,19 @@ bench.csv, throughput.png, ttft.png) go to the job's own folder, served by ``/ap
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from django.conf import settings
 from pydantic import Field, field_validator, model_validator
 
+from pipeline.jobs.base import Format, Kind, Output, Params
+from pipeline.jobs.context import JobContext
+from pipeline.jobs.paths import job_files_dir
+from pipeline.jobs.sources import agent_resolve, agent_source
 from sessions_app.tokens import token_for_job
-from pipeline.jobs.base import Format, Kind, Output, Params, job_files_dir
-
-if TYPE_CHECKING:
-    from pipeline.jobs.runner import JobContext
 
 SOURCES = (Format.GGUF, Format.OPENVINO)
+
 
 class BenchmarkParams(Params):
     source: int | None = Field(  # type: ignore[assignment]
@@ -56,16 +57,12 @@ class BenchmarkParams(Params):
 
 
 def _prepare(p: BenchmarkParams, user: Any, commit: bool) -> BenchmarkParams:
-    from pipeline.jobs import services
-
-    return services.agent_source(  # type: ignore[no-any-return]
+    return agent_source(  # type: ignore[no-any-return]
         p, user, SOURCES, needs="benchmark measures GGUF or OpenVINO IR", missing="give an agent or a source artifact"
     )
 
 
 def run_benchmark(ctx: JobContext, p: BenchmarkParams) -> list[Output]:
-    from pipeline.jobs import services
-
     src = ctx.source
     backend = "llama_cpp" if src.format == Format.GGUF else "openvino"
     options: dict[str, Any] = {}
@@ -73,7 +70,7 @@ def run_benchmark(ctx: JobContext, p: BenchmarkParams) -> list[Output]:
     secrets: dict[str, str] = {}
     revoke: Callable[[], None] = lambda: None  # noqa: E731
     if p.agent:
-        agent = services.agent_resolve(p.agent, ctx.job.created_by)
+        agent = agent_resolve(p.agent, ctx.job.created_by)
         backend, options = agent.get("backend") or backend, agent.get("backend_options") or {}
         system_prompt = agent.get("system_prompt") or system_prompt
         token, revoke = token_for_job(ctx.job.created_by, f"benchmark job {ctx.job.pk}")

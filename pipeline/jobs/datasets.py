@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from inference.errors import PlatformError
 from inference.models import ModelArtifact
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -37,13 +38,24 @@ MAX_LINE_BYTES = 1_000_000
 MAX_RECORDS = 200_000
 
 
-class DatasetError(Exception):
-    """Rows that cannot be trained on; ``line`` is the 1-based line of an upload when known."""
+class DatasetError(PlatformError):
+    """Rows that cannot be trained on; ``line`` is the 1-based line of an upload when known (then
+    ``str()`` starts with it, ``message`` does not)."""
 
-    def __init__(self, message: str, *, line: int | None = None) -> None:
-        super().__init__(f"line {line}: {message}" if line else message)
-        self.message = message
+    default_code = "invalid_dataset"
+
+    def __init__(self, message: str, *, line: int | None = None, field: str | None = None) -> None:
+        super().__init__(message, field=field)
         self.line = line
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+    def payload(self) -> dict[str, Any]:
+        body = super().payload()
+        if self.line:
+            body["line"] = self.line
+        return body
 
 
 # --------------------------------------------------------------------------- one record

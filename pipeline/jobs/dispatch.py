@@ -1,33 +1,48 @@
-"""Send a job to where it runs: its Celery queue, or a thread of the embedded default."""
+"""Send a job to where it runs: its Celery queue, or the job lane of the embedded default.
+
+The task is named, not imported (``inference.runtime.pool.enqueue``): this module knows neither
+the task module nor the runner, so the services that queue a job import no runner.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 
-from pipeline.jobs import events
 from inference.models import Job
+from inference.runtime.pool import Lane, enqueue, task_run
+from pipeline.jobs import events
+from pipeline.jobs.reaper import jobs_reap
 
 log = logging.getLogger(__name__)
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+JOB_RUN = "pipeline.tasks.job_run"
+
+
+def jobs_recover_embedded(lane: Lane) -> None:
+    """The embedded default's queue is its own memory: a job a previous process left `running`
+    is marked `interrupted` (once its heartbeat lapsed), one left `queued` runs now."""
+    for job_id in Job.objects.filter(status=Job.Status.QUEUED).values_list("pk", flat=True):
+        lane.submit(task_run, JOB_RUN, {"job_id": job_id})  # a second submit finds nothing to claim
+    jobs_reap()
+
+
+# One job at a time in the embedded default: jobs take the machine's cores.
+LANE = Lane(
+    "job",
+    threads=lambda: 1,
+    every=lambda: settings.JOB_STALE_SECONDS / 4,
+    reap=jobs_reap,
+    recover=jobs_recover_embedded,
+)
 
 
 def job_enqueue(job: Job) -> None:
-    if settings.EMBEDDED:
-        _embedded_pool().submit(_run_embedded, job.pk)
-        return
-    from pipeline.tasks import job_run
-
+    """Queue the job's task; a broker that is away ends the job ``failed`` with a note to retry."""
     try:
-        job_run.apply_async(kwargs={"job_id": job.pk}, queue=job.queue)
+        enqueue(JOB_RUN, kwargs={"job_id": job.pk}, queue=job.queue, lane=LANE)
     except Exception as exc:
         log.error("job %s could not be queued: %s: %s", job.pk, type(exc).__name__, exc)
         Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
@@ -39,55 +54,9 @@ def job_enqueue(job: Job) -> None:
         events.job_changed(job)
 
 
-def _embedded_pool() -> ThreadPoolExecutor:
-    """One job at a time in the embedded default: jobs take the machine's cores."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
-            threading.Thread(target=_embedded_reaper, name="job-reaper", daemon=True).start()
-        return _pool
-
-
 def embedded_recover() -> None:
     """In the embedded default, the first look at the jobs (the dashboard, the job API) starts the
-    job thread and its reaper: a job a previous process left `running` is marked `interrupted`,
+    job lane and its reaper: a job a previous process left `running` is marked `interrupted`,
     one left `queued` runs."""
-    if settings.EMBEDDED and _pool is None:
-        _embedded_pool()
-
-
-def _embedded_reaper() -> None:
-    from pipeline.jobs.reaper import jobs_reap
-
-    first = True
-    while True:
-        try:
-            if first:
-                jobs_resume_embedded()
-                first = False
-            jobs_reap()
-        except Exception:
-            log.exception("the embedded job reaper failed")
-        try:
-            close_old_connections()
-        except Exception as exc:  # the database restarting: the reaper must outlive it
-            log.warning("job reaper: closing the database connection failed: %s", exc)
-        time.sleep(max(1.0, settings.JOB_STALE_SECONDS / 4))
-
-
-def _run_embedded(job_id: int) -> None:
-    from pipeline.jobs.runner import job_run
-
-    try:
-        job_run(job_id, worker="embedded")
-    except Exception:
-        log.exception("embedded job %s crashed", job_id)
-    finally:
-        close_old_connections()
-
-
-def jobs_resume_embedded() -> None:
-    """The embedded default's queue is its own memory: jobs left queued by an earlier process run now."""
-    for job_id in Job.objects.filter(status=Job.Status.QUEUED).values_list("pk", flat=True):
-        _embedded_pool().submit(_run_embedded, job_id)
+    if settings.EMBEDDED and not LANE.running:
+        LANE.start()

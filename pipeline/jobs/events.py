@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-
-from sessions_app import broadcast
-from pipeline.jobs.base import JOB_FILES, job_files_dir, last_checkpoint
 from inference.models import Job
+from pipeline.jobs.paths import JOB_FILES, job_files_dir, last_checkpoint
+from sessions_app import broadcast
 
 log = logging.getLogger(__name__)
 

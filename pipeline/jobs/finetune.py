@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from inference.models import Job, ModelArtifact
 from pipeline import training
 from pipeline.jobs import datasets
-from pipeline.jobs.base import Format, JobFailed, Kind, Output, Params, job_files_dir, last_checkpoint
-from inference.models import Job, ModelArtifact
-
-if TYPE_CHECKING:
-    from pipeline.jobs.runner import JobContext
+from pipeline.jobs.base import Format, Kind, Output, Params
+from pipeline.jobs.context import JobContext
+from pipeline.jobs.errors import JobError, JobFailed
+from pipeline.jobs.paths import job_files_dir, last_checkpoint
 
 
 class SelfCognition(BaseModel):
@@ -79,8 +79,6 @@ class FinetuneParams(Params):
 
 
 def _prepare(p: FinetuneParams, user: Any, commit: bool) -> FinetuneParams:
-    from pipeline.jobs.services import JobError
-
     # Another user's chat snapshot answers as if it did not exist (a retry of their job, too).
     for i, pk in enumerate(p.datasets):
         if not ModelArtifact.objects.visible_to(user).filter(pk=pk, format=Format.DATASET).exists():

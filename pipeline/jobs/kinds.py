@@ -1,6 +1,6 @@
 """The job kinds: a typed parameter schema each, the formats it takes, and what it runs.
 
-A kind's ``run`` gets a ``JobContext`` (``pipeline.jobs.runner``) and its validated params; it
+A kind's ``run`` gets a ``JobContext`` (``pipeline.jobs.context``) and its validated params; it
 runs its heavy steps in child processes through ``ctx.step`` and returns the artifacts it made.
 Parameters are pydantic models with ``extra="forbid"``: a misspelt or out-of-range field answers
 400 naming it (``params.type``), before anything is queued.
@@ -8,18 +8,16 @@ Parameters are pydantic models with ``extra="forbid"``: a misspelt or out-of-ran
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from inference.models import ModelArtifact
 from pipeline.jobs.base import ChainStep, Format, Kind, Output, Params
 from pipeline.jobs.benchmark import BENCHMARK
+from pipeline.jobs.context import JobContext
 from pipeline.jobs.finetune import FINETUNE
 from pipeline.jobs.synthesize import SYNTHESIZE
-from inference.models import ModelArtifact
-
-if TYPE_CHECKING:
-    from pipeline.jobs.runner import JobContext
 
 __all__ = ["KINDS", "ChainStep", "Format", "Kind", "Output", "Params"]
 

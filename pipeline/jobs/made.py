@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.jobs.base import Output
 from inference.models import Evaluation, Job, ModelArtifact
+from pipeline.jobs.base import Output
 
 
 def artifacts_create(job: Job, source: ModelArtifact, folder: Path, outputs: list[Output]) -> None:

@@ -2,57 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agents.selectors import agent_for_job
-from pipeline.jobs import events
-from pipeline.jobs.kinds import KINDS, Params
 from inference.models import Job, ModelArtifact
+from pipeline.jobs import dispatch, events
+from pipeline.jobs.errors import JobError
+from pipeline.jobs.kinds import KINDS, Params
 
-
-class JobError(Exception):
-    """A request about a job that cannot be done; ``field`` names the parameter at fault."""
-
-    def __init__(self, message: str, *, field: str | None = None, code: str = "invalid", status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.code = code
-        self.status = status
-
-
-def agent_resolve(slug: str, user: Any, *, field: str = "params.agent") -> dict[str, Any]:
-    """``{"source": artifact id, "temperature", "top_p", "system_prompt", "name", ...}`` of an agent."""
-    try:
-        return agent_for_job(slug, user)
-    except LookupError as exc:
-        raise JobError(str(exc.args[0]) if exc.args else f"no agent {slug!r}", field=field) from None
-
-
-def agent_source(p: Any, user: Any, formats: tuple[str, ...], *, needs: str, missing: str) -> Any:
-    """``p`` with ``source`` set to its ``agent``'s model artifact (or as given without an agent):
-    the agent must be usable by ``user``, run a model in one of ``formats``, and agree with a
-    ``source`` given too. ``needs`` ends the wrong-format message; ``missing`` is the error when
-    neither is given."""
-    if p.agent is None:
-        if p.source is None:
-            raise JobError(missing, field="params.agent")
-        return p
-    source = agent_resolve(p.agent, user).get("source")
-    if source is None:
-        raise JobError(f"agent {p.agent!r} has no model artifact", field="params.agent")
-    if p.source is not None and p.source != source:
-        raise JobError(f"agent {p.agent!r} runs artifact {source}, not {p.source}; leave source out",
-                       field="params.source")  # fmt: skip
-    artifact = ModelArtifact.objects.filter(pk=source).only("format").first()
-    if artifact is not None and artifact.format not in formats:
-        raise JobError(f"agent {p.agent!r} runs a {artifact.get_format_display()} model; {needs}", field="params.agent")
-    return p.model_copy(update={"source": int(source)})
+# JobError lives in the leaf pipeline.jobs.errors (the kinds raise it too); the doors read it here.
+__all__ = ["JobError", "job_cancel", "job_chain_next", "job_create", "job_params_validate", "job_resume", "job_retry"]
 
 
 def _parse(params_type: type[Params], params: Any, prefix: str) -> Params:
@@ -138,8 +100,6 @@ def job_params_validate(
 def job_create(
     *, kind: str, params: Any, user: Any = None, retry_of: Job | None = None, after: Job | None = None
 ) -> Job:
-    from pipeline.jobs.dispatch import job_enqueue
-
     with transaction.atomic():
         parsed, _source = job_params_validate(kind, params, user=user, commit=True)
         spec = KINDS[kind]
@@ -152,7 +112,7 @@ def job_create(
             after=after,
             stage="queued",
         )
-        transaction.on_commit(lambda: job_enqueue(job))
+        transaction.on_commit(lambda: dispatch.job_enqueue(job))
     events.job_changed(job)
     return job
 

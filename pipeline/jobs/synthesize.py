@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -36,9 +36,8 @@ from pydantic import (
 )
 
 from pipeline.jobs.base import Format, Kind, Output, Params
-
-if TYPE_CHECKING:
-    from pipeline.jobs.runner import JobContext
+from pipeline.jobs.context import JobContext
+from pipeline.jobs.sources import agent_source
 
 INTENT_NAME = r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$"
 SLOT_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -164,9 +163,7 @@ class SynthesizeParams(Params):
 
 
 def _prepare(p: SynthesizeParams, user: Any, commit: bool) -> SynthesizeParams:
-    from pipeline.jobs import services
-
-    return services.agent_source(  # type: ignore[no-any-return]
+    return agent_source(  # type: ignore[no-any-return]
         p, user, SOURCES, needs="synthesize needs GGUF or OpenVINO IR",
         missing="give an agent (its model writes the examples) or a source artifact",
     )  # fmt: skip

@@ -1,33 +1,43 @@
-"""OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``, and how a pydantic
-validation error becomes one."""
+"""OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``: how any refusal
+(``inference.errors.PlatformError``) becomes one, once for every ``/v1`` view (``openai_door``),
+and how a pydantic validation error becomes a refusal."""
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 from django.http import JsonResponse
+from django.http.response import HttpResponseBase
 from pydantic import ValidationError
 
-from sessions_app import services
+from inference.errors import PlatformError
 
 # Codes the request model raises itself (as PydanticCustomError types): passed on unchanged.
 OWN_CODES = frozenset({"invalid_type", "invalid_value", "unsupported_parameter"})
 # Pydantic's error types that mean "the wrong kind of value"; any other means "a wrong value".
 TYPE_ERRORS = frozenset({"finite_number", "int_from_float", "model_attributes_type"})
 
+P = ParamSpec("P")
+R = TypeVar("R", bound=HttpResponseBase)
 
-class CompletionError(services.ChatError):
-    """A request this door refuses; carries what OpenAI's error object holds."""
+
+class CompletionError(PlatformError):
+    """A request this door refuses; carries what OpenAI's error object holds (``param`` is the
+    base's ``field``, ``kind`` the object's ``type``)."""
 
     def __init__(
         self, message: str, *, code: str, param: str | None = None, status: int = 400,
         kind: str = "invalid_request_error",
     ) -> None:  # fmt: skip
-        super().__init__(code, message)
-        self.param = param
-        self.status = status
+        super().__init__(message, code=code, field=param, status=status)
         self.kind = kind
+
+    @property
+    def param(self) -> str | None:
+        return self.field
 
 
 class RateLimited(CompletionError):
@@ -66,7 +76,7 @@ def completion_error_from(exc: ValidationError) -> CompletionError:
     return CompletionError(message, code=code, param=param)
 
 
-def error_response(exc: CompletionError) -> JsonResponse:
+def error_response(exc: PlatformError) -> JsonResponse:
     """OpenAI's error object, with the status its client maps to an exception class."""
     response = JsonResponse({"error": error_object(exc)}, status=exc.status)
     if isinstance(exc, RateLimited):
@@ -77,8 +87,27 @@ def error_response(exc: CompletionError) -> JsonResponse:
     return response
 
 
-def error_object(exc: CompletionError) -> dict[str, Any]:
-    return {"message": exc.message, "type": exc.kind, "param": exc.param, "code": exc.code}
+def error_object(exc: PlatformError) -> dict[str, Any]:
+    """Any refusal as OpenAI's error object; one raised by a service (not by this door) gets the
+    ``type`` OpenAI gives its status."""
+    if isinstance(exc, CompletionError):
+        kind = exc.kind
+    else:
+        kind = "server_error" if exc.status >= 500 else "invalid_request_error"
+    return {"message": exc.message, "type": kind, "param": exc.field, "code": exc.code}
+
+
+def openai_door(view: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R | JsonResponse]]:
+    """The one place an async ``/v1`` view's refusal becomes OpenAI's error object."""
+
+    @functools.wraps(view)
+    async def door(*args: P.args, **kwargs: P.kwargs) -> R | JsonResponse:
+        try:
+            return await view(*args, **kwargs)
+        except PlatformError as exc:
+            return error_response(exc)
+
+    return door
 
 
 def reply_failure(final: dict[str, Any]) -> CompletionError:

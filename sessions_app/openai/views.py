@@ -29,7 +29,7 @@ from agents.selectors import agent_list_for_user
 from sessions_app import trace
 from sessions_app.models import Message, Session
 from sessions_app.openai import services
-from sessions_app.openai.errors import CompletionError, RateLimited, error_response, reply_failure
+from sessions_app.openai.errors import CompletionError, RateLimited, error_response, openai_door, reply_failure
 from sessions_app.openai.request import CompletionRequest, agent_for_model, completion_validate
 from sessions_app.openai.stream import FAILED, CompletionCall
 from sessions_app.throttling import UserThrottle
@@ -121,24 +121,20 @@ def _models(request: HttpRequest, slug: str | None) -> dict[str, Any]:
 
 
 @csrf_exempt
+@openai_door
 async def models_list(request: HttpRequest) -> HttpResponse:
     """The agents the caller may use, as models; ``id`` is the agent's slug."""
     if request.method not in ("GET", "HEAD"):
         return _method_not_allowed(request, "GET")
-    try:
-        return JsonResponse(await sync_to_async(_models)(request, None))
-    except CompletionError as exc:
-        return error_response(exc)
+    return JsonResponse(await sync_to_async(_models)(request, None))
 
 
 @csrf_exempt
+@openai_door
 async def model_detail(request: HttpRequest, model: str) -> HttpResponse:
     if request.method not in ("GET", "HEAD"):
         return _method_not_allowed(request, "GET")
-    try:
-        return JsonResponse(await sync_to_async(_models)(request, model))
-    except CompletionError as exc:
-        return error_response(exc)
+    return JsonResponse(await sync_to_async(_models)(request, model))
 
 
 def _begin(request: HttpRequest) -> tuple[CompletionRequest, Session, Message]:
@@ -152,14 +148,12 @@ def _begin(request: HttpRequest) -> tuple[CompletionRequest, Session, Message]:
 
 
 @csrf_exempt
+@openai_door
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     received = time.time()
     if request.method != "POST":
         return _method_not_allowed(request, "POST")
-    try:
-        completion, session, reply = await sync_to_async(_begin)(request)
-    except CompletionError as exc:
-        return error_response(exc)
+    completion, session, reply = await sync_to_async(_begin)(request)
     stored = time.time()
     # Joined after the reply was queued: the follower's first read (the stored state, the live
     # buffer's text) covers whatever was sent before, and everything after reaches this channel.

@@ -1,11 +1,12 @@
 // The chat page: wires the sidebar, the conversation, the composer and the websocket together.
 // Protocol: sessions_app/consumers.py (its docstring lists every event).
 
-import { Connection } from "./connection.js";
+import { Connection, wsUrl } from "../lib/connection.js";
+import { apiFetch } from "../lib/http.js";
 import { MessageList } from "./messages.js";
 import { Participants, mentionCompleter } from "./participants.js";
 import { Sidebar } from "./sidebar.js";
-import { apiFetch, debounce, uuid } from "./util.js";
+import { debounce, uuid } from "./util.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 const agents = new Map(config.agents.map((agent) => [agent.slug, agent]));
@@ -153,8 +154,17 @@ function startChat() {
     if (state === "fatal") prompt.disabled = true;
   };
 
-  const url = `${window.location.protocol === "https:" ? "wss" : "ws"}://${window.location.host}/ws/sessions/${sessionId}/`;
-  const connection = new Connection(url, { onEvent, onState });
+  // The link is open once the snapshot ("session") has arrived; these closes stop the retries.
+  const connection = new Connection(wsUrl(`/ws/sessions/${sessionId}/`), {
+    onEvent,
+    onState,
+    readyOn: "session",
+    fatal: {
+      4401: "You are signed out. Reload the page to sign in again.",
+      4403: "This page's address is not allowed to connect (check ALLOWED_HOSTS).",
+      4404: "This chat no longer exists.",
+    },
+  });
   connection.start();
 
   // --- participants, mentions and compare ---------------------------------------------------

@@ -1,20 +1,12 @@
-// The conversation view: one <article> per message, kept in step with the server's events.
+// The conversation view: one <article> per message (./message_item.js), kept in step with the
+// server's events.
 // Streaming text is re-rendered at most once per animation frame, whatever the delta rate.
 
-import { loadImage, renderMarkdown, renderMarkdownGrowing } from "./markdown.js";
-import { copyText, flashCopied, h, iconButton, timeLabel } from "./util.js";
+import { h } from "../lib/dom.js";
+import { loadImage } from "./markdown.js";
+import { ACTIVE, applyMessage, buildItem, openEditor, renderBody, setStatus } from "./message_item.js";
+import { copyText, flashCopied } from "./util.js";
 
-export const STATUS_WORDS = {
-  sending: "sending",
-  unsent: "not sent",
-  queued: "queued",
-  streaming: "generating",
-  complete: "done",
-  cancelled: "stopped",
-  failed: "failed",
-  interrupted: "interrupted",
-};
-const ACTIVE = new Set(["queued", "streaming"]);
 const NEAR_BOTTOM_PX = 80;
 
 export class MessageList {
@@ -157,7 +149,7 @@ export class MessageList {
     if (seq !== item.seq + 1) return false;
     item.text += text;
     item.seq = seq;
-    if (item.data.status === "queued") this.setStatus(item, "streaming");
+    if (item.data.status === "queued") setStatus(item, "streaming");
     this.schedule(item);
     return true;
   }
@@ -199,7 +191,7 @@ export class MessageList {
     const item = this.pending.get(clientId);
     if (!item) return;
     this.pending.delete(clientId);
-    this.setStatus(item, "unsent");
+    setStatus(item, "unsent");
     item.errorEl.textContent = reason;
     item.errorEl.hidden = false;
   }
@@ -229,44 +221,7 @@ export class MessageList {
   // --- building and updating elements --------------------------------------------------------
 
   create(message) {
-    const user = message.role === "user";
-    const agent = this.agents.get(message.agent) || null;
-    const avatar = h("div", { class: user ? "avatar avatar-user" : "avatar", "aria-hidden": "true" });
-    if (user) avatar.textContent = (this.username[0] || "?").toUpperCase();
-    else if (agent?.image) avatar.append(h("img", { src: agent.image, alt: "" }));
-    else if (/^(\/|https?:)/.test(message.agent_avatar || "")) avatar.append(h("img", { src: message.agent_avatar, alt: "" }));
-    else avatar.textContent = agent?.emoji || message.agent_avatar || "🤖";
-    const who = user ? "You" : message.role === "system" ? "Note"
-      : message.agent_name || agent?.name || message.agent || "Assistant";
-    const statusEl = h("span", { class: "status" });
-    const body = h("div", { class: user ? "msg-body" : "msg-body markdown" });
-    const errorEl = h("p", { class: "msg-error", role: "alert", hidden: true });
-    const noteEl = h("p", { class: "msg-note", hidden: true });
-    const statsEl = h("span", { class: "msg-stats" });
-    const actions = h("div", { class: "msg-actions" }, iconButton("copy", "Copy message", { "data-action": "copy" }));
-    if (user) {
-      actions.append(iconButton("edit", "Edit and resend", { "data-action": "edit" }));
-    } else {
-      actions.append(
-        iconButton("refresh", "Regenerate this reply", { "data-action": "regenerate", class: "icon-button act-regenerate" }),
-        iconButton("stop", "Stop this reply", { "data-action": "stop", class: "icon-button act-stop" }),
-      );
-      if (message.compare) {
-        actions.prepend(h("button", { type: "button", class: "button small act-pick", "data-action": "pick",
-          text: "Pick as best" }));
-      }
-    }
-    const kind = user ? "msg-user" : message.role === "system" ? "msg-system" : "msg-assistant";
-    const el = h("article", { class: `msg ${kind}${message.compare ? " msg-compare" : ""}`, "aria-label": `${who} said` },
-      avatar,
-      h("div", { class: "msg-main" },
-        h("header", { class: "msg-head" },
-          h("span", { class: "msg-who", text: who }),
-          user ? null : statusEl,
-          h("time", { class: "msg-time", datetime: message.created_at || "", text: timeLabel(message.created_at) })),
-        body, errorEl, noteEl,
-        h("footer", { class: "msg-foot" }, statsEl, actions)));
-    const item = { data: {}, el, body, statusEl, errorEl, noteEl, statsEl, text: "", seq: 0, rendered: null, blocks: {} };
+    const item = buildItem(message, this.agents, this.username);
     this.update(item, message, { replaceText: true });
     if (message.id !== null) this.items.set(message.id, item);
     return item;
@@ -274,50 +229,9 @@ export class MessageList {
 
   update(item, message, { replaceText }) {
     const wasActive = ACTIVE.has(item.data.status);
-    item.data = { ...item.data, ...message };
-    if (message.id) item.el.dataset.id = message.id;
-    if (replaceText) {
-      item.text = message.content || "";
-      item.seq = message.seq || 0;
-    }
-    this.setStatus(item, message.status);
-    const failed = message.status === "failed" || message.status === "unsent";
-    item.errorEl.hidden = !(failed && message.error);
-    item.errorEl.textContent = failed ? message.error || "" : "";
-    item.noteEl.hidden = message.status !== "interrupted";
-    item.noteEl.textContent = message.status === "interrupted"
-      ? "This reply was interrupted (its worker stopped); the text so far is kept." : "";
-    item.statsEl.textContent = message.role === "assistant" ? this.statsLine(item.data) : "";
-    item.el.classList.toggle("is-picked", Boolean(item.data.picked));
-    const pick = item.el.querySelector(".act-pick");
-    if (pick) {
-      pick.hidden = item.data.status !== "complete";
-      pick.textContent = item.data.picked ? "Picked" : "Pick as best";
-      pick.setAttribute("aria-pressed", String(Boolean(item.data.picked)));
-    }
+    applyMessage(item, message, this.agents, replaceText);
     this.schedule(item);
     if (wasActive && !ACTIVE.has(message.status)) this.flushItem(item); // final text, highlighted now
-  }
-
-  setStatus(item, status) {
-    item.data.status = status;
-    item.el.dataset.status = status;
-    item.statusEl.className = `status status-${status}`;
-    item.statusEl.textContent = STATUS_WORDS[status] || status;
-    // Screen readers announce a streaming reply once, when it is complete.
-    item.body.setAttribute("aria-busy", ACTIVE.has(status) ? "true" : "false");
-  }
-
-  statsLine(data) {
-    const agent = this.agents.get(data.agent);
-    const parts = [data.agent_name || agent?.name || data.agent, agent?.backend_label || data.backend];
-    const s = data.stats || {};
-    if (s.completion_tokens != null) parts.push(`${s.completion_tokens} tokens`);
-    if (s.prompt_tokens != null) parts.push(`${s.prompt_tokens} prompt`);
-    if (s.ttft_ms != null) parts.push(`TTFT ${Math.round(s.ttft_ms)} ms`);
-    if (s.decode_tps != null) parts.push(`${s.decode_tps.toFixed(1)} tokens/s`);
-    if (data.model) parts.push(data.model);
-    return parts.filter(Boolean).join(" · ");
   }
 
   markLast() {
@@ -348,22 +262,7 @@ export class MessageList {
 
   flushItem(item) {
     this.dirty.delete(item);
-    const key = `${item.data.status}|${item.seq}|${item.text.length}`;
-    if (item.rendered === key) return;
-    item.rendered = key;
-    const active = ACTIVE.has(item.data.status);
-    if (item.data.role === "user") {
-      item.body.textContent = item.text;
-    } else if (!item.text && active) {
-      item.body.replaceChildren(h("span", { class: "typing", "aria-label": "Thinking" },
-        h("span"), h("span"), h("span")));
-    } else if (active) {
-      renderMarkdownGrowing(item.body, item.text, item.blocks);
-    } else {
-      renderMarkdown(item.body, item.text);
-      item.blocks = {};
-    }
-    item.body.dataset.seq = item.seq; // what the screen shows, for tests and the benchmark
+    renderBody(item);
   }
 
   // --- actions -------------------------------------------------------------------------------
@@ -393,41 +292,9 @@ export class MessageList {
   }
 
   startEdit(item) {
-    if (item.el.querySelector(".edit-form")) return;
-    const area = h("textarea", { "aria-label": "Edit your message" });
-    area.value = item.text;
-    const cancel = h("button", { type: "button", class: "button small", text: "Cancel" });
-    const form = h("form", { class: "edit-form" }, area,
-      h("div", { class: "edit-actions" },
-        h("span", { class: "muted", text: "Sending replaces the replies after this message." }),
-        cancel,
-        h("button", { type: "submit", class: "button small primary", text: "Save & send" })));
-    const close = () => {
-      form.remove();
-      item.body.hidden = false;
-      item.el.querySelector('[data-action="edit"]')?.focus();
-    };
-    cancel.addEventListener("click", close);
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      const content = area.value;
-      if (!content.trim()) return;
+    openEditor(item, (content) => {
       this.callbacks.onEdit(item.data.id, content);
-      item.text = content;
-      item.rendered = null;
-      close();
       this.schedule(item);
     });
-    area.addEventListener("keydown", (event) => {
-      if (event.key === "Escape") close();
-      else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        form.requestSubmit();
-      }
-    });
-    item.body.hidden = true;
-    item.body.after(form);
-    area.focus();
-    area.setSelectionRange(area.value.length, area.value.length);
   }
 }

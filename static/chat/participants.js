@@ -1,7 +1,9 @@
 // The agents taking part in a chat and its turn policy: chips with a remove button, an "add"
 // menu, and a policy picker. Changes go to PATCH /api/sessions/{id}/ (the server checks them).
 
-import { apiFetch, h, iconButton } from "./util.js";
+import { h } from "../lib/dom.js";
+import { apiFetch } from "../lib/http.js";
+import { iconButton } from "./util.js";
 
 const KINDS = {
   manual: "Manual: @mentions answer, else the first",

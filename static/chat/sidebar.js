@@ -1,6 +1,8 @@
 // The list of the user's chats: search, rename, archive, delete. Links are plain page loads.
 
-import { apiFetch, debounce, h, icon } from "./util.js";
+import { h } from "../lib/dom.js";
+import { apiFetch } from "../lib/http.js";
+import { debounce, icon } from "./util.js";
 
 export class Sidebar {
   /**

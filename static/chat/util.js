@@ -1,23 +1,10 @@
-// Small helpers shared by the chat modules: building DOM, icons, clipboard, ids.
+// Small helpers of the chat modules: icons, clipboard, ids. DOM building, formatting and the
+// REST calls are shared with the other pages: ../lib/.
+
+import { h } from "../lib/dom.js";
 
 const ICONS = new URL("./icons.svg", import.meta.url).pathname;
 const SVG = "http://www.w3.org/2000/svg";
-
-/** An element with attributes and children; `text` sets textContent, never HTML. */
-export function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "text") node.textContent = value;
-    else if (key === "class") node.className = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children) {
-    if (child !== null && child !== undefined && child !== false) node.append(child);
-  }
-  return node;
-}
 
 /** A sprite icon (decorative: screen readers read the button's label instead). */
 export function icon(name, className = "icon") {
@@ -89,46 +76,4 @@ export function debounce(fn, ms) {
     clearTimeout(timer);
     timer = setTimeout(() => fn(...args), ms);
   };
-}
-
-// Formatters are costly to build; a session of 500 messages would build 1,000 of them.
-const TIME = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
-const DATE_TIME = new Intl.DateTimeFormat([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
-
-export function timeLabel(iso) {
-  if (!iso) return "";
-  const date = new Date(iso);
-  const today = new Date();
-  const sameDay = date.getFullYear() === today.getFullYear() && date.getMonth() === today.getMonth()
-    && date.getDate() === today.getDate();
-  return (sameDay ? TIME : DATE_TIME).format(date);
-}
-
-/** Send a JSON request with the session cookie and the CSRF token; throws with the server's words. */
-export async function apiFetch(method, url, body) {
-  const headers = { Accept: "application/json" };
-  const token = document.querySelector('meta[name="csrf-token"]')?.content;
-  if (token) headers["X-CSRFToken"] = token;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(url, {
-    method,
-    headers,
-    credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (response.redirected && new URL(response.url).pathname.startsWith("/login")) {
-    window.location.assign(response.url); // signed out in another tab
-    throw new Error("Signed out.");
-  }
-  if (!response.ok) {
-    let detail = `${response.status} ${response.statusText}`;
-    try {
-      const data = await response.json();
-      detail = data.message || data.detail || JSON.stringify(data);
-    } catch {
-      /* not JSON */
-    }
-    throw new Error(detail);
-  }
-  return response.status === 204 ? null : response.json();
 }

@@ -5,7 +5,8 @@
 // cannot describe (datasets to upload, chats, agents, what to run next) come from ./train.js.
 // A 400 from the server is shown under the top-level field it names (`params.self_cognition.name`).
 
-import { h } from "../chat/util.js";
+import { h } from "../lib/dom.js";
+import { problem } from "../lib/http.js";
 import { ADVANCED, EXAMPLES, HINTS, LABELS, WIDGETS, artifactOptions } from "./train.js";
 
 const NO_DATASET = "none: the built-in text";
@@ -274,7 +275,7 @@ export function showError(form, body, status) {
   const path = field.startsWith("params.") ? field.slice("params.".length).split(".") : field ? [field] : [];
   const name = path[0] || "";
   const box = name ? form.querySelector(`#param-${CSS.escape(name)}-error`) : null;
-  const message = body ? body.message || body.detail || JSON.stringify(body) : `HTTP ${status}`;
+  const message = problem(body, `HTTP ${status}`);
   const target = box || form.querySelector("#job-form-error");
   target.textContent = message;
   target.hidden = false;

@@ -1,12 +1,11 @@
 // The parts of the dashboard for fine-tuning and synthesis that a JSON Schema cannot describe: the
 // datasets to pick or upload, the user's chats, the agent that writes examples, what runs after a
-// job; and in the job list, the live loss sparkline, the loss-curve picture and a run's numbers.
-// Names, dataset errors and chat titles are untrusted: text only, never HTML.
+// job (the job list's loss pictures are ./loss.js). Names, dataset errors and chat titles are
+// untrusted: text only, never HTML.
 
-import { apiFetch, h, timeLabel } from "../chat/util.js";
-
-const SVG = "http://www.w3.org/2000/svg";
-const FIGURE_EVERY_MS = 5000;
+import { h } from "../lib/dom.js";
+import { timeLabel } from "../lib/format.js";
+import { getJSON, send } from "../lib/http.js";
 
 /** Labels where the schema's title would not say enough (keys: field, or object-sub-field). */
 export const LABELS = {
@@ -121,27 +120,15 @@ function showFieldError(id, message) {
   }
 }
 
-/** POST a file to /api/datasets/ with the page's CSRF token; resolves to {ok, body}. */
+/** POST a file to /api/datasets/; resolves to {ok, body, message}. */
 async function uploadDataset(file) {
   const form = new FormData();
   form.append("file", file);
-  const token = document.querySelector('meta[name="csrf-token"]')?.content || "";
-  try {
-    const response = await fetch("/api/datasets/", {
-      method: "POST", credentials: "same-origin", body: form,
-      headers: { Accept: "application/json", "X-CSRFToken": token },
-    });
-    let body = null;
-    try {
-      body = await response.json();
-    } catch {
-      /* not JSON */
-    }
-    const message = body?.message || body?.detail || `HTTP ${response.status}`;
-    return { ok: response.ok, body, message };
-  } catch (err) {
-    return { ok: false, body: null, message: `The upload did not reach the server (${err.message}); try again.` };
+  const result = await send("POST", "/api/datasets/", form);
+  if (result.status === 0) {
+    return { ...result, message: `The upload did not reach the server (${result.message}); try again.` };
   }
+  return result;
 }
 
 function datasetsWidget({ id, ctx }) {
@@ -200,7 +187,7 @@ function datasetsWidget({ id, ctx }) {
 
 function sessionsWidget({ id }) {
   const list = h("div", { class: "checklist", id, tabindex: -1 }, h("p", { class: "muted small empty", text: "loading your chats…" }));
-  apiFetch("GET", "/api/sessions/").then(
+  getJSON("/api/sessions/").then(
     (data) => {
       const sessions = Array.isArray(data) ? data : data.results || [];
       list.replaceChildren();
@@ -235,7 +222,7 @@ function thenWidget({ id, name, ctx }) {
 
 function agentWidget({ id, name, ctx }) {
   const select = h("select", { id, name }, h("option", { value: "", text: "loading agents…" }));
-  apiFetch("GET", "/api/agents/").then(
+  getJSON("/api/agents/").then(
     (data) => {
       const agents = Array.isArray(data) ? data : data.results || [];
       const formats = new Map(ctx.artifacts.map((a) => [a.id, a.format]));
@@ -255,135 +242,3 @@ function agentWidget({ id, name, ctx }) {
 }
 
 export const WIDGETS = { datasets: datasetsWidget, sessions: sessionsWidget, then: thenWidget, agent: agentWidget };
-
-// --- the job list ------------------------------------------------------------------------------
-
-/** The loss by step as a small inline SVG (DOM APIs only), or null with under two points. */
-export function sparkline(history, label) {
-  const points = (history || []).filter((p) => Array.isArray(p) && Number.isFinite(p[1]));
-  if (points.length < 2) return null;
-  const width = 72;
-  const height = 16;
-  const steps = points.map((p) => p[0]);
-  const losses = points.map((p) => p[1]);
-  const [x0, x1] = [Math.min(...steps), Math.max(...steps)];
-  const [y0, y1] = [Math.min(...losses), Math.max(...losses)];
-  const x = (s) => (x1 === x0 ? 0 : ((s - x0) / (x1 - x0)) * (width - 2)) + 1;
-  const y = (l) => (y1 === y0 ? height / 2 : 1 + (1 - (l - y0) / (y1 - y0)) * (height - 2));
-  const svg = document.createElementNS(SVG, "svg");
-  svg.setAttribute("class", "spark");
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("width", String(width));
-  svg.setAttribute("height", String(height));
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", label);
-  const title = document.createElementNS(SVG, "title");
-  title.textContent = label;
-  const line = document.createElementNS(SVG, "polyline");
-  line.setAttribute("points", points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "));
-  const last = points[points.length - 1];
-  const dot = document.createElementNS(SVG, "circle");
-  dot.setAttribute("cx", x(last[0]).toFixed(1));
-  dot.setAttribute("cy", y(last[1]).toFixed(1));
-  dot.setAttribute("r", "1.8");
-  svg.append(title, line, dot);
-  return svg;
-}
-
-/** A fine-tune's loss by step: the finished run's whole curve, else the live one. */
-export function lossHistory(job) {
-  const done = job.result && job.result.finetune_lora;
-  return (done && done.loss_history) || (job.metrics && job.metrics.loss_history) || [];
-}
-
-/** "← after #12 · then: convert → quantize_gguf" (and "resumes #9" for a resumed fine-tune), or "". */
-export function chainText(job) {
-  const parts = [];
-  if (job.after != null) parts.push(`← after #${job.after}`);
-  if (job.params && job.params.resume_from != null) parts.push(`resumes #${job.params.resume_from}`);
-  const then = job.params && Array.isArray(job.params.then) ? job.params.then : [];
-  if (then.length) parts.push(`then: ${then.map((step) => step.kind).join(" → ")}`);
-  return parts.join(" · ");
-}
-
-function fixed(x, digits) {
-  return x == null || !Number.isFinite(Number(x)) ? "–" : Number(x).toFixed(digits);
-}
-
-/** A fine-tune's numbers: the finished run's from its result, else the live ones. */
-export function trainFacts(job) {
-  const done = job.result && job.result.finetune_lora;
-  if (done) {
-    const parts = [`${done.steps} steps`, `loss ${fixed(done.first_loss, 3)} → ${fixed(done.last_loss, 3)}`,
-      `${fixed(done.train_seconds, 1)} s training`];
-    if (done.examples != null) parts.push(`${done.examples} examples`);
-    if (done.stopped) parts.push("stopped early: resumable");
-    return parts.join(" · ");
-  }
-  const m = job.metrics || {};
-  if (m.step == null) return "";
-  const parts = [`step ${m.step}/${m.steps ?? "?"}`, `loss ${fixed(m.loss, 3)}`];
-  if (m.learning_rate != null) parts.push(`lr ${Number(m.learning_rate).toExponential(1)}`);
-  if (m.epoch != null) parts.push(`epoch ${fixed(m.epoch, 2)}`);
-  return parts.join(" · ");
-}
-
-// The loss picture of each open job: the job it was last asked for, and when.
-const figures = new Map(); // job id -> {job, at, key, timer}
-
-function figureLoad(img, job) {
-  const url = job.files && job.files["loss.png"];
-  const seen = figures.get(job.id);
-  if (!url || !seen) return;
-  const key = `${job.status}:${job.metrics?.step ?? ""}:${job.finished_at || ""}`;
-  if (seen.key === key) return;
-  const wait = seen.at + FIGURE_EVERY_MS - Date.now();
-  if (wait > 0) {
-    // At most one load every few seconds; the newest state is loaded when the time comes.
-    if (!seen.timer) {
-      seen.timer = setTimeout(() => {
-        seen.timer = 0;
-        if (img.isConnected) figureLoad(img, seen.job);
-      }, wait);
-    }
-    return;
-  }
-  seen.key = key;
-  seen.at = Date.now();
-  img.hidden = false;
-  img.src = `${url}?v=${encodeURIComponent(key)}`; // a new address: the browser reads the file again
-}
-
-/** The expanded row's loss picture and numbers, kept between events so the image does not flicker. */
-export function patchFigure(body, job) {
-  const url = job.files && job.files["loss.png"];
-  let figure = body.querySelector(".loss-figure");
-  const facts = job.kind === "finetune_lora" ? trainFacts(job) : "";
-  if (!url && !facts) {
-    figure?.remove();
-    body.classList.remove("with-figure");
-    return;
-  }
-  if (!figure) {
-    forgetFigure(job.id); // a new picture element: load it now
-    const img = h("img", { class: "loss", alt: `Training loss by optimizer step, job ${job.id}`, width: 640, height: 360,
-      hidden: true });
-    img.addEventListener("error", () => (img.hidden = true));
-    figure = h("figure", { class: "loss-figure" }, img, h("figcaption", {}));
-    body.append(figure);
-    body.classList.add("with-figure");
-  }
-  const caption = figure.querySelector("figcaption");
-  if (caption.textContent !== facts) caption.textContent = facts;
-  const seen = figures.get(job.id) || { at: 0, key: "", timer: 0 };
-  seen.job = job;
-  figures.set(job.id, seen);
-  figureLoad(figure.querySelector("img"), job);
-}
-
-/** The job's log was folded: forget its picture's timer. */
-export function forgetFigure(id) {
-  const seen = figures.get(id);
-  if (seen && seen.timer) clearTimeout(seen.timer);
-  figures.delete(id);
-}

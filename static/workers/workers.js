@@ -3,49 +3,21 @@
 // (killed, or its beat expired) stays on screen as "lost" for a while, so its loss is noticed.
 // Host names, model paths and task arguments are untrusted: text only, never HTML.
 
-import { apiFetch, h } from "../chat/util.js";
+import { $, connState, h, notice } from "../lib/dom.js";
+import { bytes, seconds, sinceEpoch } from "../lib/format.js";
+import { getJSON } from "../lib/http.js";
 
 const EVERY_MS = 2000;
 const LOST_KEPT_MS = 10 * 60 * 1000; // how long a lost worker stays on screen
 const UNLOADED_SHOWN = 4;
 
 const known = new Map(); // hostname -> {worker, seenAt, lostAt}
-const $ = (id) => document.getElementById(id);
-
-// --- formatting -------------------------------------------------------------------------------
-
-function bytes(n) {
-  if (n == null) return "–";
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000;
-    i += 1;
-  }
-  return `${n >= 100 || i === 0 ? n.toFixed(0) : n.toFixed(1)} ${units[i]}`;
-}
-
-function seconds(s) {
-  if (s == null || !Number.isFinite(s)) return "–";
-  s = Math.max(0, s);
-  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m ${String(Math.floor(s % 60)).padStart(2, "0")}s`;
-  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
-}
 
 const basename = (path) => String(path || "").split(/[\\/]/).filter(Boolean).pop() || String(path || "?");
 const shortTask = (name) => String(name || "?").split(".").pop();
-const sinceEpoch = (t) => (t == null ? null : Date.now() / 1000 - Number(t));
 
 function argsText(kwargs) {
   return Object.entries(kwargs || {}).map(([k, v]) => `${k.replace(/_id$/, "")} ${v}`).join(", ");
-}
-
-function notice(text) {
-  const box = $("notice");
-  box.textContent = text;
-  box.hidden = !text;
 }
 
 // --- cells ------------------------------------------------------------------------------------
@@ -161,12 +133,6 @@ function render() {
   $("stat-done").textContent = String(sum((w) => w.tasks_done || 0));
 }
 
-function connState(name, text) {
-  const conn = $("conn");
-  conn.dataset.state = name;
-  conn.textContent = text;
-}
-
 let busy = false;
 
 async function refresh() {
@@ -174,7 +140,7 @@ async function refresh() {
   busy = true;
   let data;
   try {
-    data = await apiFetch("GET", "/api/workers/");
+    data = await getJSON("/api/workers/");
   } catch (err) {
     // Who is online is unknown now: keep the last view rather than call everyone lost.
     connState("reconnecting", "not answering, retrying…");

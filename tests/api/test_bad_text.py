@@ -64,7 +64,7 @@ def test_message_content_must_be_a_string(api: APIClient, agent: Agent, value: A
 
 
 def test_an_edit_must_be_a_string(api: APIClient, agent: Agent, monkeypatch: Any) -> None:
-    monkeypatch.setattr("sessions_app.services.reply_enqueue", lambda **kwargs: None)
+    monkeypatch.setattr("sessions_app.dispatch.reply_enqueue", lambda **kwargs: None)
     sid = api.post("/api/sessions/", {"agent": "helper"}, format="json").json()["id"]
     sent = api.post(f"/api/sessions/{sid}/messages/", {"content": "Hi"}, format="json").json()[0]
     for value in (5, NUL):

@@ -20,7 +20,8 @@ import pytest
 from openai import OpenAI
 
 from tests.integration.chat_client import api
-from tools.launch import Platform, free_port, platform_env, prepare
+from tests.platform_setup import prepare
+from tools.launch import Platform, free_port, platform_env
 
 pytestmark = pytest.mark.slow
 

@@ -22,9 +22,9 @@ from django.test.client import FakePayload
 from rest_framework.test import APIClient
 
 from agents.models import Agent
-from pipeline.jobs import dispatch, runner
-from pipeline.jobs.base import job_log_path
 from inference.models import Job, ModelArtifact
+from pipeline.jobs import dispatch, runner
+from pipeline.jobs.paths import job_log_path
 from tests.conftest import _client_for, grant
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}

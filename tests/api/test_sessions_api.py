@@ -28,7 +28,7 @@ def test_posting_a_message_stores_it_and_queues_a_reply(
 ) -> None:
     queued: list[tuple[int, str]] = []
     monkeypatch.setattr(
-        "sessions_app.services.reply_enqueue", lambda *, message_id, queue: queued.append((message_id, queue))
+        "sessions_app.dispatch.reply_enqueue", lambda *, message_id, queue: queued.append((message_id, queue))
     )
     sid = api.post("/api/sessions/", {"agent": "helper"}, format="json").json()["id"]
     with django_capture_on_commit_callbacks(execute=True):

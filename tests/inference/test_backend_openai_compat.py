@@ -14,7 +14,6 @@ for this module. What that server really does, where it matters here:
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from inference.backends.openai_compat import OpenAICompatBackend
 from inference.backends.registry import OptionsError, options_validate
 from inference.backends.vllm import VLLMBackend
 from inference.bundled import bundled_model_path
+from inference.children import free_port
 
 SERVER_START_SECONDS = 180
 SERVER_KEY = "sk-test-key-for-the-keyed-server"
@@ -46,13 +46,6 @@ QUESTION = [
 ]
 STORY = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
 GREEDY = GenerationParams(max_tokens=48, temperature=0.0, seed=0)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_until_serving(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -75,7 +68,7 @@ def _wait_until_serving(url: str, proc: subprocess.Popen[bytes], log: Path) -> N
 @contextmanager
 def _llama_cpp_server(folder: Path, *options: str) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on the bundled GGUF; yields its /v1 URL."""
-    port = _free_port()
+    port = free_port()
     log = folder / "server.log"
     command = [
         sys.executable, "-m", "inference.llama_server",
@@ -217,7 +210,7 @@ def test_two_replies_stream_at_once_through_one_backend(backend: OpenAICompatBac
 
 
 def test_an_unreachable_server_is_a_retryable_error_that_names_the_url() -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"  # bound, released: nothing listens there
+    url = f"http://127.0.0.1:{free_port()}/v1"  # bound, released: nothing listens there
     unreachable = _compat(url, timeout=5)
     with pytest.raises(BackendError) as caught:
         unreachable.load()

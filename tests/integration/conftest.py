@@ -1,22 +1,24 @@
 """The real platform, as deployed: PostgreSQL, Redis, daphne and a Celery worker process.
 
-One set of processes serves the whole integration run (the model loads once per worker).
+One set of processes serves the whole integration run (the model loads once per worker), and one
+worker on the `jobs` queue serves every job test of the run (``jobs_worker``).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
-from tools.launch import ROOT, VENV_BIN, Platform, free_port, manage, platform_env, prepare, wait_for_port
+from tests.platform_setup import database_create, database_drop, prepare
+from tools.launch import ROOT, VENV_BIN, Platform, free_port, manage, platform_env, wait_for_port
 
 __all__ = ["ROOT", "VENV_BIN", "Platform", "free_port", "manage", "wait_for_port"]
 
-PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+JOBS_WORKER = "worker-jobs"
 
 
 def _redis_db_url() -> str:
@@ -53,19 +55,20 @@ def _flush_redis_db(url: str) -> None:
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     name = f"chatsite_it_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    database_url = database_create(name)
     _flush_redis_db(REDIS_DB_URL)
     data = tmp_path_factory.mktemp("platform")
+    port = free_port()
     env = platform_env(
         data_dir=data,
-        database_url=PG_ADMIN.rsplit("/", 1)[0] + f"/{name}",
+        database_url=database_url,
         redis_url=REDIS_DB_URL,
         REPLY_STALE_SECONDS="3",
+        PLATFORM_URL=f"http://127.0.0.1:{port}",  # where a benchmark job reaches /v1 and the websocket
     )
     logs = data / "logs"
     logs.mkdir()
-    platform = Platform(env=env, port=free_port(), log_dir=logs)
+    platform = Platform(env=env, port=port, log_dir=logs)
     try:
         platform.tokens = prepare(env, ("alice", "bob"))
         platform.start_daphne()
@@ -73,6 +76,24 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         yield platform
     finally:
         platform.stop_all()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        database_drop(name)
         _flush_redis_db(REDIS_DB_URL)
+
+
+def jobs_worker_running(platform: Platform) -> str:
+    """The run's worker on the `jobs` queue, started if it is not running (a test killed it)."""
+    if JOBS_WORKER not in platform.procs:
+        platform.start_worker(name=JOBS_WORKER, queues="jobs")
+    return JOBS_WORKER
+
+
+@pytest.fixture(scope="session")
+def jobs_worker(platform: Platform) -> Iterator[str]:
+    """A worker on the `jobs` queue, started once for the run's job tests (test_jobs, test_finetune,
+    test_synthesize, test_benchmark) rather than once per module: a start is a Django start-up, and
+    the job modules ran in one group of ``make test`` one after another. A test that kills it
+    starts the next one under the same name; a module that needs it running calls
+    ``jobs_worker_running``."""
+    yield jobs_worker_running(platform)
+    if JOBS_WORKER in platform.procs:
+        platform.kill(JOBS_WORKER, signal.SIGTERM)

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.launch import VENV_BIN, Platform, PrivateRedis, free_port, platform_env, prepare, wait_for_port
+from tests.platform_setup import database_create, database_drop, prepare
+from tools.launch import VENV_BIN, Platform, PrivateRedis, free_port, platform_env, wait_for_port
 
 __all__ = ["PrivateRedis", "PrivatePostgres", "private_platform", "scratch_database", "alive", "wait_until"]
 
@@ -85,37 +86,40 @@ def wait_until(predicate, timeout: float, what: str, every: float = 0.2):  # typ
         time.sleep(every)
 
 
-PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
 @contextmanager
 def scratch_database() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL (for tests that restart only Redis)."""
-    import psycopg
-
+    """A fresh database on the machine's PostgreSQL, migrated (a copy of the template database:
+    tests.platform_setup), for tests that restart only Redis."""
     name = f"chatsite_fault_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    url = database_create(name)
     try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+        yield url
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        database_drop(name)
 
 
 @contextmanager
 def private_platform(
-    folder: Path, *, database_url: str, redis_url: str, beat: bool = False, bare_worker: bool = False, **env: str
+    folder: Path,
+    *,
+    database_url: str,
+    redis_url: str,
+    beat: bool = False,
+    bare_worker: bool = False,
+    worker: bool = True,
+    code: str = "",
+    **env: str,
 ) -> Iterator[Platform]:
     """daphne, a Celery worker (started as docker-compose starts it, or with ``bare_worker`` as a
-    plain ``celery -A chatsite worker``: the default pool and concurrency, gossip and mingle on) and
-    optionally beat, on the given database and Redis; users alice and bob."""
+    plain ``celery -A chatsite worker``: the default pool and concurrency, gossip and mingle on; none
+    with ``worker=False``, for a test of daphne alone) and optionally beat, on the given database
+    and Redis; users alice and bob. ``code`` runs in the set-up process, after the users are made."""
     environment = platform_env(data_dir=folder, database_url=database_url, redis_url=redis_url, **env)
     logs = folder / "logs"
     logs.mkdir(exist_ok=True)
     platform = Platform(env=environment, port=free_port(), log_dir=logs)
     try:
-        platform.tokens = prepare(environment, ("alice", "bob"))
+        platform.tokens = prepare(environment, ("alice", "bob"), code=code)
         platform.start_daphne()
         if bare_worker:
             platform.start(
@@ -123,7 +127,7 @@ def private_platform(
                 [str(VENV_BIN / "celery"), "-A", "chatsite", "worker", "-Q", "llama_cpp,default", "-l", "INFO"],
             )
             platform.wait_worker_ready("worker")
-        else:
+        elif worker:
             platform.start_worker()
         if beat:
             platform.start(

@@ -9,17 +9,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import signal
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.integration.chat_client import api
+from tests.integration.conftest import jobs_worker_running
 from tests.integration.services import wait_until
 from tests.integration.test_jobs import STAFF
-from tools.launch import Platform, manage
+from tests.platform_shell import shell_run
+from tools.launch import Platform
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +28,12 @@ PARAMS = {"agent": "assistant", "concurrency": [1, 2], "requests": 3, "input_tok
 
 
 @pytest.fixture(scope="module")
-def ops(platform: Platform) -> Iterator[str]:
-    token = json.loads(manage(platform.env, "shell", "-c", STAFF).strip().splitlines()[-1])
-    platform.env["PLATFORM_URL"] = platform.http  # where the job's worker reaches /v1 and the websocket
-    platform.start_worker(name="worker-bench", queues="jobs")
-    yield token
-    if "worker-bench" in platform.procs:
-        platform.kill("worker-bench", signal.SIGTERM)
+def ops(platform: Platform, jobs_worker: str) -> str:
+    """A staff token; the run's worker on the `jobs` queue (conftest) runs the job. It reaches /v1
+    and the websocket at PLATFORM_URL, which the package's platform sets to its daphne."""
+    assert platform.env["PLATFORM_URL"] == platform.http
+    jobs_worker_running(platform)
+    return str(json.loads(shell_run(platform, STAFF).strip().splitlines()[-1]))
 
 
 def call(platform: Platform, token: str, method: str, path: str, body: Any = None) -> Any:

@@ -152,7 +152,7 @@ def test_a_channel_layer_failure_in_connect_closes_with_a_code(tmp_path: Path, r
     """Redis away before the handshake: daphne accepts, sends the error and closes with 4503."""
     with (
         scratch_database() as database_url,
-        private_platform(tmp_path, database_url=database_url, redis_url=redis_server.url) as platform,
+        private_platform(tmp_path, database_url=database_url, redis_url=redis_server.url, worker=False) as platform,
     ):
         status, session = api(platform.http, platform.tokens["alice"], "POST", "/api/sessions/", {})
         assert status == 201

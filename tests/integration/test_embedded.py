@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.chat_client import Watcher, api, send, ws_open
-from tools.launch import Platform, free_port, platform_env, prepare
+from tests.platform_setup import prepare
+from tools.launch import Platform, free_port, platform_env
 
 pytestmark = pytest.mark.slow
 

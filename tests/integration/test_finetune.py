@@ -5,19 +5,21 @@ before and after."""
 
 from __future__ import annotations
 
-import signal
+import json
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.chat_client import api
+from tests.integration.conftest import jobs_worker_running
 from tests.integration.services import wait_until
 from tests.integration.test_jobs import STAFF, answer, artifact, bundled_id, finished, job, start, succeeded
-from tools.launch import Platform, manage
+from tests.platform_setup import cached_hf_code
+from tests.platform_shell import shell_run
+from tools.launch import Platform
 
 # Its own waits add up to more than the suite's 600 s limit: training, cancel, resume, convert.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -29,29 +31,26 @@ STEPS = 24
 
 
 @pytest.fixture(scope="module")
-def ops(platform: Platform) -> Iterator[str]:
-    import json
-
-    token = json.loads(manage(platform.env, "shell", "-c", STAFF).strip().splitlines()[-1])
+def ops(platform: Platform, jobs_worker: str) -> str:
+    """A staff token; the run's worker on the `jobs` queue (conftest) runs the jobs."""
+    jobs_worker_running(platform)
+    token = json.loads(shell_run(platform, STAFF).strip().splitlines()[-1])
     platform.tokens["ops"] = token
-    if "worker-jobs" not in platform.procs:
-        platform.start_worker(name="worker-jobs", queues="jobs")
-    yield token
-    if "worker-jobs" in platform.procs:
-        platform.kill("worker-jobs", signal.SIGTERM)
+    return str(token)
 
 
 @pytest.fixture(scope="module")
 def hf(platform: Platform, ops: str) -> dict[str, Any]:
-    """The bundled GGUF as a Hugging Face model: the one test_jobs made in this run, else a new one."""
+    """The bundled GGUF as a Hugging Face model: the one test_jobs' convert job made in this run,
+    else the cached conversion registered as an artifact (the convert job is test_jobs' to test)."""
     gguf = bundled_id(platform)
     listed = api(platform.http, ops, "GET", "/api/artifacts/")[1]["results"]
     found = [a for a in listed if a["format"] == "hf" and a["parent"] == gguf and not a["details"].get("python_env")
              and a["details"].get("kind") == "convert"]  # fmt: skip
     if found:
         return dict(found[0])
-    body = succeeded(platform, start(platform, "convert", source=gguf, to="hf")["id"])
-    return artifact(platform, body["artifacts"][0])
+    registered = json.loads(shell_run(platform, cached_hf_code()).strip().splitlines()[-1])
+    return artifact(platform, registered)
 
 
 def ask(platform: Platform, artifact_id: int, slug: str, question: str) -> str:

@@ -12,7 +12,6 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,9 @@ import pytest
 
 from inference.vllm_server import cpu_kernel_gap
 from tests.integration.chat_client import Watcher, api, send, ws_open
+from tests.integration.conftest import jobs_worker_running
 from tests.integration.services import wait_until
+from tests.platform_shell import shell_run
 from tools.launch import ROOT, Platform, manage
 
 pytestmark = pytest.mark.slow
@@ -42,14 +43,12 @@ STAFF = (
 
 
 @pytest.fixture(scope="module")
-def ops(platform: Platform) -> Iterator[str]:
-    """A staff token, and a worker on the `jobs` queue for this module."""
-    token = json.loads(manage(platform.env, "shell", "-c", STAFF).strip().splitlines()[-1])
+def ops(platform: Platform, jobs_worker: str) -> str:
+    """A staff token; the run's worker on the `jobs` queue (conftest) runs the jobs."""
+    jobs_worker_running(platform)
+    token = json.loads(shell_run(platform, STAFF).strip().splitlines()[-1])
     platform.tokens["ops"] = token
-    platform.start_worker(name="worker-jobs", queues="jobs")
-    yield token
-    if "worker-jobs" in platform.procs:
-        platform.kill("worker-jobs", signal.SIGTERM)
+    return str(token)
 
 
 def start(platform: Platform, kind: str, **params: Any) -> dict[str, Any]:

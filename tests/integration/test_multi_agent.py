@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration.chat_client import Watcher, api, send, ws_open
 from tests.integration.conftest import Platform, free_port
-from tools.launch import manage
+from tests.platform_shell import shell_run
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,8 @@ def critic(platform: Platform) -> Iterator[str]:
     from pipeline.convert import openvino_ir_for_bundled
 
     ir_dir = openvino_ir_for_bundled()
-    manage(
-        platform.env, "shell", "-c",
+    shell_run(
+        platform,
         "from agents.models import Agent\n"
         "from inference.models import ModelArtifact\n"
         "ir, _ = ModelArtifact.objects.get_or_create(name='SmolLM2 IR (tests)', format='openvino',"
@@ -148,8 +148,8 @@ def host(platform: Platform, critic: str) -> Iterator[type[ScriptedSupervisor]]:
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), ScriptedSupervisor)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    manage(
-        platform.env, "shell", "-c",
+    shell_run(
+        platform,
         "from agents.models import Agent\n"
         f"Agent.objects.update_or_create(slug='host', defaults=dict(name='Host', backend='openai_compat', "
         f"backend_options={{'base_url': {url!r}}}))",

@@ -24,7 +24,8 @@ import pytest
 
 from tests.integration.chat_client import api
 from tests.integration.services import scratch_database
-from tools.launch import ROOT, VENV_BIN, Platform, free_port, manage, platform_env, prepare
+from tests.platform_setup import prepare
+from tools.launch import ROOT, VENV_BIN, Platform, free_port, platform_env
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +60,9 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform,
         (data / "logs").mkdir()
         platform = Platform(env=env, port=free_port(), log_dir=data / "logs")
         try:
-            platform.tokens = prepare(env, ("alice", "bob"))
-            manage(env, "shell", "-c", "from agents.models import Agent; Agent.objects.update(max_tokens=8)")
+            platform.tokens = prepare(
+                env, ("alice", "bob"), code="from agents.models import Agent; Agent.objects.update(max_tokens=8)"
+            )
             platform.start_daphne()
             platform.start_worker()
             yield platform, _seed_bob(platform)

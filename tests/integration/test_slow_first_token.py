@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from tests.integration.chat_client import Watcher, api, send, ws_open
-from tests.integration.conftest import ROOT, Platform, free_port, manage
+from tests.integration.conftest import ROOT, Platform, free_port
 from tests.integration.test_reply_streaming import stored
+from tests.platform_shell import shell_run
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +67,8 @@ def slow_agent(platform: Platform) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), SlowOpenAI)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    manage(
-        platform.env, "shell", "-c",
+    shell_run(
+        platform,
         "from agents.models import Agent\n"
         f"Agent.objects.update_or_create(slug='slow', defaults=dict(name='Slow', backend='openai_compat', "
         f"backend_options={{'base_url': {url!r}}}))",

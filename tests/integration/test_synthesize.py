@@ -6,9 +6,7 @@ valid, distinct examples, as many as the job reports."""
 from __future__ import annotations
 
 import json
-import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,11 @@ from jsonschema import Draft202012Validator
 from pipeline.jobs.datasets import records_read
 from pipeline.jobs.steps.synthesize import example_schema, find, text_key
 from tests.integration.chat_client import api
+from tests.integration.conftest import jobs_worker_running
 from tests.integration.services import wait_until
 from tests.integration.test_jobs import STAFF
-from tools.launch import Platform, manage
+from tests.platform_shell import shell_run
+from tools.launch import Platform
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +50,10 @@ MAX_ATTEMPTS = 12  # per intent: bounds the job's time (about 0.6 s an attempt o
 
 
 @pytest.fixture(scope="module")
-def ops(platform: Platform) -> Iterator[str]:
-    """A staff token, and a worker on the `jobs` queue for this module."""
-    token = json.loads(manage(platform.env, "shell", "-c", STAFF).strip().splitlines()[-1])
-    platform.start_worker(name="worker-synthesize", queues="jobs")
-    yield token
-    if "worker-synthesize" in platform.procs:
-        platform.kill("worker-synthesize", signal.SIGTERM)
+def ops(platform: Platform, jobs_worker: str) -> str:
+    """A staff token; the run's worker on the `jobs` queue (conftest) runs the job."""
+    jobs_worker_running(platform)
+    return str(json.loads(shell_run(platform, STAFF).strip().splitlines()[-1]))
 
 
 def call(platform: Platform, token: str, method: str, path: str, body: Any = None) -> dict[str, Any]:

@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from tests.integration.chat_client import Reply, Watcher, api, send, ws_open
-from tests.integration.conftest import PG_ADMIN
-from tools.launch import ROOT, Platform, free_port, manage, platform_env, prepare
+from tests.platform_setup import database_create, database_drop, prepare_with_output
+from tools.launch import ROOT, Platform, free_port, platform_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -90,13 +89,12 @@ def vllm_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
 
     hf_dir = hf_for_bundled(log=print)
     name = f"chatsite_vllm_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    database_url = database_create(name)
     _flush_redis(REDIS_URL)
     data = tmp_path_factory.mktemp("vllm-platform")
     env = platform_env(
         data_dir=data,
-        database_url=PG_ADMIN.rsplit("/", 1)[0] + f"/{name}",
+        database_url=database_url,
         redis_url=REDIS_URL,
         MODEL_CACHE_IDLE_SECONDS="7200",  # one engine for the whole module
     )
@@ -104,8 +102,7 @@ def vllm_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
     logs.mkdir()
     platform = Platform(env=env, port=free_port(), log_dir=logs)
     try:
-        platform.tokens = prepare(env, ("alice",))
-        out = manage(env, "shell", "-c", f"HF_DIR = {str(hf_dir)!r}\n" + CREATE_AGENTS)
+        platform.tokens, out = prepare_with_output(env, ("alice",), code=f"HF_DIR = {str(hf_dir)!r}\n" + CREATE_AGENTS)
         assert out.strip().endswith("ok"), out
         platform.start_daphne()
         platform.start(
@@ -120,8 +117,7 @@ def vllm_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
         yield platform
     finally:
         platform.stop_all()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        database_drop(name)
         _flush_redis(REDIS_URL)
         _report_leftover_engines(data)
 

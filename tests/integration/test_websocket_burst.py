@@ -15,7 +15,6 @@ import pytest
 
 from tests.integration.services import PrivateRedis, private_platform, scratch_database
 from tools.bench_burst import burst, burst_summary, sessions_create
-from tools.launch import manage
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +25,14 @@ def test_two_hundred_websockets_at_once_with_sixty_four_streaming(tmp_path: Path
     try:
         with (
             scratch_database() as database_url,
-            private_platform(tmp_path, database_url=database_url, redis_url=redis_server.url) as platform,
-        ):
-            manage(
-                platform.env, "shell", "-c",
-                "from agents.models import Agent\n"
+            private_platform(
+                tmp_path,
+                database_url=database_url,
+                redis_url=redis_server.url,
+                code="from agents.models import Agent\n"
                 "Agent.objects.filter(slug='assistant').update(max_tokens=12, temperature=0.0)\n",
-            )  # fmt: skip
+            ) as platform,  # fmt: skip
+        ):
             token = platform.tokens["alice"]
             sessions = sessions_create(platform.http, token, 200)
             summary = burst_summary(burst(platform.ws, token, sessions, streaming=64))

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from tests.integration.chat_client import Watcher, api, send, ws_open
-from tests.integration.conftest import Platform, manage
+from tests.integration.conftest import Platform
+from tests.platform_shell import shell_run
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ print(json.dumps(token_create(user=staff, name="ops")[1]))
 @pytest.fixture(scope="module")
 def ops(platform: Platform) -> Iterator[tuple[Platform, str]]:
     """A Platform for this module's workers (same daphne, database and Redis) and a staff token."""
-    token = json.loads(manage(platform.env, "shell", "-c", SETUP).strip().splitlines()[-1])
+    token = json.loads(shell_run(platform, SETUP).strip().splitlines()[-1])
     own = Platform(env={**platform.env, "MODEL_CACHE_IDLE_SECONDS": str(KEEP_ALIVE)}, port=platform.port,
                    log_dir=platform.log_dir, tokens=platform.tokens)  # fmt: skip
     try:

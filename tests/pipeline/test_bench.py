@@ -179,7 +179,7 @@ def test_a_vllm_agents_raw_side_is_vllms_own_server_with_the_agents_engine_optio
 ) -> None:
     import contextlib
 
-    from pipeline.bench import sweep
+    from pipeline.bench import raw as sweep
 
     started: list[list[str]] = []
 
@@ -206,3 +206,28 @@ def test_a_vllm_agents_raw_side_is_vllms_own_server_with_the_agents_engine_optio
         sweep.vllm_server(str(tmp_path), options={}, log=tmp_path),
     ):
         pass
+
+
+def test_a_backend_brings_its_raw_engine_as_one_class(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The sweep names no backend: it asks RAW_ENGINES for the agent's backend's references."""
+    from pipeline.bench.raw import RAW_ENGINES, RawEngine
+    from pipeline.bench.sweep import Spec, benchmark_run
+
+    asked: list[str] = []
+
+    class MineRaw(RawEngine):
+        backend = "mine"
+
+        def targets(self, stack: Any, doors: list[Any]) -> Any:
+            asked.append(self.path)
+            raise RuntimeError("the engine was asked for its targets")
+
+    monkeypatch.setitem(RAW_ENGINES, "mine", MineRaw)
+    assert {"llama_cpp", "openvino", "vllm"} <= set(RAW_ENGINES)
+    spec = Spec(concurrency=[1], requests=1, input_tokens=8, output_tokens=4, model={"backend": "mine", "path": "/m"})
+    with pytest.raises(RuntimeError, match="asked for its targets"):
+        benchmark_run(spec, workdir=tmp_path)
+    assert asked == ["/m"]
+    spec.model["backend"] = "unknown"
+    with pytest.raises(ValueError, match="nothing to measure"):
+        benchmark_run(spec, workdir=tmp_path)

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from inference import children
+from inference.models import Job
 from pipeline.convert.child import run_command
 from pipeline.jobs import runner
-from inference.models import Job
 
 pytestmark = pytest.mark.usefixtures("no_dispatch")
 
@@ -105,7 +106,7 @@ def test_a_step_is_started_without_preexec_fn_in_its_own_session(
         seen.append(kwargs)
         return real_popen(*args, **kwargs)
 
-    monkeypatch.setattr(runner.subprocess, "Popen", spy)
+    monkeypatch.setattr(children.subprocess, "Popen", spy)  # the one place children start
     settings.JOB_PYTHONS = {"main": str(_fake_python(tmp_path, "echo 'CHATSITE_RESULT {}'"))}
     ctx = runner.JobContext(Job.objects.create(kind="evaluate"), None)
     try:

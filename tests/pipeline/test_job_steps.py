@@ -209,7 +209,7 @@ def test_the_timer_reports_prefill_and_decode_rates() -> None:
 
 
 def test_the_default_held_out_text_is_there_and_differs_from_the_calibration_text() -> None:
-    data = Path(__file__).resolve().parents[2] / "inference" / "jobs" / "data"
+    data = Path(__file__).resolve().parents[2] / "pipeline" / "jobs" / "data"
     text = (data / "heldout.txt").read_text(encoding="utf-8")
     assert 8_000 <= len(text.encode()) <= 12_500
     calibration = data / "calibration.txt"

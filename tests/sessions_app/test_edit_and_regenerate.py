@@ -28,7 +28,7 @@ def test_regenerate_replaces_the_last_reply_with_a_queued_one(
     chat: Session, django_capture_on_commit_callbacks: Any, monkeypatch: Any
 ) -> None:
     queued: list[int] = []
-    monkeypatch.setattr("sessions_app.services.reply_enqueue", lambda *, message_id, queue: queued.append(message_id))
+    monkeypatch.setattr("sessions_app.dispatch.reply_enqueue", lambda *, message_id, queue: queued.append(message_id))
     with django_capture_on_commit_callbacks(execute=True):
         reply = services.reply_regenerate(session=chat)
     assert contents(chat) == [

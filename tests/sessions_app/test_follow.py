@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def no_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sessions_app.services.reply_enqueue", lambda **_: None)
+    monkeypatch.setattr("sessions_app.dispatch.reply_enqueue", lambda **_: None)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def fast_liveness(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     use_backend(settings, "tests.fakes.FakeBackend")
     # The tests run each reply themselves, in the thread they choose.
-    monkeypatch.setattr("sessions_app.services.reply_enqueue", lambda **_: None)
+    monkeypatch.setattr("sessions_app.dispatch.reply_enqueue", lambda **_: None)
     settings.REPLY_STALE_SECONDS = 1
     settings.REPLY_HEARTBEAT_SECONDS = 0.2
     settings.REPLY_BROADCAST_INTERVAL_MS = 1
@@ -163,16 +163,16 @@ def test_a_restarted_embedded_process_recovers_what_the_last_one_left(session: S
 
 
 def test_the_heartbeat_thread_runs_only_while_a_reply_is_held() -> None:
-    from sessions_app.liveness import heartbeat
+    from sessions_app.liveness import REPLIES, heartbeat
 
     beat = heartbeat()
-    lease = beat.hold(10_001)
+    lease = beat.hold(REPLIES, 10_001)
     first = beat._thread
     assert first is not None and first.is_alive()
     beat.release(lease)
     first.join(timeout=3)
     assert not first.is_alive() and beat._thread is None  # no thread left polling an idle process
-    second = beat.hold(10_002)
+    second = beat.hold(REPLIES, 10_002)
     try:
         assert beat._thread is not None and beat._thread.is_alive() and beat._thread is not first
     finally:

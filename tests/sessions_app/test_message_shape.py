@@ -16,7 +16,7 @@ from sessions_app.selectors import message_payload, session_export
 
 @pytest.fixture(autouse=True)
 def no_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sessions_app.services.reply_enqueue", lambda **_: None)
+    monkeypatch.setattr("sessions_app.dispatch.reply_enqueue", lambda **_: None)
 
 
 def test_rest_the_snapshot_and_the_export_show_a_message_alike(api: APIClient, user: Any, agent: Agent) -> None:

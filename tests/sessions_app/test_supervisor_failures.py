@@ -16,8 +16,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from inference.backends.base import BackendError
 from sessions_app import services
 from sessions_app.models import Message, Session, TurnChoice
+from sessions_app.notes import INTERRUPTED_NOTE
 from sessions_app.reaper import replies_reap
-from sessions_app.turns import INTERRUPTED_NOTE, turn_choose
+from sessions_app.supervisor import turn_choose
 from sessions_app.unavailable import BrokerUnavailable
 from tests.fakes import FakeBackend
 from tests.sessions_app.test_reply_lifecycle import fake_backend  # noqa: F401 - the autouse fixture
@@ -156,7 +157,7 @@ def test_a_slow_supervisor_keeps_its_pick_alive_while_its_worker_lives(
 ) -> None:
     # The test runs the pick itself, in the thread it chooses; the reply it queues is not run.
     monkeypatch.setattr("sessions_app.dispatch.turn_choose_enqueue", lambda **_: None)
-    monkeypatch.setattr("sessions_app.services.reply_enqueue", lambda **_: None)
+    monkeypatch.setattr("sessions_app.dispatch.reply_enqueue", lambda **_: None)
     settings.REPLY_STALE_SECONDS = 1
     settings.REPLY_HEARTBEAT_SECONDS = 0.2
     supervisor_says("critic")

@@ -1,9 +1,11 @@
 """Multi-agent sessions with a scripted backend: who answers, in which order, what each agent
 sees, and that one stop ends the chain. The worker side runs here as the worker runs it
-(``reply_generate``); each next turn is queued by it once the previous reply is stored."""
+(the reply task, ``sessions_app.tasks.reply_generate``); each next turn is queued by it once the
+previous reply is stored."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -13,8 +15,9 @@ from agents.models import Agent
 from inference.models import ModelArtifact
 from sessions_app import services
 from sessions_app.models import Message, Session
-from sessions_app.replies import reply_generate
-from sessions_app.turns import turn_choose, turn_next
+from sessions_app.supervisor import turn_choose
+from sessions_app.tasks import reply_generate
+from sessions_app.turns import turn_next
 from tests.fakes import FakeBackend
 from tests.sessions_app.test_reply_lifecycle import fake_backend  # noqa: F401 - the autouse fixture
 
@@ -136,7 +139,7 @@ def test_a_reply_ending_as_stop_is_pressed_starts_no_next_turn(user: Any, poet: 
     first.refresh_from_db()
     assert first.status == "complete"
     assert Message.objects.filter(reply_to=sent).count() == 1
-    assert turn_next(first) is None
+    assert turn_next(reply_id=first.pk) is None
 
 
 def test_a_failed_turn_ends_the_chain(user: Any, poet: Agent, critic: Agent) -> None:
@@ -158,6 +161,24 @@ def test_regenerate_runs_the_chain_again_from_its_first_speaker(user: Any, poet:
     reply = services.reply_regenerate(session=session)
     assert reply.agent == poet
     assert [m.agent.slug for m in run_chain(sent)] == ["poet", "critic"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_the_embedded_default_the_reply_task_queues_each_next_turn(
+    settings: Any, user: Any, poet: Agent, critic: Agent
+) -> None:
+    """The chain goes on in-process too: the embedded pool runs the reply task, not the reply alone."""
+    settings.EMBEDDED = True
+    session = services.session_create(
+        owner=user, agents=[poet, critic], turn_policy={"kind": "round_robin", "rounds": 1}
+    )
+    sent, _ = services.message_send(session=session, content="Go.")
+    deadline = time.monotonic() + 60
+    chain: list[tuple[str, str]] = []
+    while time.monotonic() < deadline and chain != [("poet", "complete"), ("critic", "complete")]:
+        time.sleep(0.1)
+        chain = list(Message.objects.filter(reply_to=sent).order_by("pk").values_list("agent__slug", "status"))
+    assert chain == [("poet", "complete"), ("critic", "complete")]
 
 
 # --- the REST door ----------------------------------------------------------------------------

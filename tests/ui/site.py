@@ -11,7 +11,9 @@ from typing import Any
 
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 
-from tools.launch import Platform, free_port, manage, platform_env, prepare
+from tests.platform_setup import prepare, static_root
+from tests.platform_shell import shell_run
+from tools.launch import Platform, free_port, platform_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -42,14 +44,13 @@ def password(user: str) -> str:
 
 @contextmanager
 def running_platform(data: Path, **env: str) -> Iterator[Platform]:
-    """daphne on a loopback port, SQLite in ``data``, replies from the bundled model in-process."""
-    environ = platform_env(data_dir=data, database_url=None, redis_url=None, **env)
+    """daphne on a loopback port, SQLite in ``data``, replies from the bundled model in-process;
+    the static files (which whitenoise serves from STATIC_ROOT) collected once per run."""
+    environ = platform_env(data_dir=data, database_url=None, redis_url=None, **{"STATIC_ROOT": static_root(), **env})
     logs = data / "logs"
     logs.mkdir(exist_ok=True)
     platform = Platform(env=environ, port=free_port(), log_dir=logs)
-    platform.tokens = prepare(environ, USERS)
-    manage(environ, "collectstatic", "--noinput", "-v0")  # whitenoise serves STATIC_ROOT
-    manage(environ, "shell", "-c", SECOND_AGENT)
+    platform.tokens = prepare(environ, USERS, code=SECOND_AGENT, static=True)
     platform.start_daphne()
     try:
         yield platform
@@ -72,8 +73,9 @@ def log_in(context: BrowserContext, platform: Platform, user: str) -> Page:
 
 
 def shell(platform: Platform, code: str) -> Any:
-    """Run Python in ``manage.py shell`` against the platform's database; return the JSON it prints last."""
-    out = manage(platform.env, "shell", "-c", code)
+    """Run Python against the platform's database (as ``manage.py shell -c``, in the platform's
+    lasting shell process: tests.platform_shell); return the JSON it prints last."""
+    out = shell_run(platform, code)
     return json.loads(out.strip().splitlines()[-1])
 
 

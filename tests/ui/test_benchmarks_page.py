@@ -45,7 +45,7 @@ import json
 from datetime import timedelta
 from django.contrib.auth.models import User
 from django.utils import timezone
-from pipeline.jobs.base import job_files_dir
+from pipeline.jobs.paths import job_files_dir
 from inference.models import Job
 now = timezone.now()
 job = Job.objects.create(

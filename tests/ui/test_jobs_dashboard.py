@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.chat_client import api
 from tests.integration.test_jobs import GRANT_PIPELINE
+from tests.platform_setup import cached_hf_code
 from tests.ui.site import log_in, seed_session, shell
 from tools.launch import Platform
 
@@ -251,23 +251,11 @@ def staff_token(platform: Platform, staff_state: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def hf_model(platform: Platform, staff_token: str) -> int:
-    """The bundled GGUF as a real Hugging Face model (a convert job through the API): ~40 s."""
-    bundled = shell(platform, BUNDLED)
-    listed = api(platform.http, staff_token, "GET", "/api/artifacts/")[1]["results"]
-    found = [a["id"] for a in listed if a["format"] == "hf" and a["parent"] == bundled
-             and a["details"].get("kind") == "convert"]  # fmt: skip
-    if found:
-        return int(found[0])
-    status, job = api(platform.http, staff_token, "POST", "/api/jobs/",
-                      {"kind": "convert", "params": {"source": bundled, "to": "hf"}})  # fmt: skip
-    assert status == 201, job
-    deadline = time.monotonic() + 300
-    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(1)
-        job = api(platform.http, staff_token, "GET", f"/api/jobs/{job['id']}/")[1]
-    assert job["status"] == "succeeded", (job["status"], job["error"], job["log_tail"][-2000:])
-    return int(job["artifacts"][0])
+def hf_model(platform: Platform) -> int:
+    """The bundled GGUF as a real Hugging Face model: the cached conversion (pipeline.hf_bundled)
+    registered as an artifact, as a ``convert`` job to HF makes it (that job is tested in
+    tests/integration/test_jobs.py)."""
+    return int(shell(platform, cached_hf_code()))
 
 
 def capture_job_posts(page: Page, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,8 +17,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.chat_client import Watcher, api, send, ws_open
 from tests.integration.services import scratch_database
-from tests.ui.site import log_in, shell
-from tools.launch import ROOT, Platform, PrivateRedis, free_port, manage, platform_env, prepare
+from tests.platform_setup import prepare, static_root
+from tests.ui.site import log_in
+from tools.launch import ROOT, Platform, PrivateRedis, free_port, platform_env
 
 pytestmark = pytest.mark.slow
 
@@ -42,13 +43,11 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     try:
         with scratch_database() as database_url:
             env = platform_env(data_dir=folder, database_url=database_url, redis_url=redis_server.url,
-                               MODEL_CACHE_IDLE_SECONDS=str(KEEP_ALIVE))  # fmt: skip
+                               MODEL_CACHE_IDLE_SECONDS=str(KEEP_ALIVE), STATIC_ROOT=static_root())  # fmt: skip
             (folder / "logs").mkdir()
             platform = Platform(env=env, port=free_port(), log_dir=folder / "logs")
             try:
-                platform.tokens = prepare(env, ("alice", "bob"))
-                manage(env, "collectstatic", "--noinput", "-v0")
-                shell(platform, SETUP)
+                platform.tokens = prepare(env, ("alice", "bob"), code=SETUP, static=True)
                 platform.start_daphne()
                 platform.start_worker("replies", queues="llama_cpp,default", concurrency=2)
                 platform.start_worker("jobs", queues="jobs", pool="threads", concurrency=2)

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from inference.children import error_line
 from pipeline.jobs.steps.protocol import StepError, result
 
 # step name -> "module:function"; each function takes the params dict and returns the result dict.
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> int:
     try:
         payload = func(params)
     except StepError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        print(error_line(str(exc)), file=sys.stderr, flush=True)
         return 3
     result(payload or {})
     return 0

@@ -9,13 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.bench.report import report_print, report_write
+from pipeline.bench.sweep import Spec, benchmark_run
 from pipeline.jobs.steps.protocol import StepError, log, progress
 
 
 def benchmark(params: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.bench.report import report_print, report_write
-    from pipeline.bench.sweep import Spec, benchmark_run
-
     p = params["params"]
     spec = Spec(
         concurrency=list(p["concurrency"]), requests=int(p["requests"]), input_tokens=int(p["input_tokens"]),

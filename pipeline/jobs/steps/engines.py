@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.jobs.steps.protocol import StepError, threads
 from inference.llama_runtime import llama_load
+from pipeline.jobs.steps.protocol import StepError, threads
+from pipeline.jobs.steps.rtn import load_rtn
 
 # ---------------------------------------------------------------- helpers
 
@@ -202,8 +203,6 @@ class TorchEngine(Engine):
         except (OSError, ValueError) as exc:
             raise StepError(f"no usable tokenizer in {path}: {exc}") from exc
         if fmt == "rtn":
-            from pipeline.jobs.steps.rtn import load_rtn
-
             self.model = load_rtn(path)
         else:
             self.model = self._load_hf(path)

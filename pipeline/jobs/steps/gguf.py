@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from inference.llama_runtime import cpu_backend_load, llama_load
+from pipeline.convert.hf import child_gguf_to_hf
 from pipeline.jobs.steps import protocol
 from pipeline.jobs.steps.protocol import StepError
 
@@ -52,8 +54,6 @@ def gguf_file_type(path: Path) -> dict[str, Any]:
 
 
 def gguf_to_hf(params: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.convert.hf import child_gguf_to_hf
-
     source, output = Path(params["source"]), Path(params["output"])
     if not source.is_file():
         raise StepError(f"GGUF file not found: {source}")
@@ -149,8 +149,6 @@ def _tokenizer_check(hf_dir: Path, gguf_path: Path) -> dict[str, Any]:
     """llama.cpp must tokenize like the Hugging Face tokenizer the model was trained with."""
     from transformers import AutoTokenizer
 
-    from inference.llama_runtime import llama_load
-
     hf_ids = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True).encode(
         ROUND_TRIP_TEXT, add_special_tokens=False
     )
@@ -196,8 +194,6 @@ def quantize_gguf(params: dict[str, Any]) -> dict[str, Any]:
     import ctypes
 
     import llama_cpp
-
-    from inference.llama_runtime import cpu_backend_load
 
     source, output, qtype = Path(params["source"]), Path(params["output"]), params["type"]
     if not source.is_file():

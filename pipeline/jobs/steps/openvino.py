@@ -6,14 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.convert.openvino_ir import child_convert_tokenizer, child_verify_ir
 from pipeline.jobs.steps import protocol
 from pipeline.jobs.steps.protocol import StepError, tokenizer_files_copy
 
 
 def export_openvino(params: dict[str, Any]) -> dict[str, Any]:
     from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
-
-    from pipeline.convert.openvino_ir import child_convert_tokenizer, child_verify_ir
 
     source, output = Path(params["source"]), Path(params["output"])
     if not (source / "config.json").is_file():

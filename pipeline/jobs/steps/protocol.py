@@ -1,15 +1,17 @@
-"""The lines a step prints for the job runner (standard library only)."""
+"""The lines a step prints for the job runner: ``inference.children``'s protocol, rate-limited.
+
+Standard library (and ``inference.children``, which is standard library only): the step's own
+child process imports this before anything heavy.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from typing import Any
 
-PROGRESS_PREFIX = "CHATSITE_PROGRESS "
-RESULT_PREFIX = "CHATSITE_RESULT "
+from inference.children import error_line, progress_line, result_line
 
 _last_progress = 0.0
 
@@ -42,11 +44,7 @@ def progress(percent: float, stage: str = "", *, force: bool = False, metrics: d
     if not force and metrics is None and now - _last_progress < 0.25:
         return
     _last_progress = now
-    payload: dict[str, Any] = {"progress": max(0.0, min(100.0, float(percent))), "stage": stage}
-    if metrics:
-        payload["metrics"] = metrics
-    line = json.dumps(payload)
-    print(PROGRESS_PREFIX + line, flush=True)
+    print(progress_line(percent, stage, metrics=metrics), flush=True)
 
 
 def log(text: str) -> None:
@@ -54,7 +52,7 @@ def log(text: str) -> None:
 
 
 def result(payload: dict[str, Any]) -> None:
-    print(RESULT_PREFIX + json.dumps(payload), flush=True)
+    print(result_line(payload), flush=True)
 
 
 class StepError(Exception):
@@ -62,7 +60,7 @@ class StepError(Exception):
 
 
 def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(error_line(message), file=sys.stderr, flush=True)
     raise SystemExit(3)
 
 

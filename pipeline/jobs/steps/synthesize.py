@@ -33,9 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from inference.llama_runtime import llama_load
 from pipeline.jobs.steps.engines import peak_rss_mb
 from pipeline.jobs.steps.protocol import StepError, log, progress, threads
-from inference.llama_runtime import llama_load
 
 TEXT_MAX_CHARS = 200
 SLOT_MAX_CHARS = 60
