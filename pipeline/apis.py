@@ -14,7 +14,6 @@ A refusal (``JobError``) is not caught here: ``chatsite.api_errors`` answers it,
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
@@ -34,6 +33,7 @@ from pipeline.jobs import datasets, dispatch, events, services, uploads
 from pipeline.jobs.events import job_payload
 from pipeline.jobs.kinds import KINDS
 from pipeline.jobs.paths import JOB_FILES, job_files_dir, job_log_path
+from sessions_app.validation import string_problem
 
 
 def pipeline_refusal(user: Any, view: Any, method: str) -> str | None:
@@ -64,7 +64,6 @@ def _jobs() -> QuerySet[Job]:
     )
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _UPLOAD = {
     "multipart/form-data": inline_serializer(
         "DatasetUpload", {"file": serializers.FileField(), "name": serializers.CharField(required=False)}
@@ -182,12 +181,12 @@ class DatasetUploadApi(StaffApi):
             return Response({"code": "invalid", "field": "file", "message": "file: attach a JSONL file"}, status=400)
         name = str(request.data.get("name") or upload.name or "upload.jsonl")
         # PostgreSQL refuses a NUL in text and cannot encode a lone surrogate: a 400 here, not a 500
-        # when the row is written (the JSON doors check this in sessions_app.validation).
+        # when the row is written (the same check as the JSON doors').
         for field, text in (("name", name), ("file", upload.name or "")):
-            if _UNSTORABLE.search(text):
+            problem = string_problem(text)
+            if problem:
                 upload.close()
-                message = f"{field}: contains a NUL character or a lone surrogate"
-                return Response({"code": "invalid", "field": field, "message": message}, status=400)
+                return Response({"code": "invalid", "field": field, "message": f"{field}: {problem}"}, status=400)
         details = {"source": "upload", "filename": upload.name, "user": request.user.username}
         artifact = datasets.dataset_register(upload.path, records=upload.records, name=name, details=details)
         events.artifacts_changed()

@@ -17,14 +17,12 @@ moment the token is revoked, and when it expires, as the chat socket does
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from pipeline.jobs.events import GROUP
 from sessions_app.socket_token import WS_CLOSE_SIGNED_OUT, TokenBound
+from sessions_app.unavailable import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ class JobsConsumer(TokenBound):
             return
         try:
             await self.channel_layer.group_discard(GROUP, self.channel_name)
-        except (RedisError, OSError) as exc:  # Redis is away: its group entries expire by themselves
+        except UNAVAILABLE_ERRORS as exc:  # Redis is away: its group entries expire by themselves
             log.info("leaving the jobs group failed: %s", exc)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:

@@ -31,9 +31,7 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.utils import timezone
 
 from inference.errors import PlatformError
 from sessions_app import services
@@ -41,6 +39,7 @@ from sessions_app.follow import session_follow
 from sessions_app.models import Session
 from sessions_app.params import reply_params_validate
 from sessions_app.selectors import session_get_for_user
+from sessions_app.socket_token import WS_CLOSE_SIGNED_OUT, TokenBound
 from sessions_app.unavailable import UNAVAILABLE_ERRORS, WS_CLOSE_UNAVAILABLE, unavailable_reason
 from sessions_app.validation import json_loads, text_problem
 from sessions_app.ws_errors import error_event
@@ -50,11 +49,9 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 256 * 1024
 
 
-class SessionConsumer(AsyncJsonWebsocketConsumer):
+class SessionConsumer(TokenBound):
     session: Session | None = None
     group: str = ""
-    token_group: str = ""
-    _expiry: asyncio.TimerHandle | None = None
     _follower: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -68,7 +65,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if self.scope.get("auth_error") or user is None or not user.is_authenticated:
-            await self.close(code=4401)
+            await self.close(code=WS_CLOSE_SIGNED_OUT)
             return
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
         self.session = await database_sync_to_async(session_get_for_user)(user=user, session_id=session_id)
@@ -79,16 +76,8 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         # Join before reading the state: whatever is broadcast from here on reaches us.
         await self.channel_layer.group_add(self.group, self.channel_name)
-        token = self.scope.get("api_token")
-        if token is not None:
-            # Revoking the token closes this socket at once; so does its expiry.
-            self.token_group = token.group_name
-            await self.channel_layer.group_add(self.token_group, self.channel_name)
-            if token.expires_at is not None:
-                delay = (token.expires_at - timezone.now()).total_seconds()
-                self._expiry = asyncio.get_running_loop().call_later(
-                    max(0.0, delay), lambda: asyncio.ensure_future(self._token_ended())
-                )
+        # Revoking the token closes this socket at once; so does its expiry.
+        await self.token_watch()
         await self.accept()
         self._follower = asyncio.create_task(self._follow(self.session))
 
@@ -112,26 +101,16 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             log.exception("following session %s failed", session.pk)
             await self.close(code=1011)
 
-    async def _token_ended(self) -> None:
-        await self.send_json(
-            {"type": "error", "code": "token_revoked", "message": "Your API token was revoked or expired."}
-        )
-        await self.close(code=4401)
-
-    async def token_revoked(self, event: dict[str, Any]) -> None:
-        await self._token_ended()
-
     async def disconnect(self, code: int) -> None:
         if self._follower is not None:
             self._follower.cancel()
-        if self._expiry is not None:
-            self._expiry.cancel()
+        await self.token_unwatch()
+        if not self.group:
+            return
         try:
-            for group in (self.group, self.token_group):
-                if group:
-                    await self.channel_layer.group_discard(group, self.channel_name)
+            await self.channel_layer.group_discard(self.group, self.channel_name)
         except UNAVAILABLE_ERRORS as exc:  # Redis is away: its group entries expire by themselves
-            log.info("leaving the session's groups failed: %s", exc)
+            log.info("leaving the session's group failed: %s", exc)
 
     # --- client -> server -------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.utils import timezone
-from redis.exceptions import RedisError
+
+from sessions_app.unavailable import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class TokenBound(AsyncJsonWebsocketConsumer):
         if self.token_group:
             try:
                 await self.channel_layer.group_discard(self.token_group, self.channel_name)
-            except (RedisError, OSError) as exc:  # Redis is away: its group entries expire by themselves
+            except UNAVAILABLE_ERRORS as exc:  # Redis is away: its group entries expire by themselves
                 log.info("leaving the token's group failed: %s", exc)
 
     async def _token_ended(self) -> None:
