@@ -11,17 +11,16 @@ round with a note. Either way the user sees why nothing more comes.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from inference.backends.base import BackendError, GenerationParams
 from inference.cache import model_cache
 from sessions_app import policy
-from sessions_app.liveness import heartbeat_seconds, worker_name
+from sessions_app.liveness import PICKS, claim, heartbeat, worker_name
 from sessions_app.models import Message, Session, TurnChoice
 from sessions_app.notes import note_add
 from sessions_app.selectors import history_as_seen
@@ -61,11 +60,7 @@ def _choice_claim(user_message_id: int) -> TurnChoice | None:
     )
     if first is None:
         return None
-    now = timezone.now()
-    claimed = TurnChoice.objects.filter(pk=first.pk, status=TurnChoice.Status.QUEUED).update(
-        status=TurnChoice.Status.CHOOSING, worker=worker_name(), heartbeat_at=now
-    )
-    if not claimed:
+    if not claim(PICKS, first.pk, queued=TurnChoice.Status.QUEUED):
         return None  # another run took it between the read and the claim
     first.refresh_from_db()
     return first
@@ -73,39 +68,13 @@ def _choice_claim(user_message_id: int) -> TurnChoice | None:
 
 @contextmanager
 def _choice_lease(choice_id: int) -> Iterator[None]:
-    """Renew the pick's heartbeat while the supervisor is asked (loading its model may take
-    minutes), so that it goes stale only when this process is gone."""
-    finished = threading.Event()
-    me = worker_name()
-
-    def renew() -> None:
-        try:
-            while not finished.wait(heartbeat_seconds()):
-                try:
-                    TurnChoice.objects.filter(pk=choice_id, status=TurnChoice.Status.CHOOSING, worker=me).update(
-                        heartbeat_at=timezone.now()
-                    )
-                except Exception as exc:  # the database is away: the reaper decides once it is back
-                    log.warning("pick %s: heartbeat failed: %s: %s", choice_id, type(exc).__name__, exc)
-                    _connection_drop()
-        finally:
-            _connection_drop()
-
-    thread = threading.Thread(target=renew, name=f"pick-heartbeat-{choice_id}", daemon=True)
-    thread.start()
+    """Held by this process's one heartbeat (``inference.runtime.leases``) while the supervisor is
+    asked (loading its model may take minutes), so that it goes stale only when the process is gone."""
+    lease = heartbeat().hold(PICKS, choice_id)
     try:
         yield
     finally:
-        finished.set()
-        thread.join(timeout=heartbeat_seconds())
-
-
-def _connection_drop() -> None:
-    """Close this thread's database connection, whatever state it is in."""
-    try:
-        connection.close()
-    except Exception as exc:
-        log.debug("closing a database connection: %s", exc)
+        heartbeat().release(lease)
 
 
 def _choice_end(choice: TurnChoice, status: str, *, answer: str = "", error: str = "") -> bool:

@@ -74,7 +74,11 @@ def speakers_plan(session: Session, content: str, agent: Agent | None) -> list[s
 
 def chain_completed(user_message: Message) -> list[bool]:
     """Whether each reply to ``user_message`` so far, in order, ended ``complete``."""
-    chain = Message.objects.filter(reply_to=user_message, role=Message.Role.ASSISTANT).order_by("pk")
+    return chain_completed_of(user_message.pk)
+
+
+def chain_completed_of(user_message_id: int) -> list[bool]:
+    chain = Message.objects.filter(reply_to_id=user_message_id, role=Message.Role.ASSISTANT).order_by("pk")
     return [status == Message.Status.COMPLETE for status in chain.values_list("status", flat=True)]
 
 
@@ -102,8 +106,14 @@ def turn_next(*, reply_id: int) -> Message | None:
     """After the reply ``reply_id`` ended: queue the next speaker of its chain, if any (None when
     the chain ends, or goes on with a supervisor's pick). Safe to call twice: the next turn, once
     queued, is not complete, so a second call finds the chain running."""
-    user_message_id = Message.objects.filter(pk=reply_id).values_list("reply_to_id", flat=True).first()
-    if user_message_id is None:
+    row = Message.objects.filter(pk=reply_id).values_list("reply_to_id", "status").first()
+    if row is None or row[0] is None or row[1] != Message.Status.COMPLETE:
+        return None  # a reply that stopped, failed or was interrupted ends its chain
+    user_message_id = row[0]
+    # Read first without a lock: most replies end a chain of one (a single agent), and the row
+    # lock below would otherwise be taken after every reply. The locked read decides.
+    planned = Message.objects.filter(pk=user_message_id).values_list("turns", flat=True).first()
+    if planned is None or policy.turn_after(planned, chain_completed_of(user_message_id)) is None:
         return None
     with transaction.atomic():
         user_message = Message.objects.select_for_update().filter(pk=user_message_id).first()
