@@ -12,8 +12,8 @@ import pytest
 from django.db import DatabaseError, transaction
 from django.http.multipartparser import MultiPartParser
 
-from pipeline.jobs import datasets, uploads
 from inference.models import ModelArtifact
+from pipeline.jobs import datasets, uploads
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
 LINE = json.dumps(GOOD).encode() + b"\n"

@@ -14,9 +14,9 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from agents.models import Agent
+from inference.models import Job, ModelArtifact
 from pipeline.jobs import datasets, finetune, runner, services
 from pipeline.jobs.steps.finetune import encode
-from inference.models import Job, ModelArtifact
 from sessions_app.models import Message, Session
 from tests.conftest import PIPELINE_PERMISSIONS, grant
 

@@ -15,9 +15,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from inference.models import Job, ModelArtifact
 from pipeline.jobs import kinds, runner, services
 from pipeline.jobs.reaper import jobs_reap
-from inference.models import Job, ModelArtifact
 
 pytestmark = pytest.mark.usefixtures("no_dispatch")
 

@@ -14,8 +14,8 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from agents.models import Agent
-from pipeline.jobs import datasets
 from inference.models import Job, ModelArtifact
+from pipeline.jobs import datasets
 from sessions_app.models import Message, Pick, Session
 from tests.conftest import PIPELINE_PERMISSIONS, grant
 

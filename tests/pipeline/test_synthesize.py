@@ -16,11 +16,11 @@ from rest_framework.test import APIClient
 
 from agents.models import Agent
 from agents.selectors import agent_for_job
+from inference.models import Job, ModelArtifact
 from pipeline.jobs import datasets, services
 from pipeline.jobs.steps import synthesize as step
 from pipeline.jobs.steps.protocol import StepError
 from pipeline.jobs.synthesize import SynthesizeParams, run_synthesize
-from inference.models import Job, ModelArtifact
 
 SPEC: dict[str, Any] = {
     "domain": "video meetings",

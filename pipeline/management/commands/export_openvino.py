@@ -13,8 +13,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from inference.bundled import BUNDLED_NAME, BundledModelMissing, bundled_model_path
-from pipeline.convert import ConversionError, ExportSettings, ir_size_bytes, openvino_ir_from_gguf
 from inference.models import ModelArtifact
+from pipeline.convert import ConversionError, ExportSettings, ir_size_bytes, openvino_ir_from_gguf
 
 
 class Command(BaseCommand):
