@@ -1,8 +1,8 @@
 """``make test``'s pytest: two independent groups at once, one per core.
 
-The model pipeline jobs (tests/integration/test_jobs.py and the dashboard's browser test) spend
-minutes in torch and llama.cpp's converters; the rest of the suite spends much of its time
-waiting on sockets and timers. They share nothing (each starts its own platform on its own
+The model pipeline jobs (tests/integration/test_jobs.py, the other job tests and the dashboard's
+browser test) spend minutes in torch and llama.cpp's converters; the rest of the suite spends much
+of its time waiting on sockets and timers. They share nothing (each starts its own platform on its own
 PostgreSQL database; the jobs group uses Redis db 14, the rest db 13), so they run side by side
 and the whole run takes about as long as the longer group. Each group's output is printed whole
 when it ends, then each group's slowest test files (from its JUnit report), to keep the two
@@ -24,10 +24,13 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The job tests share one worker on the `jobs` queue (tests/integration/conftest.py). The benchmark
+# job joined them when the rest had become the longer group (per-file seconds: the end of a run).
 JOBS_GROUP = [
     "tests/integration/test_jobs.py",
     "tests/integration/test_finetune.py",
     "tests/integration/test_synthesize.py",
+    "tests/integration/test_benchmark.py",
     "tests/ui/test_jobs_dashboard.py",
 ]
 
