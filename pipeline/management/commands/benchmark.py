@@ -28,6 +28,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agents.models import Agent
 from inference.models import ModelArtifact
+from pipeline.bench.report import report_print, report_write
+from pipeline.bench.sweep import Spec, benchmark_run
+from pipeline.hf_bundled import hf_for_bundled
 from sessions_app.tokens import token_for_job
 
 
@@ -51,9 +54,6 @@ class Command(BaseCommand):
         parser.add_argument("--out", default="", help="Folder for bench.json, bench.csv and the pictures.")
 
     def handle(self, *args: Any, **o: Any) -> None:
-        from pipeline.bench.report import report_print, report_write
-        from pipeline.bench.sweep import Spec, benchmark_run
-
         agent, artifact = self._target(o)
         url = (o["url"] or settings.PLATFORM_URL).rstrip("/")
         token, revoke = o["token"], (lambda: None)
@@ -126,8 +126,6 @@ def vllm_bench(url: str, token: str, model: str, spec: Any, out: Path) -> dict[s
     """vLLM's own serving benchmark, unchanged, against the platform's /v1 (``VLLM_BENCH``: a
     ``vllm`` executable; else the vLLM environment's Python running ``bench serve``'s code); the
     tokenizer is the bundled model's Hugging Face folder."""
-    from pipeline.hf_bundled import hf_for_bundled
-
     exe = os.environ.get("VLLM_BENCH", "")
     python = Path(settings.BASE_DIR) / ".venv-vllm" / "bin" / "python"
     if exe and shutil.which(exe):
