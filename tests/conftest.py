@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 from agents.models import Agent
 from inference.models import ModelArtifact
 from sessions_app.tokens import token_create
+from tools.launch import Platform
 
 
 @pytest.fixture
@@ -104,3 +105,18 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     from inference.runtime.pool import lanes_stop
 
     lanes_stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test on a running platform shows the end of each of its process logs (daphne,
+    workers): what the server did is often the only clue to a failure seen in CI."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or call.when != "call":
+        return
+    funcargs = getattr(item, "funcargs", {})
+    for value in {id(v): v for v in funcargs.values() if isinstance(v, Platform)}.values():
+        for log in sorted(value.log_dir.glob("*.log")):
+            text = log.read_text(errors="replace")
+            report.sections.append((f"platform log {log.name} (last 6000 characters)", text[-6000:]))

@@ -34,12 +34,17 @@ export class Participants {
   }
 
   async save(patch) {
+    // Said once the server has stored it: a message sent before then would follow the old policy.
+    this.status = "turn_policy" in patch ? "Saving…" : "";
+    this.render();
     try {
       const session = await apiFetch("PATCH", `/api/sessions/${this.sessionId}/`, patch);
       this.slugs = session.agents;
       this.policy = session.turn_policy;
+      this.status = "turn_policy" in patch ? "Applied" : "";
       this.onChange?.(session);
     } catch (error) {
+      this.status = "";
       this.onError?.(error.message);
     }
     this.render();
@@ -92,12 +97,18 @@ export class Participants {
       max_turns: number("max_turns", "Most turns", this.policy.max_turns ?? 4, 12),
     };
     const shown = { manual: [], round_robin: ["rounds"], debate: ["rounds", "judge"], supervisor: ["supervisor", "max_turns"] };
-    const form = h("form", { class: "policy", "aria-label": "Who answers" }, kind, ...Object.values(fields),
-      h("button", { type: "submit", class: "button small", text: "Apply" }));
+    const apply = h("button", { type: "submit", class: "button small", text: "Apply" });
+    apply.disabled = this.status === "Saving…";
+    const status = h("span", { class: "policy-status muted", role: "status", text: this.status || "" });
+    const form = h("form", { class: "policy", "aria-label": "Who answers" }, kind, ...Object.values(fields), apply, status);
     const showFields = () => {
       for (const [name, field] of Object.entries(fields)) field.hidden = !shown[kind.value].includes(name);
     };
     kind.addEventListener("change", showFields);
+    form.addEventListener("input", () => {
+      this.status = "";
+      status.textContent = "";
+    });
     showFields();
     form.addEventListener("submit", (event) => {
       event.preventDefault();

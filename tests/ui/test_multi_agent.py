@@ -27,13 +27,14 @@ def test_a_round_robin_chat_of_two_agents(page: Page, platform: Platform) -> Non
     page.get_by_label("Turn policy").select_option("round_robin")
     page.get_by_label("Rounds").fill("1")
     page.get_by_role("button", name="Apply").click()
+    # Stored on the server before the message goes (the select shows the choice before that).
+    expect(page.get_by_role("form", name="Who answers").get_by_role("status")).to_have_text("Applied")
     expect(page.get_by_label("Turn policy")).to_have_value("round_robin")
 
     send(page, "Name one colour.")
     # The second turn starts only when the first has ended, on the shared embedded pool that other
-    # tests' replies may still hold, beside the jobs group's torch steps in make test: 60 s was
-    # passed once in CI with one reply shown.
-    expect(replies(page)).to_have_count(2, timeout=150_000)
+    # tests' replies may still hold, beside the jobs group's torch steps in make test.
+    expect(replies(page)).to_have_count(2, timeout=90_000)
     for reply in (replies(page).nth(0), replies(page).nth(1)):
         assert wait_final(reply) == "complete"
     expect(replies(page).nth(0).locator(".msg-who")).to_have_text("Assistant")
