@@ -131,6 +131,7 @@ class AgentAdmin(admin.ModelAdmin):
                     "max_prompt_chars",
                     "repetition_penalty",
                     "stop",
+                    "reasoning",
                 ]
             },
         ),

@@ -8,7 +8,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from inference import generation
+from inference import generation, reasoning
 from inference.backends.registry import LoadPlan, OptionsError, backend_classes, load_plan, options_validate_to_save
 
 
@@ -43,6 +43,13 @@ class Agent(models.Model):
     class Visibility(models.TextChoices):
         EVERYONE = "everyone", "Every user"
         RESTRICTED = "restricted", "Chosen users and groups"
+
+    class Reasoning(models.TextChoices):
+        """How the model shows its thinking (inference.reasoning)."""
+
+        AUTO = reasoning.MODE_AUTO, "Detect from the chat template"
+        THINK_TAGS = reasoning.MODE_THINK_TAGS, "Thinks between <think> and </think>"
+        OFF = reasoning.MODE_OFF, "Off: everything it writes is the answer"
 
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=100, unique=True)
@@ -79,6 +86,14 @@ class Agent(models.Model):
         help_text="Longest prompt (all messages of an API call, or one chat message) this agent accepts.",
     )
     context_window = models.PositiveIntegerField(default=2048, validators=generation.CONTEXT_WINDOW.validators())
+    reasoning = models.CharField(
+        max_length=16,
+        choices=Reasoning.choices,
+        default=Reasoning.AUTO,
+        help_text="A reasoning model's thinking is stored and shown apart from its answer, and left out of "
+        "later prompts. Auto: when the model's chat template mentions <think>. Choose <think> tags for a "
+        "model on an OpenAI-compatible server (its template cannot be read from here).",
+    )
 
     node = models.SlugField(
         max_length=64,

@@ -43,8 +43,8 @@ class AgentSerializer(serializers.ModelSerializer):
             "id", "name", "slug", "description", "avatar_emoji", "avatar_image", "system_prompt",
             "backend", "model", "model_name", "backend_options", "api_key", "has_api_key",
             "temperature", "top_p", "max_tokens", "repetition_penalty", "stop", "context_window",
-            "max_prompt_chars", "node", "queue", "is_active", "visibility", "allowed_users", "allowed_groups",
-            "created_at", "updated_at",
+            "reasoning", "max_prompt_chars", "node", "queue", "is_active", "visibility", "allowed_users",
+            "allowed_groups", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["avatar_image", "created_at", "updated_at"]
 

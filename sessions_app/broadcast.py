@@ -17,6 +17,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from inference.reasoning import CONTENT, Part
+
 log = logging.getLogger(__name__)
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -161,22 +163,28 @@ def message_send(session_id: int, message: dict[str, Any]) -> None:
 
 
 def delta_buffered_send(
-    session_id: int, message_id: int, seq: int, text: str, append: Callable[[int, int, str], None]
+    session_id: int,
+    message_id: int,
+    seq: int,
+    text: str,
+    append: Callable[[int, int, str, Part], None],
+    part: Part = CONTENT,
 ) -> None:
     """``append`` the text to the live buffer, then send the delta: one hand-over to the sender's
     thread per delta in a worker process (a reply sent token by token makes one per token), so
-    the decode loop neither waits on Redis nor wakes the sender twice. Never raises."""
+    the decode loop neither waits on Redis nor wakes the sender twice. ``part`` says whether the
+    text extends the answer or a reasoning model's thinking. Never raises."""
     group = session_group(session_id)
-    event = {"type": "chat.delta", "message_id": message_id, "seq": seq, "text": text}
+    event = {"type": "chat.delta", "message_id": message_id, "seq": seq, "text": text, "part": part}
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
     daphne_loop = _loop is not None and _loop.is_running()
     if not settings.EMBEDDED and running is None and not daphne_loop:
-        _background_sender().submit(group, event, before=lambda: append(message_id, seq, text))
+        _background_sender().submit(group, event, before=lambda: append(message_id, seq, text, part))
         return
-    in_order("live buffer append", lambda: append(message_id, seq, text))
+    in_order("live buffer append", lambda: append(message_id, seq, text, part))
     group_send(group, event)
 
 

@@ -12,7 +12,7 @@ Server -> client::
 
     {"type": "session", "session": {...}, "messages": [...]}   on connect: the persisted state
     {"type": "message", "message": {...}}                      a message was created / changed state
-    {"type": "delta", "message_id": 12, "seq": 3, "text": "..."}
+    {"type": "delta", "message_id": 12, "seq": 3, "text": "...", "part": "content"}   "reasoning": the thinking
     {"type": "done", "message_id": 12, "status": "complete", "stats": {...}, "message": {...}}
     {"type": "deleted", "message_ids": [...]}                  replaced by an edit or a regenerate
     {"type": "turn", "reply_to", "message_id", "agent", "agent_name", "turn", "turns"}   who speaks next
@@ -34,6 +34,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from inference.errors import PlatformError
+from inference.reasoning import CONTENT
 from sessions_app import services
 from sessions_app.follow import session_follow
 from sessions_app.models import Session
@@ -209,11 +210,17 @@ class SessionConsumer(TokenBound):
     chat_delta = chat_done = chat_deleted = chat_turn = chat_picked = chat_message
 
 
+def _stream_of(delta: dict[str, Any]) -> tuple[int, str]:
+    """The reply and the part (answer or thinking) a delta extends."""
+    return delta["message_id"], delta.get("part", CONTENT)
+
+
 class _Coalescer:
     """At most one ``delta`` event per ``interval`` to the browser: a reply made token by token
     for an API client (``params.cadence``) reaches a page watching the same session as batches,
     each the text since the last one with its last ``seq``. A batch waits at most ``interval``;
-    every other event first sends the batch before it, so the order is kept."""
+    every other event, and a delta of another reply or part, first sends the batch before it, so
+    the order is kept."""
 
     def __init__(self, send: Any, interval: float) -> None:
         self.send, self.interval = send, interval
@@ -224,7 +231,8 @@ class _Coalescer:
 
     async def delta(self, event: dict[str, Any]) -> None:
         async with self.lock:
-            if self.pending is not None and self.pending["message_id"] != event["message_id"]:
+            pending = self.pending
+            if pending is not None and _stream_of(pending) != _stream_of(event):
                 await self._flush()
             if self.pending is None:
                 self.pending = dict(event)

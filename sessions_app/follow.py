@@ -5,7 +5,8 @@ A door joins the session's channel-layer group, then iterates ``session_follow``
 1. the persisted state, with each streaming reply's text taken from the live buffer when that is
    fresher (``{"type": "session", "session", "messages"}``);
 2. then the live events, each reply's deltas once and in order (de-duplicated by ``seq``; a gap
-   is filled from the live buffer), ``message`` and ``deleted`` events, and exactly one ``done``
+   is filled from the live buffer), each saying which part it extends (``part``: ``content``, or
+   ``reasoning`` for a reasoning model's thinking), ``message`` and ``deleted`` events, and exactly one ``done``
    per reply, after which nothing more of that reply is passed on;
 3. whenever events stop for ``REPLY_FOLLOW_CHECK_SECONDS`` while a reply is unfinished, the
    database is read: a reply that ended without its ``done`` reaching us (channels_redis drops
@@ -28,7 +29,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from sessions_app.live import text_fresher
+from inference.reasoning import CONTENT, REASONING, Part
+from sessions_app.live import LiveText, live_fresher
 from sessions_app.models import Message, Session
 from sessions_app.selectors import message_list, message_payload_live, message_states, session_payload
 
@@ -57,6 +59,11 @@ class _Has:
 
     seq: int = 0
     text: str = ""
+    reasoning: str = ""
+
+    def behind(self, live: LiveText) -> bool:
+        """Whether ``live`` is this state and more: what is missing can be sent as deltas."""
+        return live.content.startswith(self.text) and live.reasoning.startswith(self.reasoning)
 
 
 @dataclass
@@ -72,7 +79,9 @@ class _Follower:
 
     def track(self, message: dict[str, Any]) -> None:
         if message["status"] in UNFINISHED and message["id"] not in self.finished:
-            self.replies.setdefault(message["id"], _Has(message["seq"], message["content"]))
+            self.replies.setdefault(
+                message["id"], _Has(message["seq"], message["content"], message.get("reasoning", ""))
+            )
 
     async def handle(self, event: Event) -> list[Event]:
         kind = event.get("type")
@@ -83,7 +92,8 @@ class _Follower:
             self.track(message)
             return [{"type": "message", "message": message}]
         if kind == "chat.delta":
-            return await self._delta(event["message_id"], event["seq"], event["text"])
+            # No ``part``: a worker of an older version, whose text is all answer.
+            return await self._delta(event["message_id"], event["seq"], event["text"], event.get("part", CONTENT))
         if kind == "chat.done":
             return self._done(event["message"])
         if kind == "chat.deleted":
@@ -94,7 +104,7 @@ class _Follower:
             return [{"type": "picked", **event["pick"]}]
         return []
 
-    async def _delta(self, message_id: int, seq: int, text: str) -> list[Event]:
+    async def _delta(self, message_id: int, seq: int, text: str, part: Part) -> list[Event]:
         if not self._wanted(message_id) or message_id in self.finished:
             return []  # nothing of a reply after its done
         has = self.replies.setdefault(message_id, _Has())
@@ -102,15 +112,10 @@ class _Follower:
             return []  # already in the snapshot or sent
         if seq > has.seq + 1:
             # A delta was lost on the way: the live buffer has the whole text up to some seq.
-            text_now, seq_now = await sync_to_async(text_fresher)(message_id=message_id, content="", seq=0)
-            if seq_now >= seq and text_now.startswith(has.text):
-                return [self._advance(message_id, seq_now, text_now[len(has.text) :])]
-        return [self._advance(message_id, seq, text)]
-
-    def _advance(self, message_id: int, seq: int, text: str) -> Event:
-        has = self.replies[message_id]
-        has.seq, has.text = seq, has.text + text
-        return {"type": "delta", "message_id": message_id, "seq": seq, "text": text}
+            live = await sync_to_async(live_fresher)(message_id=message_id, content="", seq=0)
+            if live.seq >= seq and has.behind(live):
+                return _catch_up(message_id, has, live)
+        return [_advance(message_id, has, seq, text, part)]
 
     def _done(self, message: dict[str, Any]) -> list[Event]:
         message_id = message["id"]
@@ -118,12 +123,10 @@ class _Follower:
             return []
         out: list[Event] = []
         has = self.replies.pop(message_id, None)
-        content = message.get("content") or ""
-        if has is not None and len(content) > len(has.text) and content.startswith(has.text):
-            # Deltas that never arrived: the stored text has them.
-            out.append(
-                {"type": "delta", "message_id": message_id, "seq": message["seq"], "text": content[len(has.text) :]}
-            )
+        stored = LiveText(message.get("content") or "", message["seq"], message.get("reasoning") or "")
+        grown = has is not None and (len(stored.content), len(stored.reasoning)) != (len(has.text), len(has.reasoning))
+        if has is not None and grown and has.behind(stored):
+            out += _catch_up(message_id, has, stored)  # deltas that never arrived: the stored text has them
         out.append(done_event(message))
         self.finished.add(message_id)
         if self.reply_id is not None:
@@ -154,12 +157,37 @@ class _Follower:
             has = self.replies.get(message_id)
             if has is None:
                 continue
+            live = LiveText(state["content"], state["seq"], state["reasoning"])
             if state["status"] not in UNFINISHED:
                 out += self._done(state)
-            elif state["seq"] > has.seq and state["content"].startswith(has.text):
-                out.append(self._advance(message_id, state["seq"], state["content"][len(has.text) :]))
+            elif live.seq > has.seq and has.behind(live):
+                out += _catch_up(message_id, has, live)
         out.append({"type": "idle", "states": {pk: state["status"] for pk, state in states.items()}})
         return out
+
+
+def _advance(message_id: int, has: _Has, seq: int, text: str, part: Part) -> Event:
+    has.seq = seq
+    if part == REASONING:
+        has.reasoning += text
+    else:
+        has.text += text
+    return {"type": "delta", "message_id": message_id, "seq": seq, "text": text, "part": part}
+
+
+def _catch_up(message_id: int, has: _Has, live: LiveText) -> list[Event]:
+    """The deltas that bring ``has`` to ``live`` (which ``has.behind``): the thinking's, then the
+    answer's. Both grew only when the gap spans the end of the thinking, so at least two deltas
+    were missed (the worker sends each part with its own ``seq``): the thinking's gets the
+    ``seq`` before ``live.seq``."""
+    more_reasoning, more_text = live.reasoning[len(has.reasoning) :], live.content[len(has.text) :]
+    out: list[Event] = []
+    if more_reasoning:
+        seq = live.seq - 1 if more_text and live.seq - 1 > has.seq else live.seq
+        out.append(_advance(message_id, has, seq, more_reasoning, REASONING))
+    if more_text or not out:
+        out.append(_advance(message_id, has, live.seq, more_text, CONTENT))
+    return out
 
 
 def _snapshot(session: Session, reply_id: int | None) -> Event:

@@ -6,18 +6,23 @@ before it broadcasts a delta, and a client joins the session's group before it r
 a joining client misses nothing: deltas up to the snapshot's ``seq`` are in the snapshot, later
 ones arrive live. The buffer is a cache: the database stays the record (the reaper falls back
 to it when the buffer is gone).
+
+A reasoning model's reply has two parts (``inference.reasoning``): each delta extends one of
+them, and the buffer keeps each part's text apart, so that a client joining mid-reply gets the
+thinking and the answer as they are.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from django.conf import settings
 
+from inference.reasoning import CONTENT, REASONING, Part
+
 _TTL_SECONDS = 3600
-_TTL_EVERY = 64
 
 
 # A reply's ``params["cadence"]``: "token" sends each token as the engine makes it (what an API
@@ -26,9 +31,17 @@ _TTL_EVERY = 64
 CADENCE_TOKEN = "token"
 
 
+class LiveText(NamedTuple):
+    """A streaming reply's text as of delta ``seq``: its answer and its thinking."""
+
+    content: str
+    seq: int
+    reasoning: str = ""
+
+
 class StreamBuffer(Protocol):
-    def append(self, message_id: int, seq: int, text: str) -> None: ...
-    def snapshot(self, message_id: int) -> tuple[str, int] | None: ...
+    def append(self, message_id: int, seq: int, text: str, part: Part = CONTENT) -> None: ...
+    def snapshot(self, message_id: int) -> LiveText | None: ...
     def discard(self, message_id: int) -> None: ...
 
 
@@ -37,14 +50,17 @@ class MemoryStreamBuffer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._data: dict[int, tuple[str, int]] = {}
+        self._data: dict[int, LiveText] = {}
 
-    def append(self, message_id: int, seq: int, text: str) -> None:
+    def append(self, message_id: int, seq: int, text: str, part: Part = CONTENT) -> None:
         with self._lock:
-            old, _ = self._data.get(message_id, ("", 0))
-            self._data[message_id] = (old + text, seq)
+            old = self._data.get(message_id, LiveText("", 0))
+            if part == REASONING:
+                self._data[message_id] = LiveText(old.content, seq, old.reasoning + text)
+            else:
+                self._data[message_id] = LiveText(old.content + text, seq, old.reasoning)
 
-    def snapshot(self, message_id: int) -> tuple[str, int] | None:
+    def snapshot(self, message_id: int) -> LiveText | None:
         with self._lock:
             return self._data.get(message_id)
 
@@ -60,28 +76,36 @@ class RedisStreamBuffer:
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
     @staticmethod
-    def _keys(message_id: int) -> tuple[str, str]:
-        return f"chatsite:reply:{message_id}:text", f"chatsite:reply:{message_id}:seq"
+    def _keys(message_id: int) -> tuple[str, str, str]:
+        prefix = f"chatsite:reply:{message_id}"
+        return f"{prefix}:text", f"{prefix}:seq", f"{prefix}:reasoning"
 
-    def append(self, message_id: int, seq: int, text: str) -> None:
-        text_key, seq_key = self._keys(message_id)
+    def append(self, message_id: int, seq: int, text: str, part: Part = CONTENT) -> None:
+        text_key, seq_key, reasoning_key = self._keys(message_id)
+        key = reasoning_key if part == REASONING else text_key
         pipe = self._redis.pipeline(transaction=True)
-        pipe.append(text_key, text.encode("utf-8"))
+        pipe.append(key, text.encode("utf-8"))
         pipe.set(seq_key, seq, ex=_TTL_SECONDS)
-        if seq % _TTL_EVERY == 1:  # a reply sent token by token appends often; the TTL is an hour
-            pipe.expire(text_key, _TTL_SECONDS)
+        # On every append: a part's key may be new (the answer starts after the thinking), and a
+        # buffer nobody discards (a worker that died) must still go. One more command in the
+        # same round trip.
+        pipe.expire(key, _TTL_SECONDS)
         pipe.execute()
 
-    def snapshot(self, message_id: int) -> tuple[str, int] | None:
-        text_key, seq_key = self._keys(message_id)
-        text, seq = self._redis.mget(text_key, seq_key)
+    def snapshot(self, message_id: int) -> LiveText | None:
+        text_key, seq_key, reasoning_key = self._keys(message_id)
+        text, seq, reasoning = self._redis.mget(text_key, seq_key, reasoning_key)
         if seq is None:
             return None
-        raw = text or b""
-        return (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw), int(seq)
+        return LiveText(_decoded(text), int(seq), _decoded(reasoning))
 
     def discard(self, message_id: int) -> None:
         self._redis.delete(*self._keys(message_id))
+
+
+def _decoded(raw: bytes | str | None) -> str:
+    raw = raw or b""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
 _buffer: StreamBuffer | None = None
@@ -96,15 +120,16 @@ def stream_buffer() -> StreamBuffer:
         return _buffer
 
 
-def text_fresher(*, message_id: int, content: str, seq: int) -> tuple[str, int]:
-    """A streaming reply's text and ``seq``: the live buffer's when it is at least as new as the
-    database's copy, else the database's. The buffer is a cache: when Redis is away the database's
-    copy is the best there is."""
+def live_fresher(*, message_id: int, content: str, seq: int, reasoning: str = "") -> LiveText:
+    """A streaming reply's text, thinking and ``seq``: the live buffer's when it is at least as new
+    as the database's copy, else the database's. The buffer is a cache: when Redis is away the
+    database's copy is the best there is."""
+    stored = LiveText(content, seq, reasoning)
     try:
         live = stream_buffer().snapshot(message_id)
     except Exception as exc:
         logging.getLogger(__name__).warning("live buffer unavailable for %s: %s", message_id, exc)
-        return content, seq
-    if live is not None and live[1] >= seq:
+        return stored
+    if live is not None and live.seq >= seq:
         return live
-    return content, seq
+    return stored

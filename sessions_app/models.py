@@ -85,6 +85,9 @@ class Message(models.Model):
     agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages")
     reply_to = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies")
     content = models.TextField(blank=True, default="")
+    # A reasoning model's thinking, apart from its answer (inference.reasoning): shown folded,
+    # never sent back to a model in a later prompt.
+    reasoning = models.TextField(blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True, default="")
     client_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 - NULL: not unique
@@ -109,6 +112,12 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.FloatField(null=True, blank=True)
     decode_tps = models.FloatField(null=True, blank=True)
+    reasoning_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How long the thinking lasted: its first token to its end."
+    )
+    reasoning_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens of the thinking, counted as the engine's pieces of it."
+    )
     finish_reason = models.CharField(
         max_length=16, blank=True, default="", help_text="stop, length or cancelled, as the engine said."
     )

@@ -22,7 +22,7 @@ from django.utils import timezone
 from inference.runtime.identity import process_started_at
 from inference.runtime.reaper import reap
 from sessions_app import broadcast, notes
-from sessions_app.live import text_fresher
+from sessions_app.live import live_fresher
 from sessions_app.liveness import PICKS, REPLIES
 from sessions_app.models import Message, TurnChoice
 from sessions_app.selectors import message_payload
@@ -66,9 +66,9 @@ def _reap(*, before: datetime, lookup: Literal["lt", "lte"]) -> int:
 
 
 def _reply_ended(message: Message) -> dict[str, Any]:
-    content, seq = text_fresher(message_id=message.pk, content=message.content, seq=message.seq)
-    return {"status": Message.Status.INTERRUPTED, "content": content, "seq": seq, "error": INTERRUPTED_ERROR,
-            "finished_at": timezone.now()}  # fmt: skip
+    live = live_fresher(message_id=message.pk, content=message.content, seq=message.seq, reasoning=message.reasoning)
+    return {"status": Message.Status.INTERRUPTED, "content": live.content, "reasoning": live.reasoning,
+            "seq": live.seq, "error": INTERRUPTED_ERROR, "finished_at": timezone.now()}  # fmt: skip
 
 
 def _reply_announce(message: Message) -> None:

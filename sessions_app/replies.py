@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -28,7 +28,9 @@ from django.utils import timezone
 
 from inference.backends.base import Backend, BackendError, ChatMessage, GenerationParams
 from inference.cache import model_cache
+from inference.constraints import Constraint, ConstraintError, ToolCalls, constraint_from_json, tools_prompt
 from inference.prompt import PromptTooLong, prompt_build
+from inference.reasoning import CONTENT, REASONING, Part, ThinkSplitter, reasoning_mode
 from sessions_app import broadcast, trace
 from sessions_app.live import CADENCE_TOKEN, stream_buffer
 from sessions_app.liveness import REPLIES, Lease, claim, heartbeat, worker_name
@@ -44,7 +46,14 @@ class _Stream:
     message: Message
     lease: Lease
     text: str = ""
-    pending: str = ""
+    reasoning: str = ""
+    # Text not yet sent, in order, each piece the answer's or the thinking's.
+    pending: list[tuple[Part, str]] = field(default_factory=list)
+    # Splits a reasoning model's thinking from its answer; None: all text is the answer.
+    splitter: ThinkSplitter | None = None
+    reasoning_started: float | None = None
+    reasoning_ended: float | None = None
+    reasoning_chunks: int = 0
     seq: int = 0
     saved_seq: int = 0
     started: float = 0.0
@@ -127,14 +136,21 @@ def _generate(stream: _Stream) -> None:
             # Token counts are estimates here: keep a tenth of the window spare.
             context = int(context * 0.9)
         overrides = message.params or {}
+        constraint = _constraint_of(overrides)
+        backend.constraint_check(constraint)  # before a token: a backend that cannot says so
+        system_prompt = overrides.get("system_prompt", agent.system_prompt)
+        if isinstance(constraint, ToolCalls) and not backend.renders_tools:
+            # The generic tool-call format, told in the system prompt (inference.constraints).
+            system_prompt = "\n\n".join(p for p in (system_prompt, tools_prompt(constraint)) if p)
         prompt = prompt_build(
-            system_prompt=overrides.get("system_prompt", agent.system_prompt),
+            system_prompt=system_prompt,
             history=history_for_reply(message),
             count_tokens=backend.count_tokens,
             context_window=context,
             max_tokens=min(overrides.get("max_tokens", agent.max_tokens), agent.max_tokens),
         )
         params = GenerationParams(
+            constraint=constraint,
             max_tokens=prompt.max_tokens,
             temperature=overrides.get("temperature", agent.temperature),
             top_p=overrides.get("top_p", agent.top_p),
@@ -142,8 +158,32 @@ def _generate(stream: _Stream) -> None:
             stop=tuple(overrides.get("stop", agent.stop) or ()),
             seed=overrides.get("seed"),
         )
+        stream.splitter = _splitter_for(agent.reasoning, backend, constraint)
         trace.mark(message.pk, "prompt")
         _stream_into(stream, backend, prompt.messages, params)
+
+
+def _splitter_for(option: str, backend: Backend, constraint: Constraint | None) -> ThinkSplitter | None:
+    """The splitter of a reasoning model's output, or None when nothing is to be split: the agent
+    says so, or a grammar writes the whole answer from its first token (only "auto" tool calls
+    let free text, and so thinking, come first)."""
+    if constraint is not None and not (isinstance(constraint, ToolCalls) and constraint.mode == "auto"):
+        return None
+    template = backend.chat_template()
+    enabled, opened = reasoning_mode(option, template)
+    return ThinkSplitter(opened=opened) if enabled else None
+
+
+def _constraint_of(overrides: dict[str, Any]) -> Constraint | None:
+    """The constraint the door that asked for the reply stored with it (``/v1``'s
+    ``response_format``), checked again: the row may have been written by an older version."""
+    stored = overrides.get("constraint")
+    if not stored:
+        return None
+    try:
+        return constraint_from_json(stored)
+    except ConstraintError as exc:
+        raise BackendError(f"The reply's output constraint is not valid: {exc}") from exc
 
 
 def _stop_requested(stream: _Stream, *, force: bool = False) -> bool:
@@ -190,7 +230,7 @@ def _stream_into(stream: _Stream, backend: Backend, messages: list[ChatMessage],
             if stream.first_token is None:
                 stream.first_token = now
                 trace.mark(stream.message.pk, "engine_first")
-            stream.pending += chunk.text
+            _take(stream, chunk.text, now)
             if now - stream.last_flush >= flush_every:
                 _flush(stream)
                 stream.last_flush = now
@@ -206,6 +246,32 @@ def _stream_into(stream: _Stream, backend: Backend, messages: list[ChatMessage],
     _flush(stream)
     status = Message.Status.CANCELLED if finish == "cancelled" or stream.stop_seen else Message.Status.COMPLETE
     _finish(stream, status, usage=usage, finish_reason="cancelled" if status == Message.Status.CANCELLED else finish)
+
+
+def _take(stream: _Stream, text: str, now: float) -> None:
+    """Queue the engine's ``text`` for sending, split into thinking and answer when the agent
+    reasons; count the thinking's chunks (one token each on our engines) and time it."""
+    splitter = stream.splitter
+    if splitter is None:
+        _pend(stream, [(CONTENT, text)])
+        return
+    before = splitter.phase
+    pieces = splitter.feed(text)
+    if REASONING in (before, splitter.phase):
+        stream.reasoning_chunks += 1
+        if stream.reasoning_started is None:
+            stream.reasoning_started = now
+        if splitter.phase == CONTENT:
+            stream.reasoning_ended = now  # this chunk closed the thinking
+    _pend(stream, pieces)
+
+
+def _pend(stream: _Stream, pieces: list[tuple[Part, str]]) -> None:
+    for part, text in pieces:
+        if stream.pending and stream.pending[-1][0] == part:
+            stream.pending[-1] = (part, stream.pending[-1][1] + text)
+        else:
+            stream.pending.append((part, text))
 
 
 def _live(send: Any, *args: Any) -> None:
@@ -230,15 +296,21 @@ def _flush(stream: _Stream) -> None:
         _stop_requested(stream, force=force)
     if stream.lost:
         return
-    text, stream.pending = stream.pending, ""
-    stream.seq += 1
-    stream.text += text
-    # Buffer first, then broadcast: a client joining in between finds the text in the buffer.
-    # Both leave from the sender's thread, in order: the decode loop does not wait on Redis.
-    message_id, seq = stream.message.pk, stream.seq
-    broadcast.delta_buffered_send(stream.message.session_id, message_id, seq, text, stream_buffer().append)
-    if seq == 1:
-        trace.mark(message_id, "sent")
+    pending, stream.pending = stream.pending, []
+    for part, text in pending:  # one delta, with its own seq, per part
+        stream.seq += 1
+        if part == REASONING:
+            stream.reasoning += text
+        else:
+            stream.text += text
+        # Buffer first, then broadcast: a client joining in between finds the text in the buffer.
+        # Both leave from the sender's thread, in order: the decode loop does not wait on Redis.
+        message_id, seq = stream.message.pk, stream.seq
+        broadcast.delta_buffered_send(
+            stream.message.session_id, message_id, seq, text, stream_buffer().append, part=part
+        )
+        if seq == 1:
+            trace.mark(message_id, "sent")
 
 
 def _database_lost(stream: _Stream, exc: BaseException) -> None:
@@ -271,7 +343,7 @@ def _save_partial(stream: _Stream) -> None:
     try:
         saved = Message.objects.filter(
             pk=stream.message.pk, status=Message.Status.STREAMING, worker=worker_name()
-        ).update(content=stream.text, seq=stream.seq)
+        ).update(content=stream.text, reasoning=stream.reasoning, seq=stream.seq)
     except DATABASE_ERRORS as exc:
         _database_lost(stream, exc)  # the text is in memory and in the live buffer; saved next time
         return
@@ -316,12 +388,15 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None,
         message_id = stream.message.pk
         broadcast.in_order("live buffer discard", lambda: stream_buffer().discard(message_id))
         return
+    end = time.monotonic()
+    if stream.splitter is not None:
+        _pend(stream, stream.splitter.finish())  # a held-back tail that began no tag after all
     _flush(stream)
     message = stream.message
-    end = time.monotonic()
     fields: dict[str, Any] = {
         "status": status,
         "content": stream.text,
+        "reasoning": stream.reasoning,
         "seq": stream.seq,
         "error": error,
         "finished_at": timezone.now(),
@@ -329,6 +404,11 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None,
     }
     if stream.first_token is not None:
         fields["ttft_ms"] = round((stream.first_token - stream.started) * 1000, 1)
+    if stream.splitter is not None:
+        fields["reasoning_tokens"] = stream.reasoning_chunks
+    if stream.reasoning and stream.reasoning_started is not None:
+        # A thinking never closed lasted until the reply ended.
+        fields["reasoning_ms"] = round(((stream.reasoning_ended or end) - stream.reasoning_started) * 1000)
     if finish_reason:
         fields["finish_reason"] = finish_reason
     if usage is not None:

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from inference.backends.base import ChatMessage
-from sessions_app.live import text_fresher
+from sessions_app.live import live_fresher
 from sessions_app.models import Message, Participant, Session
 
 
@@ -49,7 +49,9 @@ def history_for_reply(message: Message) -> list[ChatMessage]:
     Its own agent's earlier turns are ``assistant``; every other agent's turn is a ``user``
     message prefixed with that agent's name ("Poet: …"), so that no agent reads another's words
     as its own. Such a turn is joined to a neighbouring ``user`` message (many chat templates
-    want turns to alternate). In a session with one agent this is the plain conversation.
+    want turns to alternate). In a session with one agent this is the plain conversation. Each
+    turn is its ``content`` only: earlier thinking stays out of later prompts, as Qwen and
+    DeepSeek advise for their reasoning models.
     """
     return history_as_seen(session_id=message.session_id, before=message.pk, agent_id=message.agent_id)
 
@@ -101,6 +103,9 @@ def message_payload(message: Message) -> dict[str, Any]:
         "compare": bool((message.turns or {}).get("compare")),
         "picked": bool((message.turns or {}).get("picked")),
         "content": message.content,
+        # A reasoning model's thinking (and how long it lasted, in ms): never part of ``content``.
+        "reasoning": message.reasoning,
+        "reasoning_ms": message.reasoning_ms,
         "status": message.status,
         "error": message.error,
         "client_id": message.client_id,
@@ -113,6 +118,7 @@ def message_payload(message: Message) -> dict[str, Any]:
             "completion_tokens": message.completion_tokens,
             "ttft_ms": message.ttft_ms,
             "decode_tps": message.decode_tps,
+            "reasoning_tokens": message.reasoning_tokens,
         },
         "created_at": message.created_at.isoformat() if message.created_at else None,
         "started_at": message.started_at.isoformat() if message.started_at else None,
@@ -128,13 +134,14 @@ def _avatar(agent: Any) -> str | None:
 
 
 def message_payload_live(message: Message) -> dict[str, Any]:
-    """``message_payload``, with a streaming reply's text from the live buffer when that is
-    fresher than the database's last save (the buffer is written before each delta is sent)."""
+    """``message_payload``, with a streaming reply's text (and thinking) from the live buffer when
+    that is fresher than the database's last save (the buffer is written before each delta is sent)."""
     payload = message_payload(message)
     if message.status == Message.Status.STREAMING:
-        payload["content"], payload["seq"] = text_fresher(
-            message_id=message.pk, content=message.content, seq=message.seq
+        live = live_fresher(
+            message_id=message.pk, content=message.content, seq=message.seq, reasoning=message.reasoning
         )
+        payload.update(content=live.content, seq=live.seq, reasoning=live.reasoning)
     return payload
 
 

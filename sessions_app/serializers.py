@@ -58,6 +58,9 @@ class StatsSerializer(serializers.Serializer):
     completion_tokens = serializers.IntegerField(allow_null=True)
     ttft_ms = serializers.FloatField(allow_null=True)
     decode_tps = serializers.FloatField(allow_null=True)
+    reasoning_tokens = serializers.IntegerField(
+        allow_null=True, help_text="Tokens of a reasoning model's thinking (null: the agent does not reason)."
+    )
 
 
 class MessageOutputSerializer(serializers.Serializer):
@@ -74,7 +77,11 @@ class MessageOutputSerializer(serializers.Serializer):
     turn = serializers.IntegerField(help_text="A reply's place among the replies to its user message, from 1.")
     compare = serializers.BooleanField(help_text="A reply of a compare (shown side by side with the others).")
     picked = serializers.BooleanField(help_text="The compare reply the user picked as the best.")
-    content = serializers.CharField(allow_blank=True)
+    content = serializers.CharField(allow_blank=True, help_text="The answer, without any thinking.")
+    reasoning = serializers.CharField(
+        allow_blank=True, help_text="A reasoning model's thinking, kept apart from the answer and out of later prompts."
+    )
+    reasoning_ms = serializers.IntegerField(allow_null=True, help_text="How long the thinking lasted, in ms.")
     status = serializers.ChoiceField(choices=Message.Status.choices)
     error = serializers.CharField(allow_blank=True)
     client_id = serializers.CharField(allow_null=True)

@@ -72,7 +72,7 @@ async def message_stream(request: HttpRequest, session_id: int, message_id: int)
                         continue  # deleted meanwhile: the follower says so next
                     yield _sse("snapshot", event["messages"][0])
                 elif kind == "delta":
-                    yield _sse("delta", {k: event[k] for k in ("message_id", "seq", "text")})
+                    yield _sse("delta", {k: event[k] for k in ("message_id", "seq", "text", "part") if k in event})
                 elif kind == "message":
                     yield _sse("status", {"message_id": message_id, "status": event["message"]["status"]})
                 elif kind == "done":

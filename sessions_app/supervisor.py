@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from inference.backends.base import BackendError, GenerationParams
 from inference.cache import model_cache
+from inference.constraints import Choice
 from sessions_app import policy
 from sessions_app.liveness import PICKS, claim, heartbeat, worker_name
 from sessions_app.models import Message, Session, TurnChoice
@@ -123,7 +124,12 @@ def _choose_claimed(choice: TurnChoice) -> str | None:
     )
     plan = supervisor.load_plan()
     with model_cache().use(plan.key, plan.build) as backend:
-        params = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0, repetition_penalty=1.0, stop=("\n",))
+        # The answer is decoded under a choice of the slugs and END: it always names someone.
+        choices = Choice(options=(*(a.slug for a in candidates), policy.END))
+        backend.constraint_check(choices)
+        params = GenerationParams(
+            max_tokens=48, temperature=0.0, top_p=1.0, repetition_penalty=1.0, stop=("\n",), constraint=choices
+        )
         chunks = backend.stream_chat(
             [{"role": "system", "content": system}, *history], params, should_stop=lambda: False, session_key=None
         )

@@ -303,9 +303,13 @@ class TerminalChat:
                 next_event = asyncio.ensure_future(follower.__anext__())
                 kind = event["type"]
                 if kind == "session" and event["messages"]:
+                    if event["messages"][0].get("reasoning"):
+                        self.write(self.palette.paint("2", event["messages"][0]["reasoning"]))
                     self.write(event["messages"][0]["content"])
                 elif kind == "delta":
-                    self.write(event["text"])
+                    # A reasoning model's thinking, dimmed, before its answer.
+                    reasoning = event.get("part") == "reasoning"
+                    self.write(self.palette.paint("2", event["text"]) if reasoning else event["text"])
                 elif kind == "done":
                     self._finish(event["message"])
                     return

@@ -181,12 +181,22 @@ def export_markdown(data: dict[str, Any]) -> str:
             heading = " · ".join(part for part in (f"## {who}", message["backend"], when) if part)
         else:
             heading = f"## System · {when}"
-        lines += ["---", "", heading, "", message["content"].rstrip() or "*(no text)*", ""]
+        lines += ["---", "", heading, ""]
+        if message["reasoning"]:
+            lines += [*_thinking_quote(message), ""]
+        lines += [message["content"].rstrip() or "*(no text)*", ""]
         if message["role"] == "assistant":
             lines += [f"*{_stats_line(message)}*", ""]
             if message["error"]:
                 lines += [f"> Error: {message['error']}", ""]
     return "\n".join(lines)
+
+
+def _thinking_quote(message: dict[str, Any]) -> list[str]:
+    """A reasoning model's thinking as a quote under "Thought for N s", as the chat page folds it."""
+    ms = message["reasoning_ms"]
+    title = f"Thought for {max(1, round(ms / 1000))} s" if ms is not None else "Thought"
+    return [f"> *{title}*", ">", *(f"> {line}".rstrip() for line in message["reasoning"].strip().splitlines())]
 
 
 def _stats_line(message: dict[str, Any]) -> str:

@@ -26,6 +26,9 @@ class FakeBackend(Backend):
     label = "Scripted (tests)"
     formats = frozenset({"gguf"})
     options_schema = LlamaCppOptions
+    # A supervisor's pick is decoded under a choice; the scripted answers of the supervisor tests
+    # stand in for it (they test what the platform does with a pick, not the decoding).
+    constraints = frozenset({"choice"})
     script: ClassVar[list[str]] = ["Hello", ", ", "world", "."]
     delay: ClassVar[float] = 0.0
     first_delay: ClassVar[float] = 0.0  # a slow model load or prefill: nothing, then the text

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from inference.constraints import Constraint
+
 
 class BackendError(Exception):
     """A reply could not be generated. ``retryable`` says whether trying again can help.
@@ -33,6 +35,10 @@ class BackendError(Exception):
 
 class BackendUnavailable(BackendError):
     """The engine's package is not installed in this worker's environment."""
+
+
+class ConstraintUnsupported(BackendError):
+    """The backend cannot decode under this kind of constraint; said before anything is generated."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the text must be (inference.constraints), decoded under the engine's own grammar.
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True)
@@ -97,11 +105,25 @@ class Backend(ABC):
     supports_concurrent: ClassVar[bool] = False  # one loaded model serves many replies at once
     counts_tokens: ClassVar[bool] = True  # count_tokens() uses the model's own tokenizer
     reuses_kv_cache: ClassVar[bool] = False
+    # The constraint kinds (inference.constraints.KINDS) its engine decodes under natively.
+    constraints: ClassVar[frozenset[str]] = frozenset()
+    # Whether the backend tells the model its tools itself (a server that takes OpenAI's ``tools``);
+    # otherwise the worker adds the generic tool prompt (inference.constraints.tools_prompt).
+    renders_tools: ClassVar[bool] = False
 
     def __init__(self, *, model_path: str, options: BaseModel, api_key: str = "") -> None:
         self.model_path = model_path
         self.options = options
         self.api_key = api_key
+
+    @classmethod
+    def constraint_check(cls, constraint: Constraint | None) -> None:
+        """Raise ConstraintUnsupported, naming the backend, when it cannot honour ``constraint``."""
+        if constraint is not None and constraint.kind not in cls.constraints:
+            able = ", ".join(sorted(cls.constraints)) or "none"
+            raise ConstraintUnsupported(
+                f"The {cls.label} backend cannot constrain its output to {constraint.describe()} (it can: {able})."
+            )
 
     @classmethod
     def needs_artifact(cls, options: BaseModel) -> bool:
@@ -147,6 +169,11 @@ class Backend(ABC):
     @abstractmethod
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         """Tokens the prompt for these messages takes, template included."""
+
+    def chat_template(self) -> str:
+        """The loaded model's chat template ("" when the engine cannot tell): how it reasons
+        (``inference.reasoning``)."""
+        return ""
 
     def context_length(self) -> int | None:
         """The loaded model's own context window, when the engine knows it."""

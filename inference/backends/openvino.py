@@ -18,6 +18,17 @@ state; the lock makes the turns of different sessions take the cache in turn. Wi
 the backend renders the prompt itself and calls ``generate`` outside chat mode, which starts
 every reply from an empty cache.
 
+Constraints (``GenerationParams.constraint``) go on the generation config as a
+``StructuredOutputConfig``, in both modes: XGrammar compiles it when ``generate`` starts and masks
+every token that would leave the language. A JSON schema goes as ``json_schema`` (``{}``: any JSON
+object), a regular expression as ``regex``, a choice as a union of constant strings (nothing to
+escape, unlike a regex alternation), tool calls as structural tags in the generic format
+(``inference.constraints``): calls only for ``required`` or a named tool, and for ``auto`` free text
+until the model writes ``<tool_call>`` (a triggered tag, XGrammar's lazy grammar). A constraint that
+XGrammar refuses (an unresolvable ``$ref``, a look-ahead in a pattern) fails before the first token
+with ConstraintUnsupported. Stop strings are not applied under a constraint: one met inside a JSON
+value would cut it short of its language (as on llama.cpp).
+
 Compiled-model cache (``cache_dir``): a folder name under the data folder's ``openvino-cache/``,
 never a path of its own choosing; an agent's options must not make a worker write anywhere else.
 """
@@ -41,18 +52,31 @@ from inference.backends.base import (
     ChatMessage,
     CheckResult,
     Chunk,
+    ConstraintUnsupported,
     GenerationParams,
     StopFlag,
     Usage,
     missing_package,
 )
 from inference.backends.options import BackendOptions
+from inference.constraints import (
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    Choice,
+    Constraint,
+    JsonSchema,
+    Regex,
+    tool_call_schema,
+)
 
 # How often the caller's should_stop() is polled while waiting for text.
 _POLL_SECONDS = 0.05
 _REQUIRED_FILES = ("openvino_model.xml", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
 # The folder under settings.DATA_DIR that holds every agent's compiled-model cache.
 CACHE_FOLDER = "openvino-cache"
+# XGrammar's refusals: "[03:27:25] /.../xgrammar-src/cpp/regex_converter.cc:75: Regex parsing error
+# at position 3: Lookahead is not supported yet." (a failed check adds "Check failed: (...) is false: ").
+_XGRAMMAR_ERROR = re.compile(r"xgrammar\S*:\d+: (?:Check failed: .*? is false: )?(?P<reason>.+)", re.S)
 
 
 def _leaves_its_folder(name: str) -> bool:
@@ -115,6 +139,7 @@ class OpenVINOBackend(Backend):
     supports_concurrent = False  # one pipeline, one KV cache: one sequence at a time
     counts_tokens = True
     reuses_kv_cache = True
+    constraints = frozenset({"json_schema", "regex", "choice", "tools"})
 
     options: OpenVINOOptions
 
@@ -193,6 +218,9 @@ class OpenVINOBackend(Backend):
         self._require()
         return self._token_count(self._render(messages))
 
+    def chat_template(self) -> str:
+        return str(self._tokenizer.chat_template or "") if self._tokenizer is not None else ""
+
     def context_length(self) -> int | None:
         try:
             config = json.loads((Path(self.model_path) / "config.json").read_text())
@@ -215,11 +243,35 @@ class OpenVINOBackend(Backend):
             config.temperature = params.temperature
             config.top_p = params.top_p
         config.repetition_penalty = params.repetition_penalty
-        config.stop_strings = set(params.stop)
+        config.stop_strings = set(params.stop) if params.constraint is None else set()
         config.include_stop_str_in_output = False
         if params.seed is not None:
             config.rng_seed = params.seed
+        if params.constraint is not None:
+            config.structured_output_config = self._structured_output(params.constraint)
         return config
+
+    def _structured_output(self, constraint: Constraint) -> Any:
+        """The engine's form of ``constraint``; XGrammar compiles it when generation starts."""
+        soc = self._genai.StructuredOutputConfig
+        if isinstance(constraint, JsonSchema):
+            return soc(json_schema=json.dumps(constraint.schema or {"type": "object"}))
+        if isinstance(constraint, Regex):
+            return soc(regex=constraint.pattern)
+        if isinstance(constraint, Choice):
+            options = [soc.ConstString(option) for option in constraint.options]
+            return soc(structural_tags_config=options[0] if len(options) == 1 else soc.Union(*options))
+        body = soc.JSONSchema(json.dumps(tool_call_schema(constraint)))
+        call = soc.Tag(f"{TOOL_CALL_OPEN}\n", body, f"\n{TOOL_CALL_CLOSE}")
+        tags: Any
+        if constraint.mode == "auto":
+            # Free text until the model opens a call; from there on, only a whole call.
+            tags = soc.TriggeredTags([TOOL_CALL_OPEN], [call], stop_after_first=not constraint.parallel)
+        elif constraint.parallel:
+            tags = soc.TagsWithSeparator([call], "\n", at_least_one=True)
+        else:
+            tags = call
+        return soc(structural_tags_config=tags)
 
     def stream_chat(
         self,
@@ -230,6 +282,7 @@ class OpenVINOBackend(Backend):
         session_key: str | None = None,
     ) -> Iterator[Chunk]:
         pipe = self._require()
+        self.constraint_check(params.constraint)
         if not messages:
             raise BackendError("no messages to answer")
         prompt = self._render(messages)
@@ -281,7 +334,7 @@ class OpenVINOBackend(Backend):
                         streamed.append(value)
                         yield Chunk(text=value)
                     elif kind == "error":
-                        raise BackendError(f"OpenVINO generation failed: {_reason(value)}") from value
+                        raise self._failure(value, params.constraint, streamed=bool(streamed)) from value
                     elif kind == "done":
                         result = value
                         break
@@ -308,6 +361,18 @@ class OpenVINOBackend(Backend):
                 usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion),
             )
 
+    def _failure(self, exc: BaseException, constraint: Constraint | None, *, streamed: bool) -> BackendError:
+        """The error to raise for an exception of ``generate``: XGrammar refusing the constraint
+        (raised as it compiles, before the first token) says which constraint and why."""
+        refusal = _XGRAMMAR_ERROR.search(str(exc)) if constraint is not None and not streamed else None
+        if constraint is not None and refusal is not None:
+            return ConstraintUnsupported(
+                f"The {self.label} backend cannot decode under {constraint.describe()}: "
+                f"{_shortened(refusal['reason'])}",
+                detail=str(exc),
+            )
+        return BackendError(f"OpenVINO generation failed: {_reason(exc)}")
+
     def close(self) -> None:
         # A generate thread still running keeps its own reference; the pipeline goes with it.
         self._pipe = None
@@ -328,6 +393,11 @@ class OpenVINOBackend(Backend):
         if not devices:
             return CheckResult(False, f"openvino-genai {version}; OpenVINO lists no devices")
         return CheckResult(True, f"openvino-genai {version}; devices: {', '.join(devices)}")
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _reason(exc: BaseException) -> str:

@@ -17,6 +17,9 @@ from inference.errors import PlatformError
 
 # Codes the request model raises itself (as PydanticCustomError types): passed on unchanged.
 OWN_CODES = frozenset({"invalid_type", "invalid_value", "unsupported_parameter"})
+# Fields that are unions tagged by their "type": pydantic puts the tag in an error's location
+# (response_format.json_schema.json_schema.name), which OpenAI's param leaves out.
+TAGGED_UNIONS = frozenset({"response_format"})
 # Pydantic's error types that mean "the wrong kind of value"; any other means "a wrong value".
 TYPE_ERRORS = frozenset({"finite_number", "int_from_float", "model_attributes_type"})
 
@@ -69,7 +72,10 @@ def completion_error_from(exc: ValidationError) -> CompletionError:
         code = "invalid_type"
     else:
         code = "invalid_value"
-    param = param_path(error["loc"])
+    loc = error["loc"]
+    if len(loc) > 1 and loc[0] in TAGGED_UNIONS:
+        loc = (loc[0], *loc[2:])
+    param = param_path(loc)
     # Pydantic's own words, but for a nested model's, which would name a class of this module.
     text = "Input should be an object" if kind == "model_type" else error["msg"]
     message = f"{param}: {text}." if param else f"{text}."

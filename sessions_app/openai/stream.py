@@ -1,5 +1,10 @@
 """One completion in flight: read its reply's events from the channel layer and answer in
-OpenAI's shapes, a whole ``chat.completion`` or ``chat.completion.chunk`` server-sent events."""
+OpenAI's shapes, a whole ``chat.completion`` or ``chat.completion.chunk`` server-sent events.
+
+A reasoning model's thinking goes in ``reasoning_content`` (on the message, and on the deltas),
+the field vLLM's and DeepSeek's servers use, and its token count in
+``usage.completion_tokens_details.reasoning_tokens``.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,14 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 
+from inference.reasoning import CONTENT, REASONING, Part
 from sessions_app import trace
 from sessions_app.follow import session_follow
 from sessions_app.models import Message, Session
 from sessions_app.openai import services
 from sessions_app.openai.errors import error_object, reply_failure
 from sessions_app.openai.request import CompletionRequest
+from sessions_app.openai.tool_stream import ToolCallStream, message_of
 
 log = logging.getLogger(__name__)
 
@@ -44,37 +51,46 @@ class CompletionCall:
     def id(self) -> str:
         return f"chatcmpl-{self.reply_id}"
 
-    async def _events(self) -> AsyncIterator[str | dict[str, Any]]:
-        """The reply's new text piece by piece, then its final state (a message payload).
+    async def _events(self) -> AsyncIterator[tuple[Part, str] | dict[str, Any]]:
+        """The reply's new text piece by piece, each with its part (the answer, or a reasoning
+        model's thinking), then its final state (a message payload).
 
         The one reply follower reads the events, so a lost delta or ``done`` still reaches the
         caller: its text from the live buffer or the database, its end from the stored state.
         """
-        text = ""
+        text = reasoning = ""
         async for event in session_follow(
             session=self.session, reply_id=self.reply_id, receive=lambda: self.layer.receive(self.channel)
         ):
             kind = event["type"]
-            if kind == "session" and event["messages"] and event["messages"][0]["content"]:
-                text = event["messages"][0]["content"]
-                yield text
+            if kind == "session" and event["messages"]:
+                first = event["messages"][0]
+                text, reasoning = first["content"], first["reasoning"]
+                if reasoning:
+                    yield REASONING, reasoning
+                if text:
+                    yield CONTENT, text
             elif kind == "delta":
-                if not text:
+                if not text and not reasoning:
                     trace.mark(self.reply_id, "door_event")
-                text += event["text"]
-                yield event["text"]
+                if event["part"] == REASONING:
+                    reasoning += event["text"]
+                else:
+                    text += event["text"]
+                yield event["part"], event["text"]
             elif kind == "done":
                 yield event["message"]
                 return
             elif kind == "deleted":
-                yield self._deleted(text)
+                yield self._deleted(text, reasoning)
                 return
 
     @staticmethod
-    def _deleted(text: str) -> dict[str, Any]:
+    def _deleted(text: str, reasoning: str) -> dict[str, Any]:
         return {
-            "status": Message.Status.FAILED, "content": text, "error": "The reply was deleted before it ended.",
-            "stats": {"prompt_tokens": None, "completion_tokens": None},
+            "status": Message.Status.FAILED, "content": text, "reasoning": reasoning,
+            "error": "The reply was deleted before it ended.",
+            "stats": {"prompt_tokens": None, "completion_tokens": None, "reasoning_tokens": None},
         }  # fmt: skip
 
     async def _close(self, *, ended: bool) -> None:
@@ -106,14 +122,22 @@ class CompletionCall:
             yield self._chunk({"role": "assistant", "content": ""})
             final: dict[str, Any] = {}
             first = True
+            calls = ToolCallStream(self.reply_id) if self.request.tool_calls else None
             async for item in self._events():
-                if isinstance(item, str):
+                if isinstance(item, tuple):
                     if first:
                         first = False
                         trace.mark(self.reply_id, "first_byte")
-                    yield self._chunk({"content": item})
+                    part, piece = item
+                    if part == REASONING:
+                        yield self._chunk({"reasoning_content": piece})
+                        continue
+                    for delta in calls.feed(piece) if calls is not None else [{"content": piece}]:
+                        yield self._chunk(delta)
                 else:
                     final = item
+            for delta in calls.finish() if calls is not None else []:
+                yield self._chunk(delta)
             # Clean up before the caller hears the end: by then a `store: false` call is gone.
             closed = True
             await self._close(ended=True)
@@ -121,7 +145,7 @@ class CompletionCall:
                 yield _sse({"error": error_object(reply_failure(final))})
             else:
                 reason = services.completion_finish_reason(request=self.request, reply=final)
-                yield self._chunk({}, finish_reason=reason)
+                yield self._chunk({}, finish_reason="tool_calls" if calls is not None and calls.calls else reason)
                 if self.request.include_usage:
                     yield _sse({**self._head("chat.completion.chunk"), "choices": [], "usage": self._usage(final)})
             yield b"data: [DONE]\n\n"
@@ -142,14 +166,24 @@ class CompletionCall:
         return _sse(data)
 
     @staticmethod
-    def _usage(final: dict[str, Any]) -> dict[str, int]:
+    def _usage(final: dict[str, Any]) -> dict[str, Any]:
         prompt = final["stats"]["prompt_tokens"] or 0
         completion = final["stats"]["completion_tokens"] or 0
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        return {
+            "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            # The thinking's chunks as the engine made them: one token each on llama.cpp and
+            # OpenAI-compatible servers; part of completion_tokens, as OpenAI counts them.
+            "completion_tokens_details": {"reasoning_tokens": final["stats"]["reasoning_tokens"] or 0},
+        }  # fmt: skip
 
     def completion(self, final: dict[str, Any]) -> JsonResponse:
-        message = {"role": "assistant", "content": final["content"], "refusal": None}
-        reason = services.completion_finish_reason(request=self.request, reply=final)
+        if self.request.tool_calls:
+            message, called = message_of(self.reply_id, final["content"])
+        else:
+            message, called = {"role": "assistant", "content": final["content"], "refusal": None}, False
+        if final["reasoning"]:
+            message["reasoning_content"] = final["reasoning"]
+        reason = "tool_calls" if called else services.completion_finish_reason(request=self.request, reply=final)
         return JsonResponse(
             {
                 **self._head("chat.completion"),

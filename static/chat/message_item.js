@@ -1,5 +1,7 @@
 // One message of the conversation view: its <article>, brought up to date with the server's
 // payload, and its body rendered (plain text for the user's words, Markdown for a reply).
+// A reasoning model's thinking is a folded block above the answer: open while it streams,
+// folded once the answer starts (the reader may open it again), "Thought for N s" after.
 // ./messages.js keeps the list of them in step with the events.
 
 import { h } from "../lib/dom.js";
@@ -55,6 +57,9 @@ export function buildItem(message, agents, username) {
   const statusEl = h("span", { class: "status" });
   const body = h("div", { class: user ? "msg-body" : "msg-body markdown" });
   const errorEl = h("p", { class: "msg-error", role: "alert", hidden: true });
+  const thinkSummary = h("summary", { class: "thinking-summary" });
+  const thinkBody = h("div", { class: "thinking-body markdown" });
+  const thinkEl = h("details", { class: "thinking", hidden: true }, thinkSummary, thinkBody);
   const noteEl = h("p", { class: "msg-note", hidden: true });
   const statsEl = h("span", { class: "msg-stats" });
   const kind = user ? "msg-user" : message.role === "system" ? "msg-system" : "msg-assistant";
@@ -65,9 +70,14 @@ export function buildItem(message, agents, username) {
         h("span", { class: "msg-who", text: who }),
         user ? null : statusEl,
         h("time", { class: "msg-time", datetime: message.created_at || "", text: timeLabel(message.created_at) })),
-      body, errorEl, noteEl,
+      user ? null : thinkEl, body, errorEl, noteEl,
       h("footer", { class: "msg-foot" }, statsEl, actionsOf(message))));
-  return { data: {}, el, body, statusEl, errorEl, noteEl, statsEl, text: "", seq: 0, rendered: null, blocks: {} };
+  return {
+    data: {}, el, body, statusEl, errorEl, noteEl, statsEl, text: "", seq: 0, rendered: null, blocks: {},
+    // The thinking: its text, its element, and where the automatic folding is ("" not yet
+    // shown, "open" shown open while it streams, "done" folded when the answer began).
+    reasoning: "", thinkEl, thinkSummary, thinkBody, thinkBlocks: {}, thinkFold: "", thinkTimes: {}, thinkRendered: null,
+  };
 }
 
 export function setStatus(item, status) {
@@ -98,6 +108,7 @@ export function applyMessage(item, message, agents, replaceText) {
   if (message.id) item.el.dataset.id = message.id;
   if (replaceText) {
     item.text = message.content || "";
+    item.reasoning = message.reasoning || "";
     item.seq = message.seq || 0;
   }
   setStatus(item, message.status);
@@ -117,12 +128,46 @@ export function applyMessage(item, message, agents, replaceText) {
   }
 }
 
+/** "Thought for 12 s": how long the thinking lasted, from the server, else as this page saw it. */
+export function thoughtFor(ms) {
+  return ms == null ? "Thought" : `Thought for ${Math.max(1, Math.round(ms / 1000))} s`;
+}
+
+/** The thinking block as it is now: shown when there is thinking, open while only it streams. */
+function renderThinking(item, active) {
+  item.thinkEl.hidden = !item.reasoning;
+  if (!item.reasoning) return;
+  const answering = Boolean(item.text) || !active;
+  const times = item.thinkTimes; // as this page saw it, until the server's reasoning_ms arrives
+  if (!answering) times.start ??= performance.now();
+  else if (times.start != null) times.end ??= performance.now();
+  if (!answering && item.thinkFold === "") {
+    item.thinkFold = "open";
+    item.thinkEl.open = true;
+  } else if (answering && item.thinkFold === "open") {
+    item.thinkFold = "done";
+    item.thinkEl.open = false; // the answer has begun: fold the thinking; the reader may open it
+  }
+  const seen = times.end != null ? times.end - times.start : null;
+  item.thinkSummary.textContent = answering ? thoughtFor(item.data.reasoning_ms ?? seen) : "Thinking…";
+  const key = `${active}|${item.reasoning.length}`;
+  if (item.thinkRendered === key) return; // the answer grows, the thinking does not
+  item.thinkRendered = key;
+  // Model text: the same Markdown and sanitizer as the answer.
+  if (active) renderMarkdownGrowing(item.thinkBody, item.reasoning, item.thinkBlocks);
+  else {
+    renderMarkdown(item.thinkBody, item.reasoning);
+    item.thinkBlocks = {};
+  }
+}
+
 /** Show the item's text as it is now, unless the screen already shows it. */
 export function renderBody(item) {
-  const key = `${item.data.status}|${item.seq}|${item.text.length}`;
+  const key = `${item.data.status}|${item.seq}|${item.text.length}|${item.reasoning.length}`;
   if (item.rendered === key) return;
   item.rendered = key;
   const active = ACTIVE.has(item.data.status);
+  if (item.data.role === "assistant") renderThinking(item, active);
   if (item.data.role === "user") {
     item.body.textContent = item.text;
   } else if (!item.text && active) {

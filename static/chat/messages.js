@@ -141,13 +141,17 @@ export class MessageList {
     }
   }
 
-  /** A `delta` event. Returns false when a delta is missing (the caller resyncs). */
-  delta({ message_id: id, seq, text }) {
+  /**
+   * A `delta` event: it extends the answer, or with part "reasoning" the model's thinking.
+   * Returns false when a delta is missing (the caller resyncs).
+   */
+  delta({ message_id: id, seq, text, part }) {
     const item = this.items.get(id);
     if (!item) return true; // a reply of a message we have not seen: the next snapshot has it
     if (seq <= item.seq) return true; // already in the text we have
     if (seq !== item.seq + 1) return false;
-    item.text += text;
+    if (part === "reasoning") item.reasoning += text;
+    else item.text += text;
     item.seq = seq;
     if (item.data.status === "queued") setStatus(item, "streaming");
     this.schedule(item);

@@ -12,7 +12,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -20,8 +19,7 @@ import pytest
 from openai import OpenAI
 
 from tests.integration.chat_client import api
-from tests.platform_setup import prepare
-from tools.launch import Platform, free_port, platform_env
+from tools.launch import Platform
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +29,8 @@ CAP = 512  # the bundled assistant's max_tokens (bootstrap)
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    data = tmp_path_factory.mktemp("openai")
-    env = platform_env(data_dir=data, database_url=None, redis_url=None)
-    (data / "logs").mkdir()
-    running = Platform(env=env, port=free_port(), log_dir=data / "logs")
-    running.tokens = prepare(env, ("alice", "bob"))
-    running.start_daphne()
-    yield running
-    running.stop_all()
+def platform(v1_platform: Platform) -> Platform:
+    return v1_platform
 
 
 def _client(platform: Platform, token: str) -> OpenAI:
@@ -191,7 +182,7 @@ def test_a_prompt_over_the_agents_limit_is_refused_with_the_limit(alice: OpenAI)
         ({"temperature": 3}, "temperature"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "assistant", "content": "Hi"}]}, "messages"),
-        ({"messages": [{"role": "tool", "content": "Hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "function", "content": "Hi"}]}, "messages[0].role"),
     ],
 )
 def test_bad_parameters_are_refused_in_openais_format(alice: OpenAI, change: dict[str, Any], param: str) -> None:

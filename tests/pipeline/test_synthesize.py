@@ -284,7 +284,7 @@ def test_an_intent_stops_at_its_attempts_and_only_no_example_at_all_fails(
     monkeypatch.setattr(step, "progress", lambda *a, **k: None)
     spec = {**SPEC, "instruction": "Parse the request."}
     answers = [ex("Open the meeting", room="Aquarium")] * 3 + [ex("Mute Carol now", participant="Carol")] * 3
-    monkeypatch.setitem(step.GENERATORS, "gguf", lambda path, **kw: Scripted(answers))
+    monkeypatch.setattr(step, "Generator", lambda fmt, path, **kw: Scripted(answers))
     params = {"format": "gguf", "path": "m.gguf", "spec": spec, "output": str(tmp_path / "d.jsonl"),
               "per_intent": 3, "max_attempts": 3}  # fmt: skip
     result = step.synthesize(params)
@@ -292,7 +292,7 @@ def test_an_intent_stops_at_its_attempts_and_only_no_example_at_all_fails(
     assert result["short_intents"] == ["meeting.start", "meeting.mute"]
     rows = datasets.records_read(tmp_path / "d.jsonl")
     assert len(rows) == result["records"] == 1 and rows[0]["messages"][0]["content"] == "Parse the request."
-    monkeypatch.setitem(step.GENERATORS, "gguf", lambda path, **kw: Scripted(["{}"] * 6))
+    monkeypatch.setattr(step, "Generator", lambda fmt, path, **kw: Scripted(["{}"] * 6))
     with pytest.raises(StepError, match="no valid example in 6 attempts"):
         step.synthesize({**params, "output": str(tmp_path / "none.jsonl")})
     assert not (tmp_path / "none.jsonl").exists()

@@ -55,7 +55,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     """What the workers broadcast, in order (recorded where it leaves for the channel layer)."""
     out: list[tuple[str, Any]] = []
     monkeypatch.setattr(
-        "sessions_app.broadcast.delta_buffered_send", lambda sid, mid, seq, text, append: out.append(("delta", text))
+        "sessions_app.broadcast.delta_buffered_send",
+        lambda sid, mid, seq, text, append, part="content": out.append(("delta", text)),
     )
     monkeypatch.setattr("sessions_app.broadcast.done_send", lambda sid, message: out.append(("done", message)))
     return out

@@ -22,7 +22,14 @@ def no_workers(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_rest_the_snapshot_and_the_export_show_a_message_alike(api: APIClient, user: Any, agent: Agent) -> None:
     session = services.session_create(owner=user, agent=agent)
     _, reply = services.message_send(session=session, content="Hi")
-    Message.objects.filter(pk=reply.pk).update(status="complete", content="Hello.", completion_tokens=2, ttft_ms=12.5)
+    Message.objects.filter(pk=reply.pk).update(
+        status="complete",
+        content="Hello.",
+        completion_tokens=2,
+        ttft_ms=12.5,
+        reasoning="A greeting.",
+        reasoning_ms=900,
+    )
     reply.refresh_from_db()
     events = message_payload(reply)  # what chat.message / chat.done events and SSE carry
 
@@ -33,4 +40,7 @@ def test_rest_the_snapshot_and_the_export_show_a_message_alike(api: APIClient, u
     for shape in (detail, listed, snapshot, exported):
         assert shape == events
     assert events["model"] == agent.model.name and events["agent_name"] == agent.name
-    assert events["stats"] == {"prompt_tokens": None, "completion_tokens": 2, "ttft_ms": 12.5, "decode_tps": None}
+    assert events["stats"] == {
+        "prompt_tokens": None, "completion_tokens": 2, "ttft_ms": 12.5, "decode_tps": None, "reasoning_tokens": None
+    }  # fmt: skip
+    assert (events["content"], events["reasoning"], events["reasoning_ms"]) == ("Hello.", "A greeting.", 900)

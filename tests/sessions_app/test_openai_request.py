@@ -12,6 +12,7 @@ from agents.models import Agent
 from inference import generation
 from sessions_app.openai.errors import CompletionError
 from sessions_app.openai.request import completion_validate
+from tests.fakes import use_backend
 
 HI = [{"role": "user", "content": "Hi"}]
 
@@ -37,14 +38,40 @@ def _refusal(user: User, body: Any) -> tuple[int, str, str | None]:
         ({"messages": []}, "invalid_value", "messages"),
         ({"messages": "Hi"}, "invalid_value", "messages"),
         ({"messages": ["Hi"]}, "invalid_type", "messages[0]"),
-        ({"messages": [{"role": "tool", "content": "Hi"}]}, "invalid_value", "messages[0].role"),
+        ({"messages": [{"role": "function", "content": "Hi"}]}, "invalid_value", "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "Hi"}]}, "invalid_value", "messages[0]"),
+        ({"messages": [{"role": "user", "content": None}]}, "invalid_type", "messages[0]"),
+        ({"tools": [{"type": "function"}]}, "invalid_value", "tools[0].function"),
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "invalid_value", "tools[0].function.name"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}]},
+            "invalid_value",
+            "tools[0].function.parameters",
+        ),
+        ({"tool_choice": "required"}, "invalid_value", "tool_choice"),
+        ({"tool_choice": "sometimes"}, "invalid_value", "tool_choice"),
         ({"messages": [*HI, {"role": "user", "content": 5}]}, "invalid_type", "messages[1].content"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "invalid_type", "messages[0].content"),
         ({"messages": [{"role": "assistant", "content": "Hi"}]}, "invalid_value", "messages"),
         ({"messages": [{"role": "user", "content": "  "}]}, "invalid_value", "messages"),
-        ({"tools": [{"type": "function"}]}, "unsupported_parameter", "tools"),
         ({"logprobs": True}, "unsupported_parameter", "logprobs"),
-        ({"response_format": {"type": "json_object"}}, "unsupported_parameter", "response_format"),
+        ({"response_format": {"type": "xml"}}, "invalid_value", "response_format"),
+        ({"response_format": {"type": "json_schema"}}, "invalid_value", "response_format.json_schema"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}},
+            "invalid_value",
+            "response_format.json_schema.name",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "thing"}}}},
+            "invalid_value",
+            "response_format",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": []}}},
+            "invalid_type",
+            "response_format.json_schema.schema",
+        ),
         ({"n": 2}, "invalid_value", "n"),
         ({"n": True}, "invalid_type", "n"),
         ({"temperature": 3}, "invalid_value", "temperature"),
@@ -106,7 +133,8 @@ def test_the_settings_a_caller_sets_are_the_only_params(user: User, capped: Agen
     body = {
         "model": "helper", "messages": HI, "temperature": 0, "top_p": 0.9, "seed": 7, "stop": "\n",
         "max_tokens": 100, "max_completion_tokens": 20, "repetition_penalty": None, "n": 1,
-        "tools": [], "logprobs": False, "response_format": {"type": "text"}, "frequency_penalty": 0.5,
+        "tools": [], "tool_choice": "auto", "logprobs": False, "response_format": {"type": "text"},
+        "frequency_penalty": 0.5,
         "user": "someone", "metadata": {"any": "thing"},  # unknown to this server: ignored
     }  # fmt: skip
     call = completion_validate(user=user, body=body)
@@ -120,3 +148,37 @@ def test_streaming_usage_and_storage_follow_the_flags(user: User, capped: Agent)
     body = {"stream": True, "stream_options": {"include_usage": True}, "store": False}
     flagged = completion_validate(user=user, body={"model": "helper", "messages": HI, **body})
     assert (flagged.stream, flagged.include_usage, flagged.store) == (True, True, False)
+
+
+def test_response_format_becomes_the_replys_constraint(user: User, capped: Agent) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    body = {"response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}}}
+    call = completion_validate(user=user, body={"model": "helper", "messages": HI, **body})
+    assert call.params["constraint"] == {"kind": "json_schema", "schema": schema, "name": "place", "strict": True}
+    plain = completion_validate(
+        user=user, body={"model": "helper", "messages": HI, "response_format": {"type": "json_object"}}
+    )
+    assert plain.params["constraint"]["schema"] == {"type": "object"}
+
+
+def test_an_invalid_schema_is_refused_saying_why(user: User, capped: Agent) -> None:
+    body = {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "thing"}}}}
+    with pytest.raises(CompletionError) as refused:
+        completion_validate(user=user, body={"model": "helper", "messages": HI, **body})
+    assert refused.value.message.startswith("response_format.json_schema.schema: not a valid JSON Schema")
+    assert "'thing' is not valid" in refused.value.message
+
+
+def test_a_backend_that_cannot_constrain_refuses_before_anything_is_queued(
+    user: User, capped: Agent, settings: Any
+) -> None:
+    use_backend(settings, "tests.fakes.FakeBackend")  # decodes under a choice only
+    body = {"response_format": {"type": "json_object"}}
+    with pytest.raises(CompletionError) as refused:
+        completion_validate(user=user, body={"model": "helper", "messages": HI, **body})
+    assert (refused.value.status, refused.value.code, refused.value.param) == (
+        400, "unsupported_parameter", "response_format"
+    )  # fmt: skip
+    assert refused.value.message == (
+        "The Scripted (tests) backend cannot constrain its output to JSON (it can: choice)."
+    )

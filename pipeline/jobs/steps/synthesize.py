@@ -5,22 +5,18 @@ For each intent of the spec a JSON Schema of one example is built (``example_sch
 required, nothing else allowed. The slots come first, so a small model picks the values and then
 writes a sentence around them. The model is asked for one example per call, with a prompt that
 describes the domain, the intent and its slots and shows a few of the spec's utterances as
-answers (annotated with the slot values found in them), under constrained decoding where the
-engine has it:
-
-- GGUF: llama.cpp's grammar, built once per intent from the schema by llama-cpp-python's own
-  converter (``LlamaGrammar.from_json_schema``, what ``response_format={"type": "json_object",
-  "schema": ...}`` uses, which would silently fall back to any JSON when a schema cannot be
-  converted and converts it again on every call);
-- OpenVINO IR: openvino-genai's ``StructuredOutputConfig(json_schema=...)`` (XGrammar); if the
-  pipeline refuses it, the step goes on unconstrained and says so in its result.
+answers (annotated with the slot values found in them), decoded under that schema by the
+platform's own backend (``inference.backends``: llama.cpp for GGUF, OpenVINO GenAI for IR), as
+``/v1``'s ``response_format`` is: the engine's grammar, compiled once per schema; a schema an
+engine cannot compile fails the step with the engine's reason.
 
 Every answer is then checked here, whatever the engine: valid JSON, valid against the schema
 (``jsonschema``), the text not empty and not one of the spec's utterances, every string slot value
 found in the text (case-insensitive, on word boundaries), no slot left out whose listed value the
 text names, and not a duplicate of an earlier example of any intent (``text_key``: case,
 whitespace and end punctuation ignored). The seed changes on every attempt.
-Standard library only at module level (see ``pipeline.jobs.steps``).
+At module level: the standard library and the backend classes (pydantic; no Django, no engine:
+those load in ``load()``), as the main environment of ``pipeline.jobs.steps`` has them.
 """
 
 from __future__ import annotations
@@ -33,7 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from inference.llama_runtime import llama_load
+from inference.backends.base import Backend, BackendError, GenerationParams
+from inference.backends.llama_cpp import LlamaCppBackend, LlamaCppOptions
+from inference.backends.openvino import OpenVINOBackend, OpenVINOOptions
+from inference.constraints import JsonSchema
 from pipeline.jobs.steps.engines import peak_rss_mb
 from pipeline.jobs.steps.protocol import StepError, log, progress, threads
 
@@ -301,109 +300,48 @@ def _stage(name: str, tally: dict[str, int], per_intent: int) -> str:
 # ---------------------------------------------------------------- engines
 
 
-class GGUFGenerator:
-    engine = "llama.cpp"
+def _backend(fmt: str, path: str) -> Backend:
+    """The platform's own backend for the model, as a worker loads it: llama.cpp on this step's
+    threads; OpenVINO in plain mode, each call from a fresh cache (as ``evaluate`` does)."""
+    if fmt == "gguf":
+        return LlamaCppBackend(model_path=path, options=LlamaCppOptions(n_threads=threads()), n_ctx=N_CTX)
+    return OpenVINOBackend(model_path=path, options=OpenVINOOptions(kv_cache_reuse=False))
 
-    def __init__(self, path: str, *, temperature: float, top_p: float, max_tokens: int) -> None:
+
+class Generator:
+    """One model call through the backend interface, decoded under the example's JSON Schema."""
+
+    constrained = "json_schema"
+
+    def __init__(self, fmt: str, path: str, *, temperature: float, top_p: float, max_tokens: int) -> None:
+        self.backend = _backend(fmt, path)
+        self.engine = self.backend.label
         try:
-            from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-        except ImportError:
-            raise StepError("llama-cpp-python is not installed in this environment") from None
-        try:
-            self.llm = llama_load(model_path=path, n_ctx=N_CTX, n_threads=threads(), verbose=False)
-        except ValueError as exc:
-            raise StepError(f"llama.cpp could not load {path}: {exc}") from exc
-        self._grammar_type = LlamaGrammar
-        self._json_gbnf = JSON_GBNF
-        self._grammars: dict[str, Any] = {}
-        self.constrained = "json_schema"
+            self.backend.load()
+        except BackendError as exc:
+            raise StepError(f"{self.engine} could not load {path}: {exc}") from exc
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
 
-    def _grammar(self, schema: dict[str, Any]) -> Any:
-        key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
-            try:
-                self._grammars[key] = self._grammar_type.from_json_schema(json.dumps(schema), verbose=False)
-            except Exception as exc:  # the converter does not know a keyword: any JSON, checked after
-                log(f"no grammar for this schema ({type(exc).__name__}: {exc}); constraining to any JSON")
-                self.constrained = "json"
-                self._grammars[key] = self._grammar_type.from_string(self._json_gbnf, verbose=False)
-        return self._grammars[key]
-
     def __call__(self, messages: list[dict[str, str]], schema: dict[str, Any], seed: int) -> tuple[str, str]:
+        params = GenerationParams(
+            max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+            repetition_penalty=1.0,  # a slot value is repeated in the text on purpose
+            seed=seed, constraint=JsonSchema(schema=schema, name="example"),
+        )  # fmt: skip
+        text, finish = "", ""
         try:
-            out = self.llm.create_chat_completion(
-                messages=messages,  # type: ignore[arg-type]
-                grammar=self._grammar(schema),
-                temperature=self.temperature,
-                top_p=self.top_p,
-                max_tokens=self.max_tokens,
-                seed=seed,
-                repeat_penalty=1.0,  # a slot value is repeated in the text on purpose
-            )
-        except ValueError as exc:  # the prompt does not fit the context
-            raise StepError(f"llama.cpp refused the prompt: {exc}") from exc
-        choice = out["choices"][0]  # type: ignore[index]
-        return str(choice["message"]["content"] or ""), str(choice.get("finish_reason") or "")
+            for chunk in self.backend.stream_chat(messages, params):
+                text += chunk.text
+                finish = chunk.finish_reason or finish
+        except BackendError as exc:  # a schema the engine cannot compile, a prompt that does not fit
+            raise StepError(f"{self.engine}: {exc}") from exc
+        return text, finish
 
     def close(self) -> None:
-        self.llm.close()
+        self.backend.close()
 
 
-class OpenVINOGenerator:
-    engine = "openvino-genai"
-
-    def __init__(self, path: str, *, temperature: float, top_p: float, max_tokens: int) -> None:
-        try:
-            import openvino_genai
-        except ImportError:
-            raise StepError("openvino-genai is not installed in this environment") from None
-        self._genai = openvino_genai
-        try:
-            # As inference.backends.openvino loads it: the stateful SDPA pipeline on CPU.
-            self.pipe = openvino_genai.LLMPipeline(path, "CPU", ATTENTION_BACKEND="SDPA")
-        except RuntimeError as exc:
-            raise StepError(f"openvino-genai could not load {path}: {exc}") from exc
-        self.tokenizer = self.pipe.get_tokenizer()
-        has = hasattr(openvino_genai, "StructuredOutputConfig")
-        self.constrained = "json_schema" if has else "none (this openvino-genai has no StructuredOutputConfig)"
-        self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
-
-    def _config(self, schema: dict[str, Any] | None, seed: int) -> Any:
-        config = self.pipe.get_generation_config()
-        config.max_new_tokens = self.max_tokens
-        config.apply_chat_template = False
-        config.repetition_penalty = 1.0
-        config.do_sample = self.temperature > 0
-        if config.do_sample:
-            config.temperature = self.temperature
-            config.top_p = self.top_p
-            config.rng_seed = seed
-        if schema is not None:
-            config.structured_output_config = self._genai.StructuredOutputConfig(json_schema=json.dumps(schema))
-        return config
-
-    def __call__(self, messages: list[dict[str, str]], schema: dict[str, Any], seed: int) -> tuple[str, str]:
-        # Plain mode: the chat template rendered here, each call from a fresh cache (as evaluate).
-        rendered = self.tokenizer.apply_chat_template(self._genai.ChatHistory(messages), add_generation_prompt=True)
-        constrained = self.constrained == "json_schema"
-        try:
-            result = self.pipe.generate([rendered], self._config(schema if constrained else None, seed))
-        except RuntimeError as exc:
-            if not constrained:
-                raise StepError(f"openvino-genai failed: {exc}") from exc
-            log(f"structured output refused ({exc}); going on unconstrained")
-            self.constrained = f"none (structured output refused: {str(exc)[:200]})"
-            result = self.pipe.generate([rendered], self._config(None, seed))
-        generated = int(result.perf_metrics.get_num_generated_tokens())
-        text = str(result.texts[0] if result.texts else "")
-        return text, ("length" if generated >= self.max_tokens else "stop")
-
-    def close(self) -> None:
-        self.pipe = None
-
-
-GENERATORS: dict[str, Any] = {"gguf": GGUFGenerator, "openvino": OpenVINOGenerator}
+FORMATS = ("gguf", "openvino")
 
 
 # ---------------------------------------------------------------- the step
@@ -414,13 +352,13 @@ def synthesize(params: dict[str, Any]) -> dict[str, Any]:
     ``per_intent``, ``max_attempts`` (per intent), ``temperature``, ``top_p``, ``seed``, ``max_tokens``."""
     spec = params.get("spec") or json.loads(Path(params["spec_file"]).read_text(encoding="utf-8"))
     fmt = params["format"]
-    if fmt not in GENERATORS:
+    if fmt not in FORMATS:
         raise StepError(f"cannot generate with a {fmt} artifact; use a GGUF or OpenVINO IR model")
     per_intent = int(params.get("per_intent", 10))
     max_attempts = int(params.get("max_attempts") or 4 * per_intent)
     progress(0, "loading the model", force=True)
-    generator = GENERATORS[fmt](
-        str(params["path"]), temperature=float(params.get("temperature", 0.9)),
+    generator = Generator(
+        fmt, str(params["path"]), temperature=float(params.get("temperature", 0.9)),
         top_p=float(params.get("top_p", 0.95)), max_tokens=int(params.get("max_tokens", 96)),
     )  # fmt: skip
     try:

@@ -1,0 +1,90 @@
+"""An answer in the generic tool-call format (``inference.constraints``), as OpenAI shapes it:
+the free text as ``content``, each ``<tool_call>`` block as one of ``tool_calls``.
+
+Streamed, the text goes out as it comes except what might be the start of a call (a tail that
+begins ``<tool_call>``, and whitespace before it), and each call goes out whole, as one
+``delta.tool_calls`` piece with its ``index``, ``id``, name and arguments, once its closing tag
+has arrived: OpenAI's clients and LangChain assemble pieces by index, so one piece per call is
+what they expect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inference.constraints import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ParsedCall, tool_calls_parse
+
+
+def call_id(reply_id: int, index: int) -> str:
+    return f"call_{reply_id}_{index}"
+
+
+def tool_call_object(reply_id: int, index: int, call: ParsedCall) -> dict[str, Any]:
+    return {"id": call_id(reply_id, index), "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments}}  # fmt: skip
+
+
+def message_of(reply_id: int, text: str) -> tuple[dict[str, Any], bool]:
+    """The whole answer as OpenAI's assistant message, and whether it holds calls."""
+    content, calls = tool_calls_parse(text)
+    if not calls:
+        return {"role": "assistant", "content": text, "refusal": None}, False
+    objects = [tool_call_object(reply_id, i, call) for i, call in enumerate(calls)]
+    return {"role": "assistant", "content": content or None, "refusal": None, "tool_calls": objects}, True
+
+
+class ToolCallStream:
+    """Turns text pieces into OpenAI deltas: ``{"content": ...}`` and ``{"tool_calls": [...]}``."""
+
+    def __init__(self, reply_id: int) -> None:
+        self.reply_id = reply_id
+        self.pending = ""
+        self.in_calls = False
+        self.calls = 0
+
+    def feed(self, text: str) -> list[dict[str, Any]]:
+        self.pending += text
+        deltas: list[dict[str, Any]] = []
+        if not self.in_calls:
+            start = self.pending.find(TOOL_CALL_OPEN)
+            if start < 0:
+                cut = _safe_end(self.pending)
+                if cut:
+                    deltas.append({"content": self.pending[:cut]})
+                    self.pending = self.pending[cut:]
+                return deltas
+            before = self.pending[:start].rstrip()
+            if before:
+                deltas.append({"content": before})
+            self.pending = self.pending[start:]
+            self.in_calls = True
+        while TOOL_CALL_CLOSE in self.pending:
+            block, _, self.pending = self.pending.partition(TOOL_CALL_CLOSE)
+            _, calls = tool_calls_parse(block + TOOL_CALL_CLOSE)
+            for call in calls:
+                piece = {"index": self.calls, **tool_call_object(self.reply_id, self.calls, call)}
+                deltas.append({"tool_calls": [piece]})
+                self.calls += 1
+        return deltas
+
+    def finish(self) -> list[dict[str, Any]]:
+        """What is held back once the answer ended: text that was no call after all (an unfinished
+        call, cut by max_tokens, is dropped: it has no valid arguments)."""
+        if self.in_calls or not self.pending:
+            return []
+        rest, self.pending = self.pending, ""
+        return [{"content": rest}]
+
+
+def _safe_end(text: str) -> int:
+    """How much of ``text`` can go out now: all but a tail that could begin a call (a prefix of
+    ``<tool_call>``) and the whitespace before it."""
+    hold = 0
+    for size in range(min(len(TOOL_CALL_OPEN), len(text)), 0, -1):
+        if text.endswith(TOOL_CALL_OPEN[:size]):
+            hold = size
+            break
+    end = len(text) - hold
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    return end
