@@ -120,7 +120,9 @@ def reasoning_mode(option: str, chat_template: str) -> tuple[bool, bool]:
     - "off": no splitting, all output is the answer.
     - "auto": split when the template mentions ``<think>`` or ``</think>`` at all (DeepSeek-R1's
       first template only cuts ``</think>`` out of earlier turns; a template that knows no
-      thinking belongs to a model that does not think in tags).
+      thinking belongs to a model that does not think in tags). With no template to read (a
+      remote server), split only what opens with ``<think>`` itself: the ``openai_compat``
+      backend writes a server's separate ``reasoning_content`` so.
     - "think_tags": always split. Opened when the template's generation prompt writes ``<think>``
       without closing it; with no template to read, opened too, as QwQ's and DeepSeek-R1's are
       (the splitter also takes a ``<think>`` the model writes itself, so either way is read right).
@@ -130,6 +132,8 @@ def reasoning_mode(option: str, chat_template: str) -> tuple[bool, bool]:
     if option == MODE_THINK_TAGS:
         return True, template_opens_think(chat_template) or not chat_template
     if option == MODE_AUTO:
+        if not chat_template:
+            return True, False
         return THINK_OPEN in chat_template or THINK_CLOSE in chat_template, template_opens_think(chat_template)
     raise ValueError(f"Unknown reasoning mode {option!r}; one of: {', '.join(MODES)}.")
 

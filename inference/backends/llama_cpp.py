@@ -14,6 +14,7 @@ keeps their common prefix in its KV cache, so the restart costs no prefill).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import os
@@ -228,6 +229,21 @@ class LlamaCppBackend(Backend):
             stream=True,
         )
         return _Segment(stream, should_stop=should_stop, trigger=trigger)
+
+    @classmethod
+    def constraint_check(cls, constraint: Constraint | None) -> None:
+        """Also refuse what the grammar converter cannot take (a schema keyword it does not know, a
+        pattern with look-around), where llama-cpp-python is installed: the web process refuses it
+        before a reply is stored, instead of the worker failing the reply."""
+        super().constraint_check(constraint)
+        if constraint is None or importlib.util.find_spec("llama_cpp") is None:
+            return
+        try:
+            gbnf_for(constraint)
+        except ConstraintError as exc:
+            raise ConstraintUnsupported(
+                f"The {cls.label} backend cannot decode under {constraint.describe()}: {exc}"
+            ) from None
 
     def _grammar(self, constraint: Constraint, *, call_opened: bool) -> Any:
         """The compiled grammar of ``constraint``, from a small LRU cache: converting a schema

@@ -4,6 +4,12 @@ The model lives on the server (llama.cpp's server, ``vllm serve``, a hosted API)
 only builds a client and asks the server which models it serves. There is no local tokenizer:
 ``count_tokens`` is an estimate, and ``usage`` is the server's own when it sends one.
 
+A constraint goes to the server in OpenAI's own fields (``openai_constraints.openai_fields``): a
+JSON schema, or a choice as a string enum, in ``response_format``; tool calls in ``tools`` and
+``tool_choice``. The server decodes under it, or refuses the request. The answer comes back as
+every backend's does: the bare option, calls in the generic ``<tool_call>`` format. OpenAI's API
+has no regular expressions: those are refused before any request.
+
 The worker connects only where ``OUTBOUND_ALLOWED_HOSTS`` allows (``inference.outbound``). A
 failed reply's message is read by every user of the agent, so it never quotes the server: its
 address and its own error text go to ``BackendError.detail``, for administrators.
@@ -28,8 +34,11 @@ from inference.backends.base import (
     StopFlag,
     Usage,
 )
+from inference.backends.openai_constraints import NotAString, SchemaStyle, StringUnwrap, ToolCallJoin, openai_fields
 from inference.backends.options import BackendOptions
+from inference.constraints import Choice
 from inference.outbound import OutboundRefused, proxied, url_check
+from inference.reasoning import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,11 @@ class OpenAICompatOptions(BackendOptions):
     extra_body: dict[str, object] = Field(
         default_factory=dict, description="Extra fields sent with every request (top_k, min_p, ...)."
     )
+    schema_style: SchemaStyle = Field(
+        "openai",
+        description="How the server takes a JSON schema: OpenAI's response_format json_schema (OpenAI, vLLM, "
+        "llama.cpp's llama-server, Ollama) or llama-cpp-python's json_object with a schema.",
+    )
 
 
 class OpenAICompatBackend(Backend):
@@ -83,6 +97,9 @@ class OpenAICompatBackend(Backend):
     supports_concurrent = True  # one HTTP client serves many replies at once
     counts_tokens = False  # no tokenizer here: count_tokens() estimates
     reuses_kv_cache = False  # whatever prefix caching the server does is its own business
+    # Passed through to the server in OpenAI's fields; OpenAI's API has no regular expressions.
+    constraints = frozenset({"json_schema", "choice", "tools"})
+    renders_tools = True  # the server's chat template tells the model its tools
 
     options: OpenAICompatOptions
 
@@ -196,6 +213,8 @@ class OpenAICompatBackend(Backend):
             raise BackendError("model not loaded")
         import openai
 
+        constraint = params.constraint
+        self.constraint_check(constraint)
         if should_stop():
             yield Chunk(
                 finish_reason="cancelled", usage=Usage(prompt_tokens=self.count_tokens(messages), completion_tokens=0)
@@ -205,6 +224,8 @@ class OpenAICompatBackend(Backend):
         # 400): sent only when it does something.
         penalty = {"repetition_penalty": params.repetition_penalty} if params.repetition_penalty != 1.0 else {}
         extra: dict[str, Any] = {**penalty, **self.options.extra_body, **params.extra}
+        if constraint is not None:
+            extra.update(openai_fields(constraint, style=self.options.schema_style))
         # A seed in the options is the agent's default; one in the request wins over it.
         default_seed = extra.pop("seed", None)
         seed = params.seed if params.seed is not None else default_seed
@@ -226,6 +247,12 @@ class OpenAICompatBackend(Backend):
         events = deltas = 0
         finish: str | None = None
         usage: Usage | None = None
+        # A choice comes as a JSON string (a schema's enum): the caller reads the bare option.
+        unwrap = StringUnwrap() if isinstance(constraint, Choice) else None
+        # Tool calls come as pieces of delta.tool_calls: the caller reads whole calls as text.
+        calls = ToolCallJoin()
+        written = False  # calls after text go on a line of their own
+        thinking = False  # inside reasoning the server sent apart
         try:
             for event in stream:
                 events += 1
@@ -235,10 +262,28 @@ class OpenAICompatBackend(Backend):
                         completion_tokens=event.usage.completion_tokens,
                     )
                 for choice in event.choices:
-                    text = choice.delta.content if choice.delta is not None else None
+                    delta = choice.delta
+                    text = delta.content if delta is not None else None
+                    # A server that parses a reasoning model's thinking (vLLM with a reasoning parser,
+                    # DeepSeek) sends it apart: passed on in tags, which the worker splits off again.
+                    reasoning = _reasoning_of(delta)
+                    if reasoning:
+                        deltas += 1
+                        yield Chunk(text=reasoning if thinking else THINK_OPEN + reasoning)
+                        thinking = True
+                    if text and thinking:
+                        text, thinking = THINK_CLOSE + text, False
                     if text:
                         deltas += 1
-                        yield Chunk(text=text)
+                        piece = unwrap.feed(text) if unwrap is not None else text
+                        if piece:
+                            written = True
+                            yield Chunk(text=piece)
+                    if delta is not None and delta.tool_calls:
+                        deltas += 1
+                        for call in calls.feed(delta.tool_calls):
+                            yield Chunk(text=f"\n{call}" if written else call)
+                            written = True
                     if choice.finish_reason:
                         finish = choice.finish_reason
                 # Past the finish reason only the usage event is left: no stop can cut that short.
@@ -247,10 +292,19 @@ class OpenAICompatBackend(Backend):
                     break
         except openai.OpenAIError as exc:
             raise self._error(exc, "streaming the reply") from exc
+        except NotAString as exc:
+            raise BackendError(
+                "The model server did not hold its answer to the choice (it may not support "
+                "response_format json_schema). " + _SEE_DETAILS,
+                detail=f"The server at {self.base_url} answered a choice with no JSON string: {exc}",
+            ) from exc
         finally:
             # Closing the response drops the connection: the server sees the client gone and
             # stops generating.
             stream.close()
+        for call in calls.end():
+            yield Chunk(text=f"\n{call}" if written else call)
+            written = True
         if finish is None:
             raise self._unfinished(events, deltas, messages)
         if usage is None or finish == "cancelled":
@@ -364,3 +418,13 @@ def _server_text(body: object) -> str:
         if detail:
             return str(detail)[:_MAX_ERROR_TEXT]
     return str(body)[:_MAX_ERROR_TEXT]
+
+
+def _reasoning_of(delta: Any) -> str:
+    """A delta's thinking, under either name servers use (``reasoning_content``: vLLM before 0.10
+    and DeepSeek; ``reasoning``: vLLM since)."""
+    if delta is None:
+        return ""
+    extra = delta.model_extra or {}
+    value = extra.get("reasoning_content") or extra.get("reasoning") or getattr(delta, "reasoning_content", None)
+    return value if isinstance(value, str) else ""

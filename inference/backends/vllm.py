@@ -13,6 +13,12 @@ Either way replies go through the ``openai_compat`` backend, with vLLM's own sam
 that reply's HTTP stream; vLLM aborts the request and the batch goes on without it. Token counts
 come from the server's ``/tokenize``, which applies the model's own chat template.
 
+A constraint goes in the request body as vLLM's structured outputs (``openai_constraints.vllm_fields``):
+a JSON schema in ``response_format``, a regex or a choice in ``structured_outputs``, tool calls
+in the generic ``<tool_call>`` format under a structural tag (the worker tells the model its
+tools in the system prompt), or, for a model whose template knows tools and an agent that names
+vLLM's ``tool_call_parser``, as OpenAI's ``tools``, which the server's template renders.
+
 External mode connects only where ``OUTBOUND_ALLOWED_HOSTS`` allows (``inference.outbound``); the
 hosted engine is the worker's own, on loopback, and is not checked. Error messages never quote the
 server (every user of the agent reads them): its address and words go to ``BackendError.detail``.
@@ -28,7 +34,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +51,7 @@ from inference.backends.base import (
     StopFlag,
 )
 from inference.backends.openai_compat import OpenAICompatBackend, OpenAICompatOptions, estimate_tokens
+from inference.backends.openai_constraints import vllm_fields
 from inference.backends.options import BackendOptions
 from inference.outbound import proxied, url_opener
 
@@ -87,6 +94,22 @@ class VLLMOptions(BackendOptions):
     min_p: float | None = Field(None, ge=0, le=1, description="Sampling min-p.")
     seed: int | None = Field(None, ge=0, description="Sampling seed.")
     timeout: float = Field(120.0, gt=0, le=3600, description="External mode: seconds to wait for the server.")
+    tool_call_parser: str = Field(
+        "",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="vLLM's tool-call parser (hermes, llama3_json, ...) for a model whose chat template knows "
+        "tools: tool calls then go to the server as OpenAI's tools. Empty: the generic <tool_call> format, "
+        "for any model.",
+    )
+    reasoning_parser: str = Field(
+        "",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="Hosted mode: vLLM's reasoning parser (deepseek_r1 for QwQ and DeepSeek-R1, qwen3, ...): the "
+        "server sends the thinking apart and the reply stores it apart. Empty: the agent's reasoning option "
+        "splits <think> tags in the worker.",
+    )
 
     @model_validator(mode="after")
     def _external_needs_a_url(self) -> VLLMOptions:
@@ -103,6 +126,8 @@ class VLLMBackend(Backend):
     supports_stop = True
     supports_concurrent = True  # vLLM batches concurrent requests
     counts_tokens = True  # the server's /tokenize, with the model's chat template
+    # vLLM's structured outputs decode every kind natively (XGrammar on its default backend).
+    constraints = frozenset({"json_schema", "regex", "choice", "tools"})
 
     options: VLLMOptions
 
@@ -121,6 +146,12 @@ class VLLMBackend(Backend):
         self._server: Any = None  # inference.vllm_server.VLLMServer in hosted mode
         self._lock = threading.Lock()
         self._tokenize_missing = False
+
+    @property
+    def renders_tools(self) -> bool:  # type: ignore[override]  # read-only: the options decide
+        """With a tool-call parser the server's chat template tells the model its tools; without
+        one the worker does, in the generic format (the agent's option decides, not the class)."""
+        return bool(self.options.tool_call_parser)
 
     # --- Loading ----------------------------------------------------------------------------
 
@@ -163,6 +194,8 @@ class VLLMBackend(Backend):
             gpu_memory_utilization=opts.gpu_memory_utilization,
             quantization=opts.quantization,
             w4a8=opts.w4a8,
+            tool_call_parser=opts.tool_call_parser,
+            reasoning_parser=opts.reasoning_parser,
         )
         server = vllm_server.VLLMServer(spec, log_dir=Path(settings.DATA_DIR) / "vllm", command=command)
         try:
@@ -237,6 +270,11 @@ class VLLMBackend(Backend):
         should_stop: StopFlag = lambda: False,
         session_key: str | None = None,
     ) -> Iterator[Chunk]:
+        self.constraint_check(params.constraint)
+        if params.constraint is not None:
+            # The OpenAI client below sends vLLM's own fields as they are.
+            fields = vllm_fields(params.constraint, native_tools=self.renders_tools)
+            params = replace(params, constraint=None, extra={**params.extra, **fields})
         endpoint = self._ready()
         try:
             yield from endpoint.chat.stream_chat(messages, params, should_stop=should_stop, session_key=session_key)

@@ -29,6 +29,10 @@ class ServeSpec:
     # (VLLM_CPU_INT4_W4A8, on by default there): on the bundled model's GPTQ artifact that turned
     # "The capital of France is Paris" into "The capital of France". Off unless the agent asks.
     w4a8: bool = False
+    # vLLM's parser of the model's own tool-call format; "auto" tool choice needs it.
+    tool_call_parser: str = ""
+    # vLLM's parser of a reasoning model's thinking: sent apart as reasoning_content.
+    reasoning_parser: str = ""
     extra_args: tuple[str, ...] = ()
 
     def environment(self) -> dict[str, str]:
@@ -49,6 +53,10 @@ class ServeSpec:
             args += ["--max-model-len", str(self.max_model_len)]
         if self.quantization is not None:
             args += ["--quantization", self.quantization]
+        if self.tool_call_parser:
+            args += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_call_parser]
+        if self.reasoning_parser:
+            args += ["--reasoning-parser", self.reasoning_parser]
         return args + list(self.extra_args)
 
 

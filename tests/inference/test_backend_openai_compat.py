@@ -9,11 +9,18 @@ for this module. What that server really does, where it matters here:
 - it answers any model name with its default model rather than a 404;
 - it reports a field out of range as HTTP 500 (pydantic's text), not 400/422;
 - it ignores unknown body fields (``repetition_penalty``: its own is ``repeat_penalty``) but
-  validates known ones, so vLLM's ``top_k=-1`` ("off") is an error there.
+  validates known ones, so vLLM's ``top_k=-1`` ("off") is an error there;
+- it refuses OpenAI's ``response_format`` type ``json_schema`` and reads a schema beside
+  ``json_object`` instead (the option ``schema_style: llama-cpp-python``); it honours a named
+  ``tool_choice`` and streams the call as ``delta.tool_calls``.
+
+What no local server shows (the exact body sent, parallel tool calls) is read off a scripted
+stand-in (tests/inference/scripted_server.py).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -28,12 +35,24 @@ from typing import Any
 
 import pytest
 
-from inference.backends.base import BackendError, Chunk, GenerationParams
+from inference.backends.base import BackendError, Chunk, ConstraintUnsupported, GenerationParams
 from inference.backends.openai_compat import OpenAICompatBackend
 from inference.backends.registry import OptionsError, options_validate
 from inference.backends.vllm import VLLMBackend
 from inference.bundled import bundled_model_path
 from inference.children import free_port
+from inference.constraints import (
+    TOOL_CALL_OPEN,
+    Choice,
+    JsonSchema,
+    Regex,
+    Tool,
+    ToolCalls,
+    json_schema_check,
+    tool_calls_parse,
+)
+from inference.reasoning import ThinkSplitter
+from tests.inference.scripted_server import Script, content, scripted_server, tool_piece
 
 SERVER_START_SECONDS = 180
 SERVER_KEY = "sk-test-key-for-the-keyed-server"
@@ -413,3 +432,196 @@ def test_external_vllm_sampling_fields_reach_the_server(backend: OpenAICompatBac
     assert first == second and first != greedy
     # Without a seed, the server's generator runs on: two hot samples differ.
     assert _reply(backend.stream_chat(STORY, hot))[0] != _reply(backend.stream_chat(STORY, hot))[0]
+
+
+# --- Constraints: passed through to the server in OpenAI's fields ----------------------------------
+
+CITY = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+    "required": ["city", "population"],
+}
+CITY_QUESTION = [{"role": "user", "content": "Name a large city and its population, as JSON."}]
+SPEAKERS = ("chef", "pilot", "END")
+WHO_NEXT = [
+    {"role": "system", "content": "Pick who speaks next: chef, pilot, or END."},
+    {"role": "user", "content": "How do I land a plane in fog?"},
+]
+WEATHER = Tool(
+    "get_weather",
+    "The weather now in a city.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+WEATHER_QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def llama_style(server_url: str) -> Iterator[OpenAICompatBackend]:
+    """The backend as an agent for llama-cpp-python's server sets it: schemas in json_object."""
+    loaded = _compat(server_url, schema_style="llama-cpp-python")
+    loaded.load()
+    yield loaded
+    loaded.close()
+
+
+def _sent(constraint: Any, script: Script, **options: Any) -> tuple[dict[str, Any], list[Chunk]]:
+    """The body the backend sent for ``constraint`` to a scripted server, and the reply's chunks."""
+    with scripted_server(script) as url:
+        backend = _compat(url, **options)
+        backend.load()
+        try:
+            chunks = list(backend.stream_chat(QUESTION, GenerationParams(max_tokens=32, constraint=constraint)))
+        finally:
+            backend.close()
+    assert len(script.bodies) == 1
+    return script.bodies[0], chunks
+
+
+def test_openai_compat_passes_json_schemas_choices_and_tools_to_the_server() -> None:
+    assert OpenAICompatBackend.constraints == {"json_schema", "choice", "tools"}
+    assert OpenAICompatBackend.renders_tools  # the server's template, not the worker, tells the tools
+
+
+def test_a_regex_is_refused_naming_the_backend_before_any_request() -> None:
+    script = Script([content("123")])
+    with scripted_server(script) as url:
+        backend = _compat(url)
+        backend.load()
+        with pytest.raises(ConstraintUnsupported) as caught:
+            next(backend.stream_chat(QUESTION, GenerationParams(constraint=Regex(r"\d+"))))
+        backend.close()
+    assert script.bodies == []
+    message = str(caught.value)
+    assert "OpenAI-compatible server" in message and "regular expression" in message
+    assert not caught.value.retryable
+
+
+def test_a_json_schema_goes_as_openais_response_format() -> None:
+    body, _ = _sent(JsonSchema(CITY, name="city"), Script([content("{}")]))
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "city", "schema": CITY, "strict": True},
+    }
+    assert "tools" not in body
+
+
+def test_any_json_object_is_openais_json_object_mode() -> None:
+    body, _ = _sent(JsonSchema({"type": "object"}), Script([content("{}")]))
+    assert body["response_format"] == {"type": "json_object"}
+
+
+@pytest.mark.parametrize(
+    ("pieces", "option"),
+    [
+        (['"pi', 'lot"'], "pilot"),
+        ([' "END"', "\n"], "END"),
+        # An escape cut between pieces, a surrogate pair cut between pieces.
+        (['"sous-\\', 'u00e9t\\u00e9"'], "sous-été"),
+        (['"\\ud83d', '\\ude80 crew"'], "\U0001f680 crew"),
+    ],
+)
+def test_a_choice_goes_as_a_string_enum_and_the_bare_option_streams_back(pieces: list[str], option: str) -> None:
+    body, chunks = _sent(Choice(("pilot", "END", "sous-été", "\U0001f680 crew")), Script([content(p) for p in pieces]))
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == {
+        "type": "string",
+        "enum": ["pilot", "END", "sous-été", "\U0001f680 crew"],
+    }
+    assert "".join(c.text for c in chunks) == option
+    assert all('"' not in c.text for c in chunks)
+
+
+def test_a_server_that_ignores_the_choice_is_an_error_not_a_wrong_answer() -> None:
+    with pytest.raises(BackendError) as caught:
+        _sent(Choice(("pilot", "chef")), Script([content("The pilot")]))
+    assert "did not hold its answer to the choice" in str(caught.value)
+    assert "The pilot" in caught.value.detail
+
+
+def test_tools_go_as_openais_tools_and_tool_choice() -> None:
+    constraint = ToolCalls((WEATHER,), mode="required", parallel=False)
+    body, _ = _sent(constraint, Script([content("ok")]))
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "description": WEATHER.description, "parameters": WEATHER.parameters},
+        }
+    ]
+    assert body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
+    assert body["messages"] == QUESTION  # the server's template renders the tools
+
+
+def test_streamed_tool_calls_come_back_whole_in_the_generic_format_after_the_text() -> None:
+    script = Script(
+        [
+            content("Let me check both."),
+            tool_piece(0, name="get_weather"),
+            tool_piece(0, arguments='{"city":'),
+            tool_piece(0, arguments=' "Paris"}'),
+            tool_piece(1, name="get_weather"),
+            tool_piece(1, arguments='{"city": "Oslo"}'),
+        ],
+        finish_reason="tool_calls",
+    )
+    _, chunks = _sent(ToolCalls((WEATHER,), mode="auto"), script)
+    text, calls = tool_calls_parse("".join(c.text for c in chunks))
+    assert text == "Let me check both."
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {"city": "Oslo"}),
+    ]
+    assert chunks[-1].finish_reason == "tool_calls"
+    # Each call arrives as one piece, whole, on a line of its own.
+    assert len(chunks) == 4 and [c.text.startswith("\n" + TOOL_CALL_OPEN) for c in chunks[1:3]] == [True, True]
+
+
+@pytest.mark.slow
+def test_llama_cpp_pythons_server_refuses_openais_json_schema_type(backend: OpenAICompatBackend) -> None:
+    # Hence the schema_style option: that server reads a schema only beside json_object.
+    with pytest.raises(BackendError) as caught:
+        list(backend.stream_chat(CITY_QUESTION, GenerationParams(max_tokens=16, constraint=JsonSchema(CITY))))
+    assert "response_format" in caught.value.detail
+
+
+@pytest.mark.slow
+def test_a_json_schema_answer_validates_every_time_at_temperature_0_7(llama_style: OpenAICompatBackend) -> None:
+    for seed in range(1, 6):
+        params = GenerationParams(max_tokens=96, temperature=0.7, seed=seed, constraint=JsonSchema(CITY))
+        text, final, _ = _reply(llama_style.stream_chat(CITY_QUESTION, params))
+        assert final.finish_reason == "stop", text
+        assert json_schema_check(CITY, json.loads(text)) is None, text
+
+
+@pytest.mark.slow
+def test_a_choice_answers_with_a_bare_option_every_time(llama_style: OpenAICompatBackend) -> None:
+    for seed in range(1, 6):
+        params = GenerationParams(max_tokens=16, temperature=1.0, seed=seed, constraint=Choice(SPEAKERS))
+        text, final, pieces = _reply(llama_style.stream_chat(WHO_NEXT, params))
+        assert text in SPEAKERS and final.finish_reason == "stop"
+        assert all('"' not in piece.text for piece in pieces)
+
+
+@pytest.mark.slow
+def test_a_named_tool_comes_back_as_a_valid_call_in_the_generic_format(backend: OpenAICompatBackend) -> None:
+    # llama-cpp-python's server honours a named tool_choice (a grammar of the tool's parameters)
+    # and streams the call as delta.tool_calls; "auto" and "required" it leaves to its chat format.
+    params = GenerationParams(
+        max_tokens=64, temperature=0.7, seed=3, constraint=ToolCalls((WEATHER,), mode="get_weather")
+    )
+    text, final, _ = _reply(backend.stream_chat(WEATHER_QUESTION, params))
+    before, calls = tool_calls_parse(text)
+    assert before == "" and [c.name for c in calls] == ["get_weather"], text
+    assert json_schema_check(WEATHER.parameters, json.loads(calls[0].arguments)) is None
+    assert final.finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_thinking_a_server_sends_apart_comes_back_in_think_tags_for_the_worker_to_split(field: str) -> None:
+    script = Script([{field: "The user "}, {field: "asks."}, content("Paris"), content(".")])
+    _, chunks = _sent(None, script)
+    text = "".join(c.text for c in chunks)
+    assert text == "<think>The user asks.</think>Paris."
+    split = ThinkSplitter(opened=False)
+    parts = split.feed(text) + split.finish()
+    assert "".join(t for p, t in parts if p == "reasoning") == "The user asks."
+    assert "".join(t for p, t in parts if p == "content") == "Paris."

@@ -113,7 +113,7 @@ def test_only_whitespace_is_nothing() -> None:
         ("auto", QWEN3, (True, False)),
         ("auto", DEEPSEEK_R1, (True, False)),
         ("auto", SMOLLM2, (False, False)),
-        ("auto", "", (False, False)),  # a remote server's template is unknown: say think_tags
+        ("auto", "", (True, False)),  # a remote server: split what opens with <think> itself
         ("think_tags", SMOLLM2, (True, False)),
         ("think_tags", QWQ, (True, True)),
         ("think_tags", "", (True, True)),

@@ -132,9 +132,10 @@ class ScriptedSupervisor(BaseHTTPRequestHandler):
         asked = len(type(self).requests)
         type(self).requests.append(request)
         pick = self.PICKS[asked] if asked < len(self.PICKS) else "END"
+        # The pick is asked for under a choice: a string-enum schema, answered as a JSON string.
         chunks = [
             {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "host",
-             "choices": [{"index": 0, "delta": {"content": pick}, "finish_reason": None}]},
+             "choices": [{"index": 0, "delta": {"content": json.dumps(pick)}, "finish_reason": None}]},
             {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "host",
              "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
         ]  # fmt: skip
@@ -191,6 +192,10 @@ def test_a_supervisors_picks_are_answered_by_the_agents_it_picks_on_the_real_sta
     assert all(m["content"].strip() for m in replies)
     assert not [m for m in page["results"] if m["role"] == "system"]  # no note: nothing went wrong
     assert len(host.requests) == 2  # one pick per turn, none past the cap
+    # Each pick was decoded under a choice of the others' slugs and END.
+    for request in host.requests:
+        schema = request["response_format"]["json_schema"]["schema"]
+        assert sorted(schema["enum"]) == ["END", "critic", "poet"], request["response_format"]
     # The second pick saw the critic's turn by name, and whom it may pick.
     second = host.requests[1]["messages"]
     assert "- Critic [critic]" in second[0]["content"] and "- Poet [poet]" in second[0]["content"]

@@ -182,3 +182,13 @@ def test_a_backend_that_cannot_constrain_refuses_before_anything_is_queued(
     assert refused.value.message == (
         "The Scripted (tests) backend cannot constrain its output to JSON (it can: choice)."
     )
+
+
+def test_a_schema_llama_cpp_cannot_compile_is_refused_before_anything_is_stored(user: User, capped: Agent) -> None:
+    """``not`` has no grammar: the door says so (400) instead of the worker failing the reply (502)."""
+    schema = {"type": "object", "properties": {"a": {"not": {"type": "string"}}}}
+    body = {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    with pytest.raises(CompletionError) as refused:
+        completion_validate(user=user, body={"model": "helper", "messages": HI, **body})
+    assert (refused.value.status, refused.value.param) == (400, "response_format")
+    assert refused.value.message.startswith("The llama.cpp backend cannot decode under a JSON schema")
