@@ -1,5 +1,6 @@
-"""One embedded platform (daphne, SQLite, replies in-process on the bundled model) for the ``/v1``
-tests of this package: started once, as each module's would be."""
+"""One embedded platform (daphne, SQLite, replies in-process) for the ``/v1`` tests of this
+package, started once: the bundled model on llama.cpp (``assistant``) and its OpenVINO IR
+(``assistant-ov``, the IR made once by the pipeline's export and cached)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,19 @@ from collections.abc import Iterator
 
 import pytest
 
+from pipeline.convert import openvino_ir_for_bundled
 from tests.platform_setup import prepare
 from tools.launch import Platform, free_port, platform_env
+
+OPENVINO_AGENT = """
+from agents.models import Agent
+from inference.models import ModelArtifact
+bundled = Agent.objects.get(slug="assistant")
+ir, _ = ModelArtifact.objects.get_or_create(name="SmolLM2 IR (tests)", format="openvino", path=IR_DIR)
+Agent.objects.update_or_create(slug="assistant-ov", defaults=dict(
+    name="Assistant (OpenVINO)", model=ir, backend="openvino", system_prompt=bundled.system_prompt,
+    max_tokens=bundled.max_tokens, temperature=bundled.temperature))
+"""
 
 
 @pytest.fixture(scope="package")
@@ -17,7 +29,8 @@ def v1_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     env = platform_env(data_dir=data, database_url=None, redis_url=None)
     (data / "logs").mkdir()
     running = Platform(env=env, port=free_port(), log_dir=data / "logs")
-    running.tokens = prepare(env, ("alice", "bob"))
+    code = f"IR_DIR = {str(openvino_ir_for_bundled())!r}\n" + OPENVINO_AGENT
+    running.tokens = prepare(env, ("alice", "bob"), code=code)
     running.start_daphne()
     yield running
     running.stop_all()

@@ -33,6 +33,7 @@ PLACE = {
 PLACE_FORMAT = {"type": "json_schema", "json_schema": {"name": "place", "schema": PLACE, "strict": True}}
 ASK = [{"role": "user", "content": "Name a big city, its country and its population, as JSON."}]
 RUNS = 10
+ENGINES = ["assistant", "assistant-ov"]  # llama.cpp, OpenVINO GenAI (tests/api/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +46,12 @@ def alice(platform: Platform) -> OpenAI:
     return OpenAI(base_url=f"{platform.http}/v1", api_key=platform.tokens["alice"], max_retries=0, timeout=180)
 
 
-def test_json_schema_answers_validate_ten_times_out_of_ten_at_temperature_0_7(alice: OpenAI) -> None:
+@pytest.mark.parametrize("model", ENGINES)
+def test_json_schema_answers_validate_ten_times_out_of_ten_at_temperature_0_7(alice: OpenAI, model: str) -> None:
     answers = []
     for seed in range(RUNS):
         completion = alice.chat.completions.create(
-            model="assistant", messages=ASK, response_format=PLACE_FORMAT, temperature=0.7, seed=seed, max_tokens=120
+            model=model, messages=ASK, response_format=PLACE_FORMAT, temperature=0.7, seed=seed, max_tokens=120
         )  # type: ignore[call-overload]
         choice = completion.choices[0]
         assert choice.finish_reason == "stop", choice
@@ -59,21 +61,23 @@ def test_json_schema_answers_validate_ten_times_out_of_ten_at_temperature_0_7(al
     print(f"\n{RUNS} answers under the schema: {answers[:3]} ...")
 
 
-def test_streamed_json_schema_answers_validate_ten_times_out_of_ten(alice: OpenAI) -> None:
+@pytest.mark.parametrize("model", ENGINES)
+def test_streamed_json_schema_answers_validate_ten_times_out_of_ten(alice: OpenAI, model: str) -> None:
     for seed in range(RUNS):
         stream = alice.chat.completions.create(
-            model="assistant", messages=ASK, response_format=PLACE_FORMAT, temperature=0.7, seed=100 + seed,
+            model=model, messages=ASK, response_format=PLACE_FORMAT, temperature=0.7, seed=100 + seed,
             max_tokens=120, stream=True,
         )  # type: ignore[call-overload]  # fmt: skip
         text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
         jsonschema.validate(json.loads(text), PLACE)
 
 
-def test_json_object_answers_are_json_objects(alice: OpenAI) -> None:
+@pytest.mark.parametrize("model", ENGINES)
+def test_json_object_answers_are_json_objects(alice: OpenAI, model: str) -> None:
     """Any JSON object: nothing bounds its size, so the answer is asked to be small, and greedy."""
     for question in ("Give a city's name and country as JSON.", "Describe a dog in JSON with its name and breed only."):
         completion = alice.chat.completions.create(
-            model="assistant", messages=[{"role": "user", "content": question}],
+            model=model, messages=[{"role": "user", "content": question}],
             response_format={"type": "json_object"}, temperature=0, max_tokens=300,
         )  # fmt: skip
         assert completion.choices[0].finish_reason == "stop", completion.choices[0].message.content

@@ -71,10 +71,11 @@ def valid_call(name: str, arguments: str) -> dict[str, Any]:
     return dict(parsed)
 
 
-def test_required_gives_a_valid_call_ten_times_out_of_ten(alice: OpenAI) -> None:
+@pytest.mark.parametrize("model", ["assistant", "assistant-ov"])  # llama.cpp, OpenVINO GenAI
+def test_required_gives_a_valid_call_ten_times_out_of_ten(alice: OpenAI, model: str) -> None:
     for seed in range(RUNS):
         completion = alice.chat.completions.create(
-            model="assistant", messages=ASK, tools=[WEATHER, TIME], tool_choice="required", temperature=0.7,
+            model=model, messages=ASK, tools=[WEATHER, TIME], tool_choice="required", temperature=0.7,
             seed=seed, max_tokens=120,
         )  # type: ignore[arg-type]  # fmt: skip
         choice = completion.choices[0]
@@ -85,10 +86,11 @@ def test_required_gives_a_valid_call_ten_times_out_of_ten(alice: OpenAI) -> None
             valid_call(call.function.name, call.function.arguments)  # type: ignore[union-attr]
 
 
-def test_streamed_calls_assemble_into_valid_calls_ten_times_out_of_ten(alice: OpenAI) -> None:
+@pytest.mark.parametrize("model", ["assistant", "assistant-ov"])
+def test_streamed_calls_assemble_into_valid_calls_ten_times_out_of_ten(alice: OpenAI, model: str) -> None:
     for seed in range(RUNS):
         stream = alice.chat.completions.create(
-            model="assistant", messages=ASK, tools=[WEATHER, TIME], tool_choice="required", temperature=0.7,
+            model=model, messages=ASK, tools=[WEATHER, TIME], tool_choice="required", temperature=0.7,
             seed=50 + seed, max_tokens=120, stream=True,
         )  # type: ignore[arg-type]  # fmt: skip
         calls: dict[int, dict[str, str]] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,8 +70,9 @@ def answer(
     return "".join(c.text for c in chunks), chunks
 
 
-def test_json_schema_answers_validate_ten_times_out_of_ten(llama: LlamaCppBackend) -> None:
-    for seed in range(10):
+def test_json_schema_answers_validate(llama: LlamaCppBackend) -> None:
+    # Ten times out of ten through /v1 (tests/api/test_openai_structured.py); the backend alone here.
+    for seed in range(3):
         text, chunks = answer(llama, CITY_QUESTION, JsonSchema(schema=CITY), temperature=0.7, seed=seed)
         assert chunks[-1].finish_reason == "stop", text
         assert json_schema_check(CITY, json.loads(text)) is None, text
@@ -210,23 +210,3 @@ def test_tool_choice_auto_lets_plain_answers_through(llama: LlamaCppBackend) -> 
     text, chunks = answer(llama, question, tools, temperature=0.0, max_tokens=16)
     assert text and TOOL_CALL_OPEN not in text
     assert chunks[-1].finish_reason in ("stop", "length")
-
-
-def test_cost_of_constraining(llama: LlamaCppBackend, caplog: pytest.LogCaptureFixture) -> None:
-    """Prints the grammar compile time and decode tokens/s with and without a JSON schema (-s)."""
-    schema = {**CITY, "properties": {**CITY["properties"], "country": {"type": "string"}}}  # not cached yet
-    with caplog.at_level(logging.DEBUG, logger="inference.backends.llama_cpp"):
-        answer(llama, CITY_QUESTION, JsonSchema(schema=schema), max_tokens=1)  # also puts the prompt in the KV cache
-    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("compiled")]
-    tokens = {"free": 0, "json_schema": 0}
-    seconds = {"free": 0.0, "json_schema": 0.0}
-    for seed in range(4):  # interleaved, so a busy machine slows both alike
-        for label, constraint in (("free", None), ("json_schema", JsonSchema(schema=schema))):
-            started = time.perf_counter()
-            _, chunks = answer(llama, CITY_QUESTION, constraint, temperature=0.7, seed=seed, max_tokens=48)
-            seconds[label] += time.perf_counter() - started
-            usage = chunks[-1].usage
-            assert usage is not None
-            tokens[label] += usage.completion_tokens
-    rates = {label: tokens[label] / seconds[label] for label in tokens}
-    print(f"\n{compiled[0]}\ntokens/s: free {rates['free']:.0f}, json_schema {rates['json_schema']:.0f}")
