@@ -278,3 +278,43 @@ def tool_calls_parse(text: str) -> tuple[str, list[ParsedCall]]:
             arguments = call.get("arguments", {})
             calls.append(ParsedCall(call["name"], json.dumps(arguments, ensure_ascii=False)))
     return text[:start].rstrip(), calls
+
+
+# ------------------------------------------------------------------ a model's own tool template
+
+
+def template_knows_tools(chat_template: str) -> bool:
+    """Whether a chat template renders the ``tools`` it is given (Qwen2.5's, Llama 3.1's, Hermes'
+    do; SmolLM2's does not): such a model is told its tools by its own template."""
+    return re.search(r"\btools\b", chat_template) is not None
+
+
+def structured_messages(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Turns in the generic format as a chat template with tools reads them (Hugging Face's and
+    OpenAI's shape): an assistant's ``<tool_call>`` blocks as ``tool_calls`` (arguments as objects),
+    a user turn of ``<tool_response>`` blocks as one ``tool`` message per block."""
+    out: list[dict[str, Any]] = []
+    responses = re.compile(re.escape(TOOL_RESPONSE_OPEN) + r"\n?(.*?)\n?" + re.escape(TOOL_RESPONSE_CLOSE), re.S)
+    for message in messages:
+        role, content = message["role"], message["content"]
+        if role == "assistant" and TOOL_CALL_OPEN in content:
+            text, calls = tool_calls_parse(content)
+            out.append({
+                "role": "assistant", "content": text,
+                "tool_calls": [{"id": f"call_{len(out)}_{i}", "type": "function",
+                                "function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+                               for i, c in enumerate(calls)],
+            })  # fmt: skip
+        elif role == "user" and content.startswith(TOOL_RESPONSE_OPEN) and responses.sub("", content).strip() == "":
+            out.extend({"role": "tool", "content": body} for body in responses.findall(content))
+        else:
+            out.append(dict(message))
+    return out
+
+
+def openai_tools(constraint: ToolCalls) -> list[dict[str, Any]]:
+    """The tools in OpenAI's (and chat templates') shape."""
+    return [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+        for t in constraint.tools
+    ]

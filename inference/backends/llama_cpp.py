@@ -40,7 +40,16 @@ from inference.backends.base import (
     missing_package,
 )
 from inference.backends.options import BackendOptions
-from inference.constraints import TOOL_CALL_OPEN, Constraint, ConstraintError, ToolCalls, constraint_to_json
+from inference.constraints import (
+    TOOL_CALL_OPEN,
+    Constraint,
+    ConstraintError,
+    ToolCalls,
+    constraint_to_json,
+    openai_tools,
+    structured_messages,
+    template_knows_tools,
+)
 from inference.grammars import gbnf_for
 from inference.llama_runtime import llama_load
 
@@ -128,8 +137,18 @@ class LlamaCppBackend(Backend):
             template=template, eos_token=eos, bos_token=bos, stop_token_ids=[self._llm.token_eos()]
         )
 
-    def _render(self, messages: list[ChatMessage]) -> tuple[str, list[str]]:
-        result = self._formatter(messages=messages)
+    @property
+    def renders_tools(self) -> bool:  # type: ignore[override]
+        """Whether the GGUF's own chat template renders tools (Qwen2.5's, Hermes'): then it tells
+        the model its tools and shows earlier calls and results, in the template's own words; the
+        calls are still decoded in the ``<tool_call>`` format (Hermes' and Qwen's own)."""
+        return template_knows_tools(self.chat_template())
+
+    def _render(self, messages: list[ChatMessage], constraint: Constraint | None = None) -> tuple[str, list[str]]:
+        if isinstance(constraint, ToolCalls) and self.renders_tools:
+            result = self._formatter(messages=structured_messages(messages), tools=openai_tools(constraint))
+        else:
+            result = self._formatter(messages=messages)
         stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return result.prompt, stop
 
@@ -164,7 +183,7 @@ class LlamaCppBackend(Backend):
             raise BackendError("model not loaded")
         constraint = params.constraint
         self.constraint_check(constraint)
-        prompt, template_stop = self._render(messages)
+        prompt, template_stop = self._render(messages, constraint)
         prompt_tokens = self._tokenize(prompt)
         room = self._llm.n_ctx() - len(prompt_tokens)
         if room <= 0:

@@ -66,6 +66,10 @@ from inference.constraints import (
     Constraint,
     JsonSchema,
     Regex,
+    ToolCalls,
+    openai_tools,
+    structured_messages,
+    template_knows_tools,
     tool_call_schema,
 )
 
@@ -203,11 +207,23 @@ class OpenVINOBackend(Backend):
             raise BackendError("model not loaded")
         return self._pipe
 
-    def _history(self, messages: list[ChatMessage]) -> Any:
+    @property
+    def renders_tools(self) -> bool:  # type: ignore[override]
+        """Whether the model's own chat template renders tools (Qwen2.5's, Hermes'): then it tells
+        the model its tools and shows earlier calls and results; calls are still decoded in the
+        ``<tool_call>`` format."""
+        return template_knows_tools(self.chat_template())
+
+    def _history(self, messages: list[ChatMessage], constraint: Constraint | None = None) -> Any:
+        if isinstance(constraint, ToolCalls) and self.renders_tools:
+            history = self._genai.ChatHistory(structured_messages(messages))
+            history.set_tools(openai_tools(constraint))
+            return history
         return self._genai.ChatHistory([{"role": m["role"], "content": m["content"]} for m in messages])
 
-    def _render(self, messages: list[ChatMessage]) -> str:
-        prompt: str = self._tokenizer.apply_chat_template(self._history(messages), add_generation_prompt=True)
+    def _render(self, messages: list[ChatMessage], constraint: Constraint | None = None) -> str:
+        history = self._history(messages, constraint)
+        prompt: str = self._tokenizer.apply_chat_template(history, add_generation_prompt=True)
         return prompt
 
     def _token_count(self, prompt: str) -> int:
@@ -285,7 +301,7 @@ class OpenVINOBackend(Backend):
         self.constraint_check(params.constraint)
         if not messages:
             raise BackendError("no messages to answer")
-        prompt = self._render(messages)
+        prompt = self._render(messages, params.constraint)
         prompt_tokens = self._token_count(prompt)
         limit = self.context_length()
         if limit is not None and prompt_tokens >= limit:
@@ -293,7 +309,7 @@ class OpenVINOBackend(Backend):
         config = self._generation_config(params)
         inputs: Any
         if self.options.kv_cache_reuse:
-            inputs = self._history(messages)  # chat mode: the pipeline keeps and aligns its KV cache
+            inputs = self._history(messages, params.constraint)  # chat mode: the pipeline keeps its KV cache
         else:
             inputs = [prompt]  # plain mode, a fresh cache for every reply (a list: DecodedResults back)
             config.apply_chat_template = False
