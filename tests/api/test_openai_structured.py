@@ -113,9 +113,10 @@ class Place(BaseModel):
     country: str = Field(min_length=1, max_length=40)
 
 
-def test_langchain_with_structured_output_gets_a_valid_object(platform: Platform) -> None:
+@pytest.mark.parametrize("model_name", ENGINES)
+def test_langchain_with_structured_output_gets_a_valid_object(platform: Platform, model_name: str) -> None:
     model = ChatOpenAI(
-        base_url=f"{platform.http}/v1", api_key=platform.tokens["alice"], model="assistant", temperature=0.7,
+        base_url=f"{platform.http}/v1", api_key=platform.tokens["alice"], model=model_name, temperature=0.7,
         max_tokens=120, max_retries=0, timeout=180,
     )  # type: ignore[call-arg]  # fmt: skip
     structured = model.with_structured_output(Place, method="json_schema")

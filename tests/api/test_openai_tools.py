@@ -6,7 +6,7 @@ of the tools' parameters, so every call's arguments validate, whole and streamed
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import openai
@@ -15,6 +15,7 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from openai import OpenAI
+from pydantic import BaseModel, Field
 
 from tools.launch import Platform
 
@@ -157,15 +158,23 @@ def test_tool_choice_must_name_a_sent_tool(alice: OpenAI) -> None:
     assert refused.value.body["param"] == "tool_choice"  # type: ignore[index]
 
 
-@tool
+class WeatherArgs(BaseModel):
+    # Bounded, as a tool's arguments should be: a small model at temperature 0.7 may otherwise
+    # write one string until max_tokens (the grammar allows any length), and the call is cut.
+    city: str = Field(min_length=1, max_length=40)
+    unit: Literal["celsius", "fahrenheit"]
+
+
+@tool(args_schema=WeatherArgs)
 def get_weather(city: str, unit: str) -> str:
-    """The current weather in a city; unit is celsius or fahrenheit."""
+    """The current weather in a city."""
     return f"21 degrees {unit} in {city}"
 
 
-def test_langchain_bind_tools_gets_valid_calls_whole_and_streamed(platform: Platform) -> None:
+@pytest.mark.parametrize("model_name", ["assistant", "assistant-ov"])
+def test_langchain_bind_tools_gets_valid_calls_whole_and_streamed(platform: Platform, model_name: str) -> None:
     model = ChatOpenAI(
-        base_url=f"{platform.http}/v1", api_key=platform.tokens["alice"], model="assistant", temperature=0.7,
+        base_url=f"{platform.http}/v1", api_key=platform.tokens["alice"], model=model_name, temperature=0.7,
         max_tokens=120, max_retries=0, timeout=180,
     )  # type: ignore[call-arg]  # fmt: skip
     bound = model.bind_tools([get_weather], tool_choice="required")

@@ -153,7 +153,10 @@ def test_a_required_call_through_the_models_template_validates(backend: LlamaCpp
 
 def test_generic_turns_become_the_structured_messages_templates_read() -> None:
     turns = [
-        {"role": "assistant", "content": "Let me look.\n" + tool_calls_render("", [("get_weather", '{"city": "Oslo"}')])},
+        {
+            "role": "assistant",
+            "content": "Let me look.\n" + tool_calls_render("", [("get_weather", '{"city": "Oslo"}')]),
+        },
         {"role": "user", "content": tool_response_render("3 C") + "\n" + tool_response_render("sunny")},
         {"role": "user", "content": "Thanks"},
     ]
@@ -168,7 +171,7 @@ def test_generic_turns_become_the_structured_messages_templates_read() -> None:
 
 
 @pytest.fixture(scope="module")
-def openvino_with_tools(ir_dir: Path) -> Iterator[OpenVINOBackend]:
+def openvino_with_tools(ir_dir: Path) -> Iterator[OpenVINOBackend]:  # noqa: F811 - the imported fixture
     """The bundled model's IR on OpenVINO GenAI, its tokenizer given the same tools template
     through the engine's own ``set_chat_template``; plain mode, where the backend renders."""
     loaded = OpenVINOBackend(model_path=str(ir_dir), options=OpenVINOOptions(kv_cache_reuse=False))
@@ -191,7 +194,7 @@ def test_openvino_renders_tools_with_the_models_template_and_calls_validate(
     ]
     prompt = openvino_with_tools._render(messages, TOOLS)
     assert "# Tools" in prompt and tools_prompt(TOOLS) not in prompt
-    assert '"arguments": {"city": "Oslo"}' in prompt and "<tool_response>\n{\"celsius\": 3}" in prompt
+    assert '"arguments": {"city": "Oslo"}' in prompt and '<tool_response>\n{"celsius": 3}' in prompt
     for seed in range(2):
         params = GenerationParams(max_tokens=64, temperature=0.7, seed=seed, constraint=TOOLS)
         text = "".join(chunk.text for chunk in openvino_with_tools.stream_chat(messages, params))
