@@ -86,7 +86,7 @@ class ThinkSplitter:
             if piece:
                 out.append((REASONING, piece))
             return
-        cut = _safe_end(self._held, THINK_CLOSE)
+        cut = tag_safe_end(self._held, THINK_CLOSE)
         if cut:
             out.append((REASONING, self._held[:cut]))
             self._held, self._trim = self._held[cut:], False
@@ -99,7 +99,7 @@ class ThinkSplitter:
             self._held, self._trim = "", False
 
 
-def _safe_end(text: str, tag: str) -> int:
+def tag_safe_end(text: str, tag: str) -> int:
     """How much of ``text`` can go out now: all but a tail that could begin ``tag`` and the
     whitespace before it (whitespace before the tag belongs to no part)."""
     hold = 0

@@ -25,6 +25,7 @@ from inference.constraints import (
     JsonSchema,
     Regex,
     ToolCalls,
+    openai_tools,
 )
 
 # How a server takes a JSON schema. OpenAI's ``json_schema`` type is what OpenAI, vLLM, llama.cpp's
@@ -56,10 +57,9 @@ def tool_fields(constraint: ToolCalls, *, strict: bool = False) -> dict[str, Any
     schema only then (or under ``--tool-strict-level parameter``); OpenAI's own API accepts it
     only for schemas in its strict subset, so it is not sent there.
     """
-    tools = []
-    for t in constraint.tools:
-        function = {"name": t.name, "description": t.description, "parameters": t.parameters}
-        tools.append({"type": "function", "function": {**function, "strict": True} if strict else function})
+    tools = openai_tools(constraint)
+    if strict:
+        tools = [{"type": "function", "function": {**t["function"], "strict": True}} for t in tools]
     mode = constraint.mode
     choice: Any = mode if mode in ("auto", "required") else {"type": "function", "function": {"name": mode}}
     return {"tools": tools, "tool_choice": choice, "parallel_tool_calls": constraint.parallel}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from inference.constraints import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ParsedCall, tool_calls_parse
+from inference.reasoning import tag_safe_end
 
 
 def call_id(reply_id: int, index: int) -> str:
@@ -48,7 +49,7 @@ class ToolCallStream:
         if not self.in_calls:
             start = self.pending.find(TOOL_CALL_OPEN)
             if start < 0:
-                cut = _safe_end(self.pending)
+                cut = tag_safe_end(self.pending, TOOL_CALL_OPEN)
                 if cut:
                     deltas.append({"content": self.pending[:cut]})
                     self.pending = self.pending[cut:]
@@ -74,17 +75,3 @@ class ToolCallStream:
             return []
         rest, self.pending = self.pending, ""
         return [{"content": rest}]
-
-
-def _safe_end(text: str) -> int:
-    """How much of ``text`` can go out now: all but a tail that could begin a call (a prefix of
-    ``<tool_call>``) and the whitespace before it."""
-    hold = 0
-    for size in range(min(len(TOOL_CALL_OPEN), len(text)), 0, -1):
-        if text.endswith(TOOL_CALL_OPEN[:size]):
-            hold = size
-            break
-    end = len(text) - hold
-    while end > 0 and text[end - 1].isspace():
-        end -= 1
-    return end

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from openai import OpenAI
 
 from pipeline.convert import openvino_ir_for_bundled
 from tests.platform_setup import prepare
@@ -34,3 +35,18 @@ def v1_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     running.start_daphne()
     yield running
     running.stop_all()
+
+
+@pytest.fixture(scope="module")
+def platform(v1_platform: Platform) -> Platform:
+    return v1_platform
+
+
+def client_for(platform: Platform, token: str) -> OpenAI:
+    """The official client as developers make it, with no retries (a retry would be a new session)."""
+    return OpenAI(base_url=f"{platform.http}/v1", api_key=token, max_retries=0, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def alice(platform: Platform) -> OpenAI:
+    return client_for(platform, platform.tokens["alice"])

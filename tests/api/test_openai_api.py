@@ -18,6 +18,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from tests.api.conftest import client_for
 from tests.integration.chat_client import api
 from tools.launch import Platform
 
@@ -26,20 +27,6 @@ pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"
 GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 40}
 CAP = 512  # the bundled assistant's max_tokens (bootstrap)
-
-
-@pytest.fixture(scope="module")
-def platform(v1_platform: Platform) -> Platform:
-    return v1_platform
-
-
-def _client(platform: Platform, token: str) -> OpenAI:
-    return OpenAI(base_url=f"{platform.http}/v1", api_key=token, max_retries=0, timeout=180)
-
-
-@pytest.fixture(scope="module")
-def alice(platform: Platform) -> OpenAI:
-    return _client(platform, platform.tokens["alice"])
 
 
 def _sessions(platform: Platform, user: str) -> list[dict[str, Any]]:
@@ -211,9 +198,9 @@ def test_a_body_that_is_not_json_is_400_in_openais_format(platform: Platform) ->
 
 def test_a_bad_token_is_401(platform: Platform) -> None:
     with pytest.raises(openai.AuthenticationError):
-        _client(platform, "cs_not-a-real-token").models.list()
+        client_for(platform, "cs_not-a-real-token").models.list()
     with pytest.raises(openai.AuthenticationError):
-        _client(platform, "cs_not-a-real-token").chat.completions.create(
+        client_for(platform, "cs_not-a-real-token").chat.completions.create(
             model="assistant", messages=[{"role": "user", "content": "Hi"}]
         )
 

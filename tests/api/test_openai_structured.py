@@ -36,16 +36,6 @@ RUNS = 10
 ENGINES = ["assistant", "assistant-ov"]  # llama.cpp, OpenVINO GenAI (tests/api/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def platform(v1_platform: Platform) -> Platform:
-    return v1_platform
-
-
-@pytest.fixture(scope="module")
-def alice(platform: Platform) -> OpenAI:
-    return OpenAI(base_url=f"{platform.http}/v1", api_key=platform.tokens["alice"], max_retries=0, timeout=180)
-
-
 @pytest.mark.parametrize("model", ENGINES)
 def test_json_schema_answers_validate_ten_times_out_of_ten_at_temperature_0_7(alice: OpenAI, model: str) -> None:
     answers = []

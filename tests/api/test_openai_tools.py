@@ -55,16 +55,6 @@ PARAMETERS = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATH
 RUNS = 10
 
 
-@pytest.fixture(scope="module")
-def platform(v1_platform: Platform) -> Platform:
-    return v1_platform
-
-
-@pytest.fixture(scope="module")
-def alice(platform: Platform) -> OpenAI:
-    return OpenAI(base_url=f"{platform.http}/v1", api_key=platform.tokens["alice"], max_retries=0, timeout=180)
-
-
 def valid_call(name: str, arguments: str) -> dict[str, Any]:
     assert name in PARAMETERS, name
     parsed = json.loads(arguments)

@@ -24,6 +24,8 @@ import jsonschema
 import pytest
 from openai import OpenAI
 
+from tests.api.test_openai_structured import PLACE
+from tests.api.test_openai_tools import WEATHER
 from tests.integration.chat_client import Reply, Watcher, api, send, ws_open
 from tests.platform_setup import database_create, database_drop, prepare_with_output
 from tools.launch import ROOT, Platform, free_port, platform_env
@@ -301,31 +303,6 @@ def test_stopping_one_reply_leaves_the_others_running_to_completion(vllm_platfor
         f"\nstop latency (client-observed): {(stopped_seen - stop_sent[0]) * 1000:.0f} ms; stopped at "
         f"{stopped_tokens} tokens, the others ran to {ran_to}"
     )
-
-
-PLACE = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "minLength": 1, "maxLength": 40},
-        "country": {"type": "string", "minLength": 1, "maxLength": 40},
-        "population": {"type": "integer", "minimum": 0},
-    },
-    "required": ["city", "country", "population"],
-    "additionalProperties": False,
-}
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "minLength": 1, "maxLength": 40}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
 
 
 def _client(platform: Platform) -> OpenAI:
