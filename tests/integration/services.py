@@ -135,6 +135,11 @@ def private_platform(
                 [str(VENV_BIN / "celery"), "-A", "chatsite", "beat", "-l", "INFO", "--schedule", str(folder / "beat")],
             )
         yield platform
+    except BaseException as exc:
+        # What the processes did is often the only clue to a failure seen in CI.
+        for log in sorted(logs.glob("*.log")):
+            exc.add_note(f"--- {log.name}, its end ---\n{log.read_text(errors='replace')[-4000:]}")
+        raise
     finally:
         platform.stop_all()
 

@@ -42,7 +42,9 @@ def delta(reply: Message, seq: int, text: str) -> dict[str, Any]:
 
 
 def follow(session: Session, events: list[Any], *, reply_id: int | None = None, until: int = 50) -> list[Any]:
-    """Feed ``events`` (dicts, or callables run at that point) and collect what the follower yields."""
+    """Feed ``events`` (dicts, or callables run at that point) and collect what the follower yields,
+    until ``until`` events other than ``idle`` (a busy machine makes the follower check, and say
+    ``idle``, between any two events)."""
 
     async def run() -> list[Any]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -52,7 +54,7 @@ def follow(session: Session, events: list[Any], *, reply_id: int | None = None, 
         async def collect() -> None:
             async for event in follower:
                 out.append(event)
-                if len(out) >= until:
+                if len(kinds(out)) >= until:
                     return
 
         task = asyncio.create_task(collect())

@@ -39,9 +39,11 @@ def test_the_request_body_is_the_validating_model_with_its_bounds(document: dict
     for name, bound in [("temperature", generation.TEMPERATURE), ("seed", generation.SEED)]:
         assert (fields[name]["minimum"], fields[name]["maximum"]) == (bound.low, bound.high)
     assert fields["stop"]["anyOf"][1]["maxItems"] == generation.MAX_STOP_STRINGS
-    assert "tools" not in fields  # refused, so not offered
+    assert "functions" not in fields and "logprobs" not in fields  # refused, so not offered
+    assert {"tools", "tool_choice", "parallel_tool_calls", "response_format"} <= set(fields)
     message = document["components"]["schemas"]["ChatCompletionMessage"]
-    assert message["properties"]["role"]["enum"] == ["system", "developer", "user", "assistant"]
+    assert message["properties"]["role"]["enum"] == ["system", "developer", "user", "assistant", "tool"]
+    assert {"tool_calls", "tool_call_id"} <= set(message["properties"])
 
 
 def test_the_document_holds_no_json_schema_only_keywords(document: dict[str, Any]) -> None:
