@@ -165,7 +165,12 @@ def test_the_live_buffer_keeps_each_part_apart_and_lets_both_expire(kind: str, t
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_lost_delta_across_the_end_of_the_thinking_is_filled_part_by_part(session: Session) -> None:
+def test_a_lost_delta_across_the_end_of_the_thinking_is_filled_part_by_part(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reply is written by the test: an embedded worker generating it too would race (and
+    # discard the live buffer when it ended).
+    monkeypatch.setattr("sessions_app.dispatch.reply_enqueue", lambda **_: None)
     reply = streaming_reply(session)
     buffer = stream_buffer()
     chat_delta = {"type": "chat.delta", "message_id": reply.pk}
@@ -189,7 +194,10 @@ def test_a_lost_delta_across_the_end_of_the_thinking_is_filled_part_by_part(sess
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_lost_done_sends_the_missing_thinking_and_answer_from_the_stored_reply(session: Session) -> None:
+def test_a_lost_done_sends_the_missing_thinking_and_answer_from_the_stored_reply(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sessions_app.dispatch.reply_enqueue", lambda **_: None)  # as above
     reply = streaming_reply(session)
 
     def finished_without_telling() -> None:
