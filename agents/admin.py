@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html_join
 
-from agents.forms import is_option_field, option_field_name, option_fields
-from agents.models import Agent
+from agents.forms import is_option_field, option_field_name, option_fields, tool_choices
+from agents.models import Agent, ToolServer
+from agents.tool_servers import tool_server_discover, tool_server_refresh, tool_server_save
 from inference.backends.base import Backend
 from inference.backends.registry import OptionsError, backend_choices, backend_classes, options_validate_to_save
 
@@ -51,6 +55,16 @@ class AgentAdminForm(forms.ModelForm):
             initial=self.fields["backend"].initial,  # the model's default, for a new agent
             help_text="Its options are below; only the chosen backend's options are saved.",
         )
+        stored_tools = self.instance.tools if isinstance(self.instance.tools, list) else []
+        if "tools" in self.fields:
+            self.fields["tools"] = forms.MultipleChoiceField(
+                choices=tool_choices([str(name) for name in stored_tools]),
+                required=False,
+                widget=forms.CheckboxSelectMultiple,
+                initial=stored_tools,
+                help_text="Built-in tools, and the tools discovered on the tool servers (refresh a server "
+                "to see new ones).",
+            )
         stored = self.instance.backend_options if isinstance(self.instance.backend_options, dict) else {}
         for name, cls in self.backends.items():
             own = stored if name == current else {}
@@ -135,6 +149,7 @@ class AgentAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Tools", {"fields": ["tools", "tool_choice", "max_tool_steps"]}),
         (
             "Where it runs and who may use it",
             {"fields": ["node", "is_active", "visibility", "allowed_users", "allowed_groups"]},
@@ -174,3 +189,116 @@ class AgentAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return []
+
+
+class SecretMapField(forms.JSONField):
+    """A JSON object of text values that is never rendered back: empty keeps what is stored."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "placeholder": '{"NAME": "value"}'})
+
+    def prepare_value(self, value: Any) -> str:
+        return ""
+
+
+class ToolServerAdminForm(forms.ModelForm):
+    """A tool server; saving asks it for its tools first (see ``_post_clean``), so a server that
+    cannot start or answer shows the reason on the form and is not saved."""
+
+    env = SecretMapField(
+        required=False,
+        help_text="stdio: variables added to the server's environment. Values are never shown again: "
+        "leave empty to keep them, enter {} to remove them all.",
+    )
+    headers = SecretMapField(
+        required=False,
+        help_text="http: headers sent with each request (a bearer token, say). Never shown again: "
+        "leave empty to keep them, enter {} to remove them all.",
+    )
+
+    class Meta:
+        model = ToolServer
+        fields = ["name", "transport", "command", "env", "url", "headers", "timeout_seconds"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.discovered: list[dict[str, Any]] | None = None
+        for name in ("env", "headers"):
+            keys = sorted(getattr(self.instance, name) or {})
+            if keys:
+                self.fields[name].help_text += f" Set now: {', '.join(keys)}."
+
+    def _keep_if_empty(self, name: str) -> Any:
+        value = self.cleaned_data.get(name)
+        if value in (None, ""):
+            return getattr(self.instance, name) or {}
+        return value
+
+    def clean_env(self) -> Any:
+        return self._keep_if_empty("env")
+
+    def clean_headers(self) -> Any:
+        return self._keep_if_empty("headers")
+
+    def _post_clean(self) -> None:
+        # In Django (after clean(): the instance now holds the form's values, checked by the
+        # model), though not in its type stubs.
+        super()._post_clean()  # type: ignore[misc]
+        if self.errors:
+            return
+        try:
+            self.discovered = tool_server_discover(server=self.instance)
+        except ValidationError as exc:
+            self.add_error(None, exc)
+
+
+@admin.register(ToolServer)
+class ToolServerAdmin(admin.ModelAdmin):
+    form = ToolServerAdminForm
+    list_display = ["name", "transport", "tool_count", "discovered_at", "timeout_seconds"]
+    list_filter = ["transport"]
+    search_fields = ["name", "url"]
+    readonly_fields = ["tool_list", "discovered_at", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "transport", "timeout_seconds"]}),
+        ("stdio", {"fields": ["command", "env"]}),
+        ("Streamable HTTP", {"fields": ["url", "headers"]}),
+        ("Discovered tools", {"fields": ["tool_list", "discovered_at", "created_at", "updated_at"]}),
+    ]
+    actions = ["refresh_tools"]
+
+    @admin.display(description="Tools")
+    def tool_count(self, obj: ToolServer) -> int:
+        return len(obj.tools or [])
+
+    @admin.display(description="Tools")
+    def tool_list(self, obj: ToolServer) -> str:
+        tools = [tool for tool in obj.tools or [] if isinstance(tool, dict)]
+        if not tools:
+            return "None yet."
+        return format_html_join(
+            "",
+            "<p><strong>{}</strong>: {}<br><code>{}</code></p>",
+            (
+                (
+                    f"{obj.name}.{tool.get('name')}",
+                    tool.get("description") or "",
+                    json.dumps(tool.get("input_schema"), ensure_ascii=False),
+                )
+                for tool in tools
+            ),
+        )
+
+    def save_model(self, request: HttpRequest, obj: ToolServer, form: Any, change: bool) -> None:
+        tool_server_save(server=obj, tools=getattr(form, "discovered", None))
+
+    @admin.action(description="Refresh tools (ask each server again)")
+    def refresh_tools(self, request: HttpRequest, queryset: QuerySet[ToolServer]) -> None:
+        for server in queryset:
+            try:
+                server = tool_server_refresh(server=server)
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)  # it names the server
+            else:
+                self.message_user(
+                    request, f"Tool server {server.name}: {len(server.tools)} tools discovered.", messages.SUCCESS
+                )

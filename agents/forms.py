@@ -1,4 +1,4 @@
-"""Django form fields built from a backend's options schema, for the agent admin.
+"""Django form fields for the agent admin: one per backend option, and the choice of tools.
 
 Every backend declares its options once, as a pydantic model with a default, bounds and a
 description on each field; this module turns each field into the matching form field, so a new
@@ -15,6 +15,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 from django import forms
 from pydantic import AnyUrl, BaseModel
 from pydantic.fields import FieldInfo
+
+from agents.models import ToolServer
+from inference.tools.base import BUILTIN_NAMES
 
 OPTION_PREFIX = "opt__"
 _BOUND_NAMES = ("ge", "gt", "le", "lt", "min_length", "max_length")
@@ -147,3 +150,19 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
 def _is_class(kind: Any) -> bool:
     # dict[str, object] is a GenericAlias, not a class, though it looks like one to some checks.
     return isinstance(kind, type) and get_origin(kind) is None
+
+
+def tool_choices(stored: list[str] | None = None) -> list[tuple[str, str]]:
+    """The tools an agent may be given, for the admin's multi-select: the built-ins, then every
+    discovered ``<server>.<tool>``. A stored name no server offers any more stays listed, marked,
+    so the form shows it (and ``Agent.clean`` asks for it to be removed)."""
+    choices = [(name, f"{name} (built-in)") for name in BUILTIN_NAMES]
+    for server in ToolServer.objects.order_by("name"):
+        for tool in server.tools or []:
+            if isinstance(tool, dict) and tool.get("name"):
+                description = str(tool.get("description") or "").strip().splitlines()
+                label = f"{server.name}.{tool['name']}" + (f": {description[0][:80]}" if description else "")
+                choices.append((f"{server.name}.{tool['name']}", label))
+    offered = {value for value, _ in choices}
+    choices.extend((name, f"{name} (no longer offered)") for name in stored or [] if name not in offered)
+    return choices

@@ -4,9 +4,10 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from agents.models import Agent
+from agents.models import Agent, ToolServer
 from inference.backends.registry import backend_for_format
 from inference.models import ModelArtifact
 
@@ -36,6 +37,11 @@ class AgentSerializer(serializers.ModelSerializer):
     queue = serializers.CharField(read_only=True)
     api_key = StrictCharField(write_only=True, required=False, allow_blank=True, style={"input_type": "password"})
     has_api_key = serializers.SerializerMethodField()
+    tools = serializers.ListField(
+        child=StrictCharField(),
+        required=False,
+        help_text='Built-in tools by name ("calculator") and tool servers\' tools as "<server>.<tool>".',
+    )
 
     class Meta:
         model = Agent
@@ -43,8 +49,8 @@ class AgentSerializer(serializers.ModelSerializer):
             "id", "name", "slug", "description", "avatar_emoji", "avatar_image", "system_prompt",
             "backend", "model", "model_name", "backend_options", "api_key", "has_api_key",
             "temperature", "top_p", "max_tokens", "repetition_penalty", "stop", "context_window",
-            "reasoning", "max_prompt_chars", "node", "queue", "is_active", "visibility", "allowed_users",
-            "allowed_groups", "created_at", "updated_at",
+            "reasoning", "max_prompt_chars", "tools", "tool_choice", "max_tool_steps", "node", "queue",
+            "is_active", "visibility", "allowed_users", "allowed_groups", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["avatar_image", "created_at", "updated_at"]
 
@@ -83,11 +89,59 @@ class AgentPublicSerializer(serializers.ModelSerializer):
     """What a non-staff user sees: enough to pick an agent, nothing about its secrets."""
 
     model_name = serializers.CharField(source="model.name", read_only=True, default=None)
+    tools = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = Agent
         fields = [
             "id", "name", "slug", "description", "avatar_emoji", "avatar_image", "backend",
-            "model_name", "node", "context_window", "max_tokens", "max_prompt_chars",
+            "model_name", "node", "context_window", "max_tokens", "max_prompt_chars", "tools",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class ToolSerializer(serializers.Serializer):
+    """One discovered tool, as the model is told of it."""
+
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    input_schema = serializers.DictField(help_text="The JSON schema of the tool's arguments.")
+
+
+class ToolServerSerializer(serializers.ModelSerializer):
+    """A tool server. ``env`` and ``headers`` are write-only (they may hold secrets): a response
+    names the keys that are set (``env_keys``, ``header_keys``), never their values."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.SlugField: StrictSlugField,
+    }
+    command = serializers.ListField(
+        child=StrictCharField(), required=False, help_text='stdio: the command and its arguments: ["npx", "-y", "pkg"].'
+    )
+    env = serializers.DictField(
+        child=StrictCharField(allow_blank=True), required=False, write_only=True, help_text="stdio: added variables."
+    )
+    headers = serializers.DictField(
+        child=StrictCharField(allow_blank=True), required=False, write_only=True, help_text="http: request headers."
+    )
+    env_keys = serializers.SerializerMethodField()
+    header_keys = serializers.SerializerMethodField()
+    tools = ToolSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = ToolServer
+        fields = [
+            "id", "name", "transport", "command", "env", "env_keys", "url", "headers", "header_keys",
+            "timeout_seconds", "tools", "discovered_at", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = ["discovered_at", "created_at", "updated_at"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_env_keys(self, obj: ToolServer) -> list[str]:
+        return sorted(obj.env or {})
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_header_keys(self, obj: ToolServer) -> list[str]:
+        return sorted(obj.headers or {})

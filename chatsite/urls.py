@@ -6,7 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from agents.apis import AgentViewSet
+from agents.apis import AgentViewSet, ToolServerViewSet
 from pipeline import apis as pipeline_apis
 from sessions_app import apis as session_apis
 from sessions_app import sse, token_apis, web
@@ -14,6 +14,7 @@ from sessions_app.metrics import MetricsView
 
 router = SimpleRouter()
 router.register("agents", AgentViewSet, basename="agent")
+router.register("tool-servers", ToolServerViewSet, basename="tool-server")
 
 api_patterns = [
     path("auth/token/", token_apis.LoginApi.as_view(), name="api-token"),
