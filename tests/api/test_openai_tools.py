@@ -77,6 +77,23 @@ def test_required_gives_a_valid_call_ten_times_out_of_ten(alice: OpenAI, model: 
             valid_call(call.function.name, call.function.arguments)  # type: ignore[union-attr]
 
 
+def streamed_calls(stream: Any) -> tuple[dict[int, dict[str, str]], str | None]:
+    """The calls of a streamed completion, assembled by index as the official client's users do
+    (id, name and arguments joined from their pieces), and its finish reason."""
+    calls: dict[int, dict[str, str]] = {}
+    finish = None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        for piece in chunk.choices[0].delta.tool_calls or []:
+            call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += piece.id or ""
+            call["name"] += (piece.function.name or "") if piece.function else ""
+            call["arguments"] += (piece.function.arguments or "") if piece.function else ""
+        finish = chunk.choices[0].finish_reason or finish
+    return calls, finish
+
+
 @pytest.mark.parametrize("model", ["assistant", "assistant-ov"])
 def test_streamed_calls_assemble_into_valid_calls_ten_times_out_of_ten(alice: OpenAI, model: str) -> None:
     for seed in range(RUNS):
@@ -84,18 +101,7 @@ def test_streamed_calls_assemble_into_valid_calls_ten_times_out_of_ten(alice: Op
             model=model, messages=ASK, tools=[WEATHER, TIME], tool_choice="required", temperature=0.7,
             seed=50 + seed, max_tokens=120, stream=True,
         )  # type: ignore[arg-type]  # fmt: skip
-        calls: dict[int, dict[str, str]] = {}
-        finish = None
-        for chunk in stream:
-            if not chunk.choices:
-                continue
-            delta = chunk.choices[0].delta
-            for piece in delta.tool_calls or []:
-                call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
-                call["id"] += piece.id or ""
-                call["name"] += (piece.function.name or "") if piece.function else ""
-                call["arguments"] += (piece.function.arguments or "") if piece.function else ""
-            finish = chunk.choices[0].finish_reason or finish
+        calls, finish = streamed_calls(stream)
         assert finish == "tool_calls" and calls
         for call in calls.values():
             assert call["id"]

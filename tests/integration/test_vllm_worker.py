@@ -25,7 +25,7 @@ import pytest
 from openai import OpenAI
 
 from tests.api.test_openai_structured import PLACE
-from tests.api.test_openai_tools import WEATHER
+from tests.api.test_openai_tools import WEATHER, streamed_calls
 from tests.integration.chat_client import Reply, Watcher, api, send, ws_open
 from tests.platform_setup import database_create, database_drop, prepare_with_output
 from tools.launch import ROOT, Platform, free_port, platform_env
@@ -346,16 +346,7 @@ def test_json_schema_and_required_tool_calls_validate_ten_times_out_of_ten_whole
             model="vllm-smol", messages=weather, tools=[WEATHER], tool_choice="required", temperature=0.7,
             seed=50 + seed, max_tokens=100, stream=True,
         )  # type: ignore[arg-type]  # fmt: skip
-        calls: dict[int, dict[str, str]] = {}
-        finish = None
-        for chunk in stream:
-            if not chunk.choices:
-                continue
-            for piece in chunk.choices[0].delta.tool_calls or []:
-                call = calls.setdefault(piece.index, {"name": "", "arguments": ""})
-                call["name"] += (piece.function.name or "") if piece.function else ""
-                call["arguments"] += (piece.function.arguments or "") if piece.function else ""
-            finish = chunk.choices[0].finish_reason or finish
+        calls, finish = streamed_calls(stream)
         assert finish == "tool_calls" and calls, (seed, calls, finish)
         for call in calls.values():
             assert call["name"] == "get_weather", calls
