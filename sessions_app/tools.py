@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agents.models import Agent, ToolServer
+from agents.tool_servers import tool_server_url_check
 from inference.constraints import Tool
 from inference.tools.base import ToolCancelled, ToolError, ToolSpec, cap_result
 from inference.tools.builtin import BUILTINS, arguments_check, run_builtin
@@ -135,7 +136,6 @@ class Toolbox:
             return search_chats(self.user, arguments)
         if spec.name == ASK_AGENT.name:
             raise ToolError("ask_agent cannot run yet on this platform: answer without it.")
-        from agents.tool_servers import tool_server_url_check
         from inference.tools.mcp import call  # the MCP SDK takes ~1.3 s to import: only when called
 
         server_name, _, tool_name = spec.name.partition(".")
