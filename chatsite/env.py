@@ -93,13 +93,18 @@ def env_database(name: str, default_sqlite: Path) -> dict[str, Any]:
             "NAME": str(default_sqlite),
             # Writers wait for the lock rather than fail while a reply saves its partial text.
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
-            # Kept open between requests and tasks, as for PostgreSQL below: opening one (and its
-            # PRAGMA) cost each request and each reply a few milliseconds before its first token.
+            # Kept open between requests and tasks: opening one (and its PRAGMA) cost each request
+            # and each reply a few milliseconds before its first token. A file has no client limit,
+            # so the threads' connections that ASGI leaves behind (see below) cost no server slots.
             # A file needs no health check (a query per request).
             "CONN_MAX_AGE": 60,
         }
     try:
-        config = dict(dj_database_url.parse(value, conn_max_age=60, conn_health_checks=True))
+        # No persistent connections on a database server: under ASGI (daphne) Django runs each
+        # request's sync code on a thread of its own, so a kept connection outlives its thread and
+        # they pile up ("FATAL: sorry, too many clients already" under the schema fuzz, twice in one
+        # clean-clone run). Django's own advice for ASGI: CONN_MAX_AGE 0, or a pool.
+        config = dict(dj_database_url.parse(value, conn_max_age=0))
     except Exception as exc:  # dj-database-url raises several types for a bad URL
         raise ImproperlyConfigured(f"{name}: cannot read {value!r} as a database URL ({exc})") from None
     if not config.get("ENGINE"):
