@@ -71,12 +71,11 @@ class Toolbox:
         self.agent = agent
         self.user = user
         self.specs: list[ToolSpec] = []
-        self._servers: dict[str, ToolServer] = {}
         self._by_model_name: dict[str, ToolSpec] = {}
         builtins = {**BUILTINS, SEARCH_CHATS.name: SEARCH_CHATS, ASK_AGENT.name: ASK_AGENT}
         wanted = [name for name in agent.tools or [] if isinstance(name, str)]
         server_names = {name.split(".", 1)[0] for name in wanted if "." in name}
-        self._servers = {s.name: s for s in ToolServer.objects.filter(name__in=server_names)}
+        self._servers: dict[str, ToolServer] = {s.name: s for s in ToolServer.objects.filter(name__in=server_names)}
         for name in wanted:
             spec = builtins.get(name) or self._server_tool(name)
             if spec is None:
