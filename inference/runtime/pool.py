@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -118,10 +119,29 @@ def enqueue(name: str, *, kwargs: dict[str, Any], queue: str, lane: Lane) -> Non
 
 def task_run(name: str, kwargs: dict[str, Any]) -> None:
     """Call task ``name`` in this process (the embedded default), recorded for the workers page
-    as Celery's would be; its errors are logged, not raised (nobody waits for it)."""
+    as Celery's would be; its errors are logged, not raised (nobody waits for it).
+
+    A task that declares ``autoretry_for`` (the reply task: the database was away before it
+    claimed its row) is run again as Celery would, after ``retry_backoff`` seconds doubling up to
+    ``retry_backoff_max``, at most ``max_retries`` times: called directly, a Celery task does not
+    retry itself, and a reply whose claim met a locked or restarting database stayed queued."""
+    task = import_string(name)
+    retry_for: tuple[type[BaseException], ...] = tuple(getattr(task, "autoretry_for", ()) or ())
+    pause = float(getattr(task, "retry_backoff", 1) or 1)
+    tries = 1 + int(getattr(task, "max_retries", 0) or 0) if retry_for else 1
     try:
-        with worker_task(name=name, kwargs=kwargs):
-            import_string(name)(**kwargs)
+        for attempt in range(1, tries + 1):
+            try:
+                with worker_task(name=name, kwargs=kwargs):
+                    task(**kwargs)
+                return
+            except retry_for as exc:
+                if attempt == tries:
+                    raise
+                log.warning("embedded task %s(%s): %s; trying again in %.1f s", name, kwargs, exc, pause)
+                _connection_close()
+                time.sleep(pause)
+                pause = min(pause * 2, float(getattr(task, "retry_backoff_max", 30) or 30))
     except Exception:
         log.exception("embedded task %s(%s) failed", name, kwargs)
     finally:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
 from inference.models import Job
@@ -153,3 +154,24 @@ def test_a_task_runs_in_its_lane_in_the_embedded_default(settings: Any) -> None:
     finally:
         lane.stop()
     assert not lane.running
+
+
+def flaky(**kwargs: Any) -> None:
+    """A task that meets a locked database on its first run, as Celery's autoretry_for covers."""
+    ran.append(kwargs)
+    if len(ran) == 1:
+        raise OperationalError("database table is locked")
+
+
+flaky.autoretry_for = (OperationalError,)  # type: ignore[attr-defined]
+flaky.retry_backoff = 0.1  # type: ignore[attr-defined]
+flaky.max_retries = 3  # type: ignore[attr-defined]
+
+
+def test_an_embedded_task_is_run_again_after_a_database_error_as_celery_would() -> None:
+    ran.clear()
+    pool.task_run("tests.inference.test_runtime.flaky", {"n": 3})
+    assert ran == [{"n": 3}, {"n": 3}]
+    ran.clear()
+    pool.task_run("tests.inference.test_runtime.record", {"n": 4})  # no autoretry_for: once
+    assert ran == [{"n": 4}]
