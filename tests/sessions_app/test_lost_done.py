@@ -184,7 +184,11 @@ def test_the_terminal_chat_ends_the_reply_from_its_stored_state(
         session_id=None,
     )  # fmt: skip
     started = time.monotonic()
-    asyncio.run(asyncio.wait_for(chat.run(), 30))
+    try:
+        asyncio.run(asyncio.wait_for(chat.run(), 30))
+    except TimeoutError:  # say where the reply was: the follower waited for it to end
+        rows = list(Message.objects.filter(role="assistant").values("pk", "status", "worker", "content", "error"))
+        pytest.fail(f"the terminal chat did not end within 30 s; the replies: {rows}; printed: {out.text!r}")
     assert time.monotonic() - started < WITHIN
     assert "assistant> Hello, world.\n" in out.text
     assert Message.objects.filter(role="assistant", status="complete", content="Hello, world.").count() == 1
