@@ -201,6 +201,9 @@ REPLY_HEARTBEAT_SECONDS = env_float("REPLY_HEARTBEAT_SECONDS", 5.0, minimum=0.2)
 REPLY_STALE_SECONDS = env_int("REPLY_STALE_SECONDS", 60, minimum=1)
 # A hard cap on the replies one user message gets in a multi-agent session (sessions_app.turns).
 MULTI_AGENT_MAX_TURNS = env_int("MULTI_AGENT_MAX_TURNS", 12, minimum=1, maximum=100)
+# The longest an ask_agent call waits for the consulted agent's answer (sessions_app.consult);
+# past it the consultation is stopped and the asking model reads the timeout as the tool's error.
+ASK_AGENT_TIMEOUT_SECONDS = env_float("ASK_AGENT_TIMEOUT_SECONDS", 180.0, minimum=1.0)
 # How long a worker retries the final write of a reply while the database is away (the text
 # waits in the live buffer meanwhile; past this the reaper ends the reply `interrupted`).
 REPLY_DB_RETRY_SECONDS = env_float("REPLY_DB_RETRY_SECONDS", 60.0, minimum=0)

@@ -269,14 +269,27 @@ def tool_calls_parse(text: str) -> tuple[str, list[ParsedCall]]:
     if start < 0:
         return text, []
     calls: list[ParsedCall] = []
-    for body in re.findall(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), text[start:], re.S):
-        try:
-            call = json.loads(body)
-        except json.JSONDecodeError:
-            continue
+    opened = start
+    while opened >= 0:
+        body_start = opened + len(TOOL_CALL_OPEN)
+        # A closing tag inside an argument's string does not end the call: the call ends at the
+        # first closing tag before which the body is JSON.
+        first = close = text.find(TOOL_CALL_CLOSE, body_start)
+        call = None
+        while close >= 0:
+            try:
+                call = json.loads(text[body_start:close])
+                break
+            except json.JSONDecodeError:
+                close = text.find(TOOL_CALL_CLOSE, close + 1)
+        if close < 0:  # no JSON call here: skip the block
+            if first < 0:
+                break
+            close = first
         if isinstance(call, dict) and isinstance(call.get("name"), str):
             arguments = call.get("arguments", {})
             calls.append(ParsedCall(call["name"], json.dumps(arguments, ensure_ascii=False)))
+        opened = text.find(TOOL_CALL_OPEN, close + len(TOOL_CALL_CLOSE))
     return text[:start].rstrip(), calls
 
 

@@ -193,6 +193,11 @@ def done_send(session_id: int, message: dict[str, Any]) -> None:
     group_send(session_group(session_id), {"type": "chat.done", "message": message})
 
 
+def tool_send(session_id: int, message_id: int, kind: str, call: dict[str, Any]) -> None:
+    """A reply's tool call started (``kind`` "tool_call") or ended ("tool_result")."""
+    group_send(session_group(session_id), {"type": "chat.tool", "event": kind, "message_id": message_id, "call": call})
+
+
 def turn_send(session_id: int, turn: dict[str, Any]) -> None:
     """The next agent of a multi-agent chain was queued: who speaks next."""
     group_send(session_group(session_id), {"type": "chat.turn", "turn": turn})

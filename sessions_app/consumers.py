@@ -14,6 +14,8 @@ Server -> client::
     {"type": "message", "message": {...}}                      a message was created / changed state
     {"type": "delta", "message_id": 12, "seq": 3, "text": "...", "part": "content"}   "reasoning": the thinking
     {"type": "done", "message_id": 12, "status": "complete", "stats": {...}, "message": {...}}
+    {"type": "tool_call", "message_id": 12, "call": {"id", "name", "arguments", "status": "running", ...}}
+    {"type": "tool_result", "message_id": 12, "call": {..., "result", "error", "status", "duration_ms"}}
     {"type": "deleted", "message_ids": [...]}                  replaced by an edit or a regenerate
     {"type": "turn", "reply_to", "message_id", "agent", "agent_name", "turn", "turns"}   who speaks next
     {"type": "picked", "reply_to": 11, "picked": 13}            the best of a compare's replies
@@ -207,7 +209,7 @@ class SessionConsumer(TokenBound):
     async def chat_message(self, event: dict[str, Any]) -> None:
         self.events.put_nowait(event)
 
-    chat_delta = chat_done = chat_deleted = chat_turn = chat_picked = chat_message
+    chat_delta = chat_done = chat_deleted = chat_turn = chat_picked = chat_tool = chat_message
 
 
 def _stream_of(delta: dict[str, Any]) -> tuple[int, str]:

@@ -6,7 +6,8 @@ A door joins the session's channel-layer group, then iterates ``session_follow``
    fresher (``{"type": "session", "session", "messages"}``);
 2. then the live events, each reply's deltas once and in order (de-duplicated by ``seq``; a gap
    is filled from the live buffer), each saying which part it extends (``part``: ``content``, or
-   ``reasoning`` for a reasoning model's thinking), ``message`` and ``deleted`` events, and exactly one ``done``
+   ``reasoning`` for a reasoning model's thinking), ``message`` and ``deleted`` events, an agent's
+   ``tool_call`` (a call started) and ``tool_result`` (it ended) events, and exactly one ``done``
    per reply, after which nothing more of that reply is passed on;
 3. whenever events stop for ``REPLY_FOLLOW_CHECK_SECONDS`` while a reply is unfinished, the
    database is read: a reply that ended without its ``done`` reaching us (channels_redis drops
@@ -98,6 +99,11 @@ class _Follower:
             return self._done(event["message"])
         if kind == "chat.deleted":
             return self._deleted(list(event["message_ids"]))
+        if kind == "chat.tool":
+            message_id = event["message_id"]
+            if not self._wanted(message_id) or message_id in self.finished:
+                return []
+            return [{"type": event["event"], "message_id": message_id, "call": event["call"]}]
         if kind == "chat.turn" and self.reply_id is None:
             return [{"type": "turn", **event["turn"]}]
         if kind == "chat.picked" and self.reply_id is None:

@@ -33,6 +33,15 @@ class Session(models.Model):
         help_text="Who answers a user message: sessions_app.turns (manual, round_robin, supervisor, debate).",
     )
     archived = models.BooleanField(default=False)
+    consulted_by = models.ForeignKey(
+        "Message",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="consultations",
+        help_text="The reply whose ask_agent call opened this session (a consultation, not listed with "
+        "the user's chats); empty for a chat the user started.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -88,6 +97,9 @@ class Message(models.Model):
     # A reasoning model's thinking, apart from its answer (inference.reasoning): shown folded,
     # never sent back to a model in a later prompt.
     reasoning = models.TextField(blank=True, default="")
+    # The tool calls an agent made on its way to this reply (sessions_app.tools.ToolRun.as_json),
+    # each stored as it starts and again as it ends.
+    tool_calls = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True, default="")
     client_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 - NULL: not unique

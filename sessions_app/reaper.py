@@ -67,8 +67,15 @@ def _reap(*, before: datetime, lookup: Literal["lt", "lte"]) -> int:
 
 def _reply_ended(message: Message) -> dict[str, Any]:
     live = live_fresher(message_id=message.pk, content=message.content, seq=message.seq, reasoning=message.reasoning)
+    # A tool call the worker was running when it died never ended: it did not finish, stopped.
+    calls = [
+        {**call, "status": "cancelled", "error": call.get("error") or "The worker stopped during this call."}
+        if isinstance(call, dict) and call.get("status") == "running" else call
+        for call in message.tool_calls or []
+    ]  # fmt: skip
     return {"status": Message.Status.INTERRUPTED, "content": live.content, "reasoning": live.reasoning,
-            "seq": live.seq, "error": INTERRUPTED_ERROR, "finished_at": timezone.now()}  # fmt: skip
+            "seq": live.seq, "error": INTERRUPTED_ERROR, "finished_at": timezone.now(),
+            "tool_calls": calls}  # fmt: skip
 
 
 def _reply_announce(message: Message) -> None:

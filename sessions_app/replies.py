@@ -17,18 +17,33 @@ whole and ``complete``; if not, the live buffer keeps every token and the reaper
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass, field
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, connections
 from django.utils import timezone
 
-from inference.backends.base import Backend, BackendError, ChatMessage, GenerationParams
+from inference.backends.base import Backend, BackendError, ChatMessage, GenerationParams, Usage
 from inference.cache import model_cache
-from inference.constraints import Constraint, ConstraintError, ToolCalls, constraint_from_json, tools_prompt
+from inference.constraints import (
+    TOOL_CALL_OPEN,
+    Constraint,
+    ConstraintError,
+    ParsedCall,
+    ToolCalls,
+    constraint_from_json,
+    tool_calls_parse,
+    tool_calls_render,
+    tool_response_render,
+    tools_prompt,
+)
 from inference.prompt import PromptTooLong, prompt_build
 from inference.reasoning import CONTENT, REASONING, Part, ThinkSplitter, reasoning_mode
 from sessions_app import broadcast, trace
@@ -36,9 +51,42 @@ from sessions_app.live import CADENCE_TOKEN, stream_buffer
 from sessions_app.liveness import REPLIES, Lease, claim, heartbeat, worker_name
 from sessions_app.models import Message
 from sessions_app.selectors import history_for_reply, message_payload
+from sessions_app.tools import Toolbox, ToolRun, untrusted
 from sessions_app.unavailable import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
+
+
+class _CallCut:
+    """Splits a step's answer into the free text before a tool call, passed on as it comes, and
+    the call itself, held back from the first character of ``<tool_call>`` (so the markup is never
+    shown as the answer) and parsed when the step ends."""
+
+    def __init__(self) -> None:
+        self.held = ""
+        self.calls: str | None = None
+
+    def feed(self, text: str) -> str:
+        if self.calls is not None:
+            self.calls += text
+            return ""
+        text = self.held + text
+        start = text.find(TOOL_CALL_OPEN)
+        if start >= 0:
+            self.held, self.calls = "", text[start:]
+            return text[:start].rstrip()
+        # Keep back an ending that may be the opening tag's start, and the whitespace before it
+        # (the space before a call is not the answer's).
+        keep = next((n for n in range(min(len(text), len(TOOL_CALL_OPEN) - 1), 0, -1)
+                     if TOOL_CALL_OPEN.startswith(text[-n:])), 0)  # fmt: skip
+        sent = text[: len(text) - keep].rstrip()
+        self.held = text[len(sent) :]
+        return sent
+
+    def finish(self) -> str:
+        """What was held back at the end of a step that called nothing."""
+        held, self.held = self.held, ""
+        return held
 
 
 @dataclass
@@ -64,6 +112,22 @@ class _Stream:
     last_owned: float = 0.0  # the last forced read of the row before sending text
     stop_seen: bool = False
     db_down_since: float | None = None
+    # The agent's tool calls so far (ToolRun.as_json), stored with the row at each save.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # Holds back a tool call's text while the model writes it (None: no tools this step).
+    cut: _CallCut | None = None
+    # The answer's text of this step: what the model said before its calls.
+    step_text: str = ""
+    # A later step's answer starts a new paragraph after the text before the calls.
+    paragraph: bool = False
+    completion_tokens: int = 0
+    step_first_token: float | None = None
+    step_tokens: int = 0
+    reasons: bool = False  # a splitter ran: the agent's model reasons (reasoning_tokens is counted)
+    # Per call, the platform's own time in ms: parsed -> the tool started, its result -> the next
+    # generation started (None until it starts).
+    overheads: list[list[float | None]] = field(default_factory=list)
+    results_at: float | None = None
 
     @property
     def lost(self) -> bool:
@@ -137,30 +201,94 @@ def _generate(stream: _Stream) -> None:
             context = int(context * 0.9)
         overrides = message.params or {}
         constraint = _constraint_of(overrides)
-        backend.constraint_check(constraint)  # before a token: a backend that cannot says so
+        toolbox = _toolbox_for(message, constraint)
+        tools = ToolCalls(toolbox.constraint_tools()) if toolbox is not None else None
+        backend.constraint_check(tools or constraint)  # before a token: a backend that cannot says so
         system_prompt = overrides.get("system_prompt", agent.system_prompt)
-        if isinstance(constraint, ToolCalls) and not backend.renders_tools:
+        told = tools or constraint
+        if isinstance(told, ToolCalls) and not backend.renders_tools:
             # The generic tool-call format, told in the system prompt (inference.constraints).
-            system_prompt = "\n\n".join(p for p in (system_prompt, tools_prompt(constraint)) if p)
-        prompt = prompt_build(
-            system_prompt=system_prompt,
-            history=history_for_reply(message),
-            count_tokens=backend.count_tokens,
-            context_window=context,
-            max_tokens=min(overrides.get("max_tokens", agent.max_tokens), agent.max_tokens),
-        )
-        params = GenerationParams(
-            constraint=constraint,
-            max_tokens=prompt.max_tokens,
-            temperature=overrides.get("temperature", agent.temperature),
-            top_p=overrides.get("top_p", agent.top_p),
-            repetition_penalty=overrides.get("repetition_penalty", agent.repetition_penalty),
-            stop=tuple(overrides.get("stop", agent.stop) or ()),
-            seed=overrides.get("seed"),
-        )
-        stream.splitter = _splitter_for(agent.reasoning, backend, constraint)
-        trace.mark(message.pk, "prompt")
-        _stream_into(stream, backend, prompt.messages, params)
+            system_prompt = "\n\n".join(p for p in (system_prompt, tools_prompt(told)) if p)
+        history = history_for_reply(message)
+        max_tokens = min(overrides.get("max_tokens", agent.max_tokens), agent.max_tokens)
+        turns: list[ChatMessage] = []  # this reply's tool calls and results, after the history
+        step = 0
+        while True:
+            step_constraint = constraint
+            if tools is not None and step < agent.max_tool_steps:
+                # "required": the first step must call; later ones may answer.
+                must = step == 0 and agent.tool_choice == "required"
+                step_constraint = replace(tools, mode="required" if must else "auto")
+            prompt = prompt_build(
+                system_prompt=system_prompt,
+                history=history + turns,
+                count_tokens=backend.count_tokens,
+                context_window=context,
+                max_tokens=max_tokens,
+            )
+            params = GenerationParams(
+                constraint=step_constraint,
+                max_tokens=prompt.max_tokens,
+                temperature=overrides.get("temperature", agent.temperature),
+                top_p=overrides.get("top_p", agent.top_p),
+                repetition_penalty=overrides.get("repetition_penalty", agent.repetition_penalty),
+                stop=tuple(overrides.get("stop", agent.stop) or ()),
+                seed=overrides.get("seed"),
+            )
+            stream.splitter = _splitter_for(agent.reasoning, backend, step_constraint)
+            stream.reasons = stream.reasons or stream.splitter is not None
+            stream.cut = _CallCut() if tools is not None else None
+            stream.step_text = ""
+            if step == 0:
+                trace.mark(message.pk, "prompt")
+            else:
+                _resumed(stream)
+            finish, usage = _stream_step(stream, backend, prompt.messages, params)
+            if stream.lost:
+                log.info("reply %s was taken from this worker; its end is not recorded here", message.pk)
+                return
+            calls, cut_short = _step_end(stream)
+            if cut_short and finish == "length":
+                _finish(stream, Message.Status.FAILED, finish_reason="length", error=(
+                    f"The model's tool call was cut off at the token limit ({params.max_tokens} tokens); "
+                    "raise the agent's max_tokens."
+                ))  # fmt: skip
+                return
+            if not calls or stream.stop_seen or finish == "cancelled":
+                break
+            if step_constraint is None:
+                # The last step may not call: its calls are left out, its text is the answer.
+                log.info("reply %s: %d tool call(s) past max_tool_steps left out", message.pk, len(calls))
+                break
+            assert toolbox is not None
+            runs = _tools_run(stream, toolbox, calls)
+            if stream.stop_seen or stream.lost or len(runs) < len(calls):
+                break
+            made = tool_calls_render(stream.step_text, [(c.name, c.arguments) for c in calls])
+            results = "\n".join(tool_response_render(untrusted(r.for_model())) for r in runs)
+            turns += [{"role": "assistant", "content": made}, {"role": "user", "content": results}]
+            step += 1
+    if stream.lost:
+        log.info("reply %s was taken from this worker; its end is not recorded here", message.pk)
+        return
+    _flush(stream)
+    status = Message.Status.CANCELLED if finish == "cancelled" or stream.stop_seen else Message.Status.COMPLETE
+    total = Usage(usage.prompt_tokens, stream.completion_tokens) if usage is not None else None
+    _finish(stream, status, usage=total, finish_reason="cancelled" if status == Message.Status.CANCELLED else finish)
+
+
+def _toolbox_for(message: Message, constraint: Constraint | None) -> Toolbox | None:
+    """The agent's tools for this reply, or None: it has none, its ``tool_choice`` is "none", or
+    the door that asked set a constraint of its own (``/v1`` with ``tools`` or
+    ``response_format``: the client runs its tools itself, or wants the format), or asked for
+    none (``params["agent_tools"]`` false)."""
+    agent = message.agent
+    if agent is None or constraint is not None or not agent.tools or agent.tool_choice == "none":
+        return None
+    if (message.params or {}).get("agent_tools") is False:
+        return None  # the door asked for none (/v1's tool_choice "none" with no tools of its own)
+    toolbox = Toolbox(agent, message.session.owner, reply=message)
+    return toolbox if toolbox.specs else None
 
 
 def _splitter_for(option: str, backend: Backend, constraint: Constraint | None) -> ThinkSplitter | None:
@@ -211,7 +339,10 @@ def _stop_requested(stream: _Stream, *, force: bool = False) -> bool:
     return stream.stop_seen or stream.lost
 
 
-def _stream_into(stream: _Stream, backend: Backend, messages: list[ChatMessage], params: GenerationParams) -> None:
+def _stream_step(
+    stream: _Stream, backend: Backend, messages: list[ChatMessage], params: GenerationParams
+) -> tuple[str, Usage | None]:
+    """Stream one generation into the reply; returns its finish reason and usage."""
     # The door that asked for the reply chose its cadence: every token for an API client
     # (/v1, REST + SSE), which measures inter-token latency; batches for the browser.
     token_cadence = (stream.message.params or {}).get("cadence") == CADENCE_TOKEN
@@ -219,6 +350,7 @@ def _stream_into(stream: _Stream, backend: Backend, messages: list[ChatMessage],
     save_every = settings.REPLY_SAVE_INTERVAL_MS / 1000
     finish = "stop"
     usage = None
+    stream.step_first_token = None
     for chunk in backend.stream_chat(
         messages,
         params,
@@ -230,6 +362,8 @@ def _stream_into(stream: _Stream, backend: Backend, messages: list[ChatMessage],
             if stream.first_token is None:
                 stream.first_token = now
                 trace.mark(stream.message.pk, "engine_first")
+            if stream.step_first_token is None:
+                stream.step_first_token = now
             _take(stream, chunk.text, now)
             if now - stream.last_flush >= flush_every:
                 _flush(stream)
@@ -240,20 +374,97 @@ def _stream_into(stream: _Stream, backend: Backend, messages: list[ChatMessage],
         if chunk.finish_reason:
             finish = chunk.finish_reason
             usage = chunk.usage
-    if stream.lost:
-        log.info("reply %s was taken from this worker; its end is not recorded here", stream.message.pk)
-        return
-    _flush(stream)
-    status = Message.Status.CANCELLED if finish == "cancelled" or stream.stop_seen else Message.Status.COMPLETE
-    _finish(stream, status, usage=usage, finish_reason="cancelled" if status == Message.Status.CANCELLED else finish)
+    if usage is not None:
+        stream.completion_tokens += usage.completion_tokens
+        stream.step_tokens = usage.completion_tokens
+    return finish, usage
+
+
+def _step_end(stream: _Stream) -> tuple[list[ParsedCall], bool]:
+    """The end of one generation: what the splitter and the call cut held back goes out, and the
+    calls the model made, if any, are parsed. Also says whether a call was begun but not one
+    could be read (cut off by the token limit)."""
+    if stream.splitter is not None:
+        _pend(stream, _answer(stream, stream.splitter.finish()))
+        stream.splitter = None
+    cut, stream.cut = stream.cut, None
+    if cut is None:
+        return [], False
+    if cut.calls is None:
+        _pend(stream, _answer(stream, [(CONTENT, cut.finish())]))
+        return [], False
+    _, calls = tool_calls_parse(cut.calls)
+    return calls, not calls
+
+
+def _tools_run(stream: _Stream, toolbox: Toolbox, calls: list[ParsedCall]) -> list[ToolRun]:
+    """Run the step's calls in order, each stored and announced as it starts and as it ends.
+    Stops at a stop (the running call is cancelled) or when the reply is no longer ours."""
+    runs: list[ToolRun] = []
+    for call in calls:
+        parsed_at = time.monotonic()
+        run = ToolRun(id=f"call_{uuid.uuid4().hex[:24]}", name=toolbox.name_of(call.name), arguments=call.arguments)
+        stream.tool_calls.append(run.as_json())
+        _tool_event(stream, "tool_call", run)
+        if stream.lost:
+            break
+        done, started = _tool_wait(stream, toolbox, run.id, call)
+        stream.tool_calls[-1] = done.as_json()
+        stream.overheads.append([round((started - parsed_at) * 1000, 2), None])
+        _tool_event(stream, "tool_result", done)
+        runs.append(done)
+        if stream.stop_seen or stream.lost:
+            break
+    stream.results_at = time.monotonic()
+    stream.paragraph = bool(stream.text or stream.pending)
+    return runs
+
+
+def _tool_wait(stream: _Stream, toolbox: Toolbox, call_id: str, call: ParsedCall) -> tuple[ToolRun, float]:
+    """Run one call in a thread of its own while this one watches for a stop: a stop (or the
+    reply taken away) cancels the call, which then ends within the tool's cancellation.
+    Returns the finished call and when it started."""
+    cancel = threading.Event()
+    started: list[float] = []
+
+    def run() -> ToolRun:
+        started.append(time.monotonic())
+        try:
+            return toolbox.run(call_id, call.name, call.arguments, cancel)
+        finally:
+            connections.close_all()  # this thread's own, if the tool read the database
+
+    poll = max(settings.REPLY_STOP_POLL_MS / 1000, 0.05)
+    with ThreadPoolExecutor(1, thread_name_prefix=f"tool-{stream.message.pk}") as pool:
+        future = pool.submit(run)
+        while True:
+            try:
+                return future.result(timeout=poll), started[0]
+            except FutureTimeout:
+                if not cancel.is_set() and _stop_requested(stream, force=True):
+                    cancel.set()
+
+
+def _tool_event(stream: _Stream, kind: str, run: ToolRun) -> None:
+    """Store the reply's calls (with its text so far), then tell the clients."""
+    _save_partial(stream)
+    if not stream.lost:
+        _live(broadcast.tool_send, stream.message.session_id, stream.message.pk, kind, run.as_json())
+
+
+def _resumed(stream: _Stream) -> None:
+    """The next generation starts: the time since the last step's results is the platform's."""
+    if stream.results_at is not None and stream.overheads and stream.overheads[-1][1] is None:
+        stream.overheads[-1][1] = round((time.monotonic() - stream.results_at) * 1000, 2)
 
 
 def _take(stream: _Stream, text: str, now: float) -> None:
     """Queue the engine's ``text`` for sending, split into thinking and answer when the agent
-    reasons; count the thinking's chunks (one token each on our engines) and time it."""
+    reasons (and a tool call held back from the answer); count the thinking's chunks (one token
+    each on our engines) and time it."""
     splitter = stream.splitter
     if splitter is None:
-        _pend(stream, [(CONTENT, text)])
+        _pend(stream, _answer(stream, [(CONTENT, text)]))
         return
     before = splitter.phase
     pieces = splitter.feed(text)
@@ -263,7 +474,25 @@ def _take(stream: _Stream, text: str, now: float) -> None:
             stream.reasoning_started = now
         if splitter.phase == CONTENT:
             stream.reasoning_ended = now  # this chunk closed the thinking
-    _pend(stream, pieces)
+    _pend(stream, _answer(stream, pieces))
+
+
+def _answer(stream: _Stream, pieces: list[tuple[Part, str]]) -> list[tuple[Part, str]]:
+    """The answer's pieces with a tool call's text held back, and a later step's answer as a new
+    paragraph after the text the model wrote before its calls."""
+    out: list[tuple[Part, str]] = []
+    for part, text in pieces:
+        if part == CONTENT:
+            if stream.cut is not None:
+                text = stream.cut.feed(text)
+            if stream.paragraph:
+                text = text.lstrip()
+                if text:
+                    text, stream.paragraph = "\n\n" + text, False
+            stream.step_text += text
+        if text:
+            out.append((part, text))
+    return out
 
 
 def _pend(stream: _Stream, pieces: list[tuple[Part, str]]) -> None:
@@ -343,7 +572,7 @@ def _save_partial(stream: _Stream) -> None:
     try:
         saved = Message.objects.filter(
             pk=stream.message.pk, status=Message.Status.STREAMING, worker=worker_name()
-        ).update(content=stream.text, reasoning=stream.reasoning, seq=stream.seq)
+        ).update(content=stream.text, reasoning=stream.reasoning, seq=stream.seq, tool_calls=stream.tool_calls)
     except DATABASE_ERRORS as exc:
         _database_lost(stream, exc)  # the text is in memory and in the live buffer; saved next time
         return
@@ -393,10 +622,13 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None,
         _pend(stream, stream.splitter.finish())  # a held-back tail that began no tag after all
     _flush(stream)
     message = stream.message
+    for call, (before, after) in zip(stream.tool_calls, stream.overheads, strict=False):
+        call["overhead_ms"] = {"start": before, "resume": after}
     fields: dict[str, Any] = {
         "status": status,
         "content": stream.text,
         "reasoning": stream.reasoning,
+        "tool_calls": stream.tool_calls,
         "seq": stream.seq,
         "error": error,
         "finished_at": timezone.now(),
@@ -404,7 +636,7 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None,
     }
     if stream.first_token is not None:
         fields["ttft_ms"] = round((stream.first_token - stream.started) * 1000, 1)
-    if stream.splitter is not None:
+    if stream.reasons or stream.splitter is not None:
         fields["reasoning_tokens"] = stream.reasoning_chunks
     if stream.reasoning and stream.reasoning_started is not None:
         # A thinking never closed lasted until the reply ended.
@@ -414,9 +646,12 @@ def _finish(stream: _Stream, status: str, *, error: str = "", usage: Any = None,
     if usage is not None:
         fields["prompt_tokens"] = usage.prompt_tokens
         fields["completion_tokens"] = usage.completion_tokens
-        decode_time = end - (stream.first_token or end)
-        if usage.completion_tokens > 1 and decode_time > 0:
-            fields["decode_tps"] = round((usage.completion_tokens - 1) / decode_time, 2)
+        # After tool calls, the last generation's speed: the time between steps is the tools'.
+        first = stream.step_first_token if stream.tool_calls else stream.first_token
+        tokens = stream.step_tokens if stream.tool_calls else usage.completion_tokens
+        decode_time = end - (first or end)
+        if tokens > 1 and decode_time > 0:
+            fields["decode_tps"] = round((tokens - 1) / decode_time, 2)
     updated = _write_final(stream, fields)
     if updated is None:
         return  # the live buffer keeps the text until the reaper stores it

@@ -12,8 +12,10 @@ from sessions_app.models import Message, Participant, Session
 
 
 def session_list_for_user(*, user: Any, archived: bool | None = None, search: str = "") -> QuerySet[Session]:
-    """The user's sessions, newest first; ``search`` matches the title or any message's text."""
-    qs = Session.objects.filter(owner=user).select_related("agent")
+    """The user's sessions, newest first; ``search`` matches the title or any message's text.
+    Consultations (``ask_agent``'s sessions, ``consulted_by`` set) are not listed: each is read
+    by id from the reply that asked."""
+    qs = Session.objects.filter(owner=user, consulted_by__isnull=True).select_related("agent")
     if archived is not None:
         qs = qs.filter(archived=archived)
     if search.strip():
@@ -106,6 +108,8 @@ def message_payload(message: Message) -> dict[str, Any]:
         # A reasoning model's thinking (and how long it lasted, in ms): never part of ``content``.
         "reasoning": message.reasoning,
         "reasoning_ms": message.reasoning_ms,
+        # The agent's tool calls on the way to this reply, in order (sessions_app.tools.ToolRun).
+        "tool_calls": list(message.tool_calls or []),
         "status": message.status,
         "error": message.error,
         "client_id": message.client_id,
@@ -181,6 +185,8 @@ def session_payload(session: Session, *, participants: bool = True) -> dict[str,
         "title": session.title,
         "agent": session.agent.slug if session.agent else None,
         "archived": session.archived,
+        # A consultation: the id of the reply whose ask_agent call opened it (None: the user's chat).
+        "consulted_by": session.consulted_by_id,
     }
     if participants:
         payload["agents"] = participant_slugs(session)

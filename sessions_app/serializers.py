@@ -15,10 +15,24 @@ class SessionOutputSerializer(serializers.ModelSerializer):
     agent = serializers.SlugRelatedField(slug_field="slug", read_only=True, help_text="The default agent.")
     agents = serializers.SerializerMethodField(help_text="The participants' slugs, in order; the first is the default.")
     turn_policy = serializers.JSONField(help_text="Who answers a message: manual, round_robin or debate.")
+    consulted_by = serializers.PrimaryKeyRelatedField(
+        read_only=True,
+        help_text="A consultation (an agent's ask_agent call): the reply that asked; null for your own chats.",
+    )
 
     class Meta:
         model = Session
-        fields = ["id", "title", "agent", "agents", "turn_policy", "archived", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "title",
+            "agent",
+            "agents",
+            "turn_policy",
+            "archived",
+            "consulted_by",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
     def get_agents(self, session: Session) -> list[str]:
@@ -63,6 +77,16 @@ class StatsSerializer(serializers.Serializer):
     )
 
 
+class ToolCallSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField(help_text="The tool: a built-in's name, or <server>.<tool>.")
+    arguments = serializers.CharField(help_text="The arguments the model gave, as JSON text.")
+    result = serializers.CharField(allow_blank=True, help_text="What the tool answered (cut to 8,000 characters).")
+    error = serializers.CharField(allow_blank=True, help_text="Why the call failed; the model read it as the result.")
+    status = serializers.ChoiceField(choices=["running", "ok", "error", "cancelled"])
+    duration_ms = serializers.IntegerField()
+
+
 class MessageOutputSerializer(serializers.Serializer):
     """A message as every door shows it: ``selectors.message_payload`` is the one shape (websocket
     and SSE events, REST, the export); these fields only describe it for the OpenAPI schema."""
@@ -82,6 +106,9 @@ class MessageOutputSerializer(serializers.Serializer):
         allow_blank=True, help_text="A reasoning model's thinking, kept apart from the answer and out of later prompts."
     )
     reasoning_ms = serializers.IntegerField(allow_null=True, help_text="How long the thinking lasted, in ms.")
+    tool_calls = ToolCallSerializer(
+        many=True, help_text="The agent's tool calls on the way to this reply, in order, each stored as it finishes."
+    )
     status = serializers.ChoiceField(choices=Message.Status.choices)
     error = serializers.CharField(allow_blank=True)
     client_id = serializers.CharField(allow_null=True)

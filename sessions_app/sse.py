@@ -3,7 +3,8 @@
 The same guarantees as the websocket, from the same follower (``sessions_app.follow``): the
 stream opens with the reply as it is now (``snapshot``: content and ``seq``), then sends each
 later delta once, in order, and ends with exactly one ``done`` (or ``deleted``) event, even when
-the worker's ``done`` event was lost on the way.
+the worker's ``done`` event was lost on the way. An agent that uses tools also sends
+``tool_call`` (a call started) and ``tool_result`` (it ended) events, ``{"message_id", "call"}``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ async def message_stream(request: HttpRequest, session_id: int, message_id: int)
                     yield _sse("status", {"message_id": message_id, "status": event["message"]["status"]})
                 elif kind == "done":
                     yield _sse("done", event["message"])
+                elif kind in ("tool_call", "tool_result"):
+                    yield _sse(kind, {"message_id": event["message_id"], "call": event["call"]})
                 elif kind == "deleted":
                     yield _sse("deleted", {"message_ids": event["message_ids"]})
                 elif kind == "idle" and time.monotonic() - last_write >= KEEPALIVE_SECONDS:

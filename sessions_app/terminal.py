@@ -46,6 +46,13 @@ QUEUED_NOTICE_SECONDS = 15.0
 _LINE, _INTERRUPT = "line", "interrupt"
 
 
+def tool_outcome(call: dict[str, Any]) -> str:
+    """A finished tool call in one line: its result (or error), cut, and how long it took."""
+    text = call["result"] if call["status"] == "ok" else f"{call['status']}: {call['error']}"
+    text = " ".join(text.split())
+    return f"→ {text[:200] + '…' if len(text) > 200 else text} ({call['duration_ms']} ms)"
+
+
 class TerminalChat:
     def __init__(
         self,
@@ -310,6 +317,10 @@ class TerminalChat:
                     # A reasoning model's thinking, dimmed, before its answer.
                     reasoning = event.get("part") == "reasoning"
                     self.write(self.palette.paint("2", event["text"]) if reasoning else event["text"])
+                elif kind == "tool_call":
+                    self.write(self.palette.paint("2", f"[{event['call']['name']}({event['call']['arguments']}) …"))
+                elif kind == "tool_result":
+                    self.write(self.palette.paint("2", f" {tool_outcome(event['call'])}]\n"))
                 elif kind == "done":
                     self._finish(event["message"])
                     return

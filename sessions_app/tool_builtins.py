@@ -7,9 +7,9 @@ PostgreSQL it is full-text search (``websearch`` syntax: words, "quoted phrases"
 message, case-insensitively (ASCII letters only, as SQLite's LIKE), newest first. A reply still
 being written (the one asking, among them) is not searched.
 
-``ask_agent`` is only described here (``ASK_AGENT``): running it needs the worker's tool loop, an
-agent answering on its own worker, and comes with that loop; this module has no ``ask_agent``
-function.
+``ask_agent`` is only described here (``ASK_AGENT``, the schema its arguments are checked
+against): it runs in ``sessions_app.consult``, which also tells each reply's model the agents it
+may consult (the ``agent`` argument's enum).
 
 ``builtin_specs()`` lists the four built-ins as a model is told of them, in ``BUILTIN_NAMES`` order.
 """
@@ -81,7 +81,9 @@ ASK_AGENT = ToolSpec(
             "question": {
                 "type": "string",
                 "minLength": 1,
-                "maxLength": 4000,
+                # llama.cpp's grammar parser refuses a repetition past 2,000 (maxLength 4000 made
+                # every reply with the tool fail before its first token).
+                "maxLength": 1000,
                 "description": "The full question for that agent.",
             },
         },

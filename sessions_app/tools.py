@@ -14,8 +14,9 @@ into ``ToolSpec``s and runs a call by the name the model used:
   comes back ``cancelled``. The result is cut to ``RESULT_CAP`` characters.
 - Every call is logged with its user, agent, tool, status and duration.
 
-``ask_agent`` is not run here yet: it needs the tool loop's worker to answer for another agent; a
-call of it comes back as an error saying so, and the agent's other tools work.
+``ask_agent`` (``sessions_app.consult``) is offered per reply: its ``agent`` argument names the
+agents this reply may consult, and a reply that may consult none (a consultation already at the
+deepest, or no other agent for the user) is not offered the tool at all.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from agents.tool_servers import tool_server_url_check
 from inference.constraints import Tool
 from inference.tools.base import ToolCancelled, ToolError, ToolSpec, cap_result
 from inference.tools.builtin import BUILTINS, arguments_check, run_builtin
+from sessions_app.consult import ask_agent, ask_agent_spec
 from sessions_app.tool_builtins import ASK_AGENT, SEARCH_CHATS, search_chats
 
 logger = logging.getLogger(__name__)
@@ -66,18 +68,31 @@ def model_name(name: str) -> str:
     return _MODEL_NAME.sub("_", name.replace(".", "__"))[:64]
 
 
+def untrusted(result: str) -> str:
+    """A tool's result as it goes back into a prompt: it is untrusted text, so it cannot close its
+    ``<tool_response>`` block or open a call of its own in the generic format."""
+    return result.replace("<tool_", "&lt;tool_").replace("</tool_", "&lt;/tool_")
+
+
 class Toolbox:
-    def __init__(self, agent: Agent, user: Any) -> None:
+    def __init__(self, agent: Agent, user: Any, reply: Any = None) -> None:
         self.agent = agent
         self.user = user
+        self.reply = reply  # the reply the calls are made for (ask_agent's consultations hang on it)
         self.specs: list[ToolSpec] = []
         self._by_model_name: dict[str, ToolSpec] = {}
-        builtins = {**BUILTINS, SEARCH_CHATS.name: SEARCH_CHATS, ASK_AGENT.name: ASK_AGENT}
+        builtins = {**BUILTINS, SEARCH_CHATS.name: SEARCH_CHATS}
         wanted = [name for name in agent.tools or [] if isinstance(name, str)]
         server_names = {name.split(".", 1)[0] for name in wanted if "." in name}
         self._servers: dict[str, ToolServer] = {s.name: s for s in ToolServer.objects.filter(name__in=server_names)}
         for name in wanted:
-            spec = builtins.get(name) or self._server_tool(name)
+            if name == ASK_AGENT.name:
+                spec = ask_agent_spec(agent=agent, user=user, reply=reply)
+                if spec is None:
+                    logger.info("agent %s: ask_agent left out: no agent it may consult from here", agent.slug)
+                    continue
+            else:
+                spec = builtins.get(name) or self._server_tool(name)
             if spec is None:
                 logger.warning("agent %s lists %r, which no tool server offers now: left out", agent.slug, name)
                 continue
@@ -96,6 +111,11 @@ class Toolbox:
             if isinstance(tool, dict) and tool.get("name") == tool_name:
                 return ToolSpec(name, str(tool.get("description") or ""), tool.get("input_schema") or {})
         return None
+
+    def name_of(self, called: str) -> str:
+        """The platform's name of the tool the model called by ``called`` (itself if unknown)."""
+        spec = self._by_model_name.get(called)
+        return spec.name if spec else called
 
     def constraint_tools(self) -> tuple[Tool, ...]:
         """The tools for the model's tool-call constraint, under the names it may call."""
@@ -134,7 +154,7 @@ class Toolbox:
         if spec.name == SEARCH_CHATS.name:
             return search_chats(self.user, arguments)
         if spec.name == ASK_AGENT.name:
-            raise ToolError("ask_agent cannot run yet on this platform: answer without it.")
+            return ask_agent(agent=self.agent, user=self.user, reply=self.reply, arguments=arguments, cancel=cancel)
         from inference.tools.mcp import call  # the MCP SDK takes ~1.3 s to import: only when called
 
         server_name, _, tool_name = spec.name.partition(".")

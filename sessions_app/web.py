@@ -88,6 +88,7 @@ def _agent_card(agent: Agent) -> dict[str, Any]:
         "backend_label": agent.backend_label,
         "node": agent.node,
         "model": agent.model.name if agent.model is not None else None,
+        "tools": list(agent.tools or []) if agent.tool_choice != "none" else [],
     }
 
 
@@ -184,6 +185,8 @@ def export_markdown(data: dict[str, Any]) -> str:
         lines += ["---", "", heading, ""]
         if message["reasoning"]:
             lines += [*_thinking_quote(message), ""]
+        for call in message.get("tool_calls") or []:
+            lines += [*_tool_call_block(call), ""]
         lines += [message["content"].rstrip() or "*(no text)*", ""]
         if message["role"] == "assistant":
             lines += [f"*{_stats_line(message)}*", ""]
@@ -197,6 +200,18 @@ def _thinking_quote(message: dict[str, Any]) -> list[str]:
     ms = message["reasoning_ms"]
     title = f"Thought for {max(1, round(ms / 1000))} s" if ms is not None else "Thought"
     return [f"> *{title}*", ">", *(f"> {line}".rstrip() for line in message["reasoning"].strip().splitlines())]
+
+
+def _tool_call_block(call: dict[str, Any]) -> list[str]:
+    """One tool call as the chat page shows its card: the tool, its arguments, then its result or error."""
+    outcome = {"ok": "", "error": " · error", "cancelled": " · stopped", "running": " · did not finish"}
+    title = f"> *Tool {call['name']}{outcome.get(call['status'], '')} · {call['duration_ms']} ms*"
+    body = call["result"] if call["status"] == "ok" else call["error"]
+    fence = "````" if "```" in f"{call['arguments']}{body}" else "```"
+    quoted = [f"> {line}".rstrip() for line in [fence + "json", *call["arguments"].splitlines(), fence]]
+    if body:
+        quoted += [">", *(f"> {line}".rstrip() for line in [fence, *body.splitlines(), fence])]
+    return [title, ">", *quoted]
 
 
 def _stats_line(message: dict[str, Any]) -> str:

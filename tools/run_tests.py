@@ -42,6 +42,7 @@ JOBS_GROUP = [
     "tests/integration/test_vllm_worker.py",
     "tests/api/test_openai_tools.py",
     "tests/api/test_openai_structured.py",
+    "tests/api/test_openai_agent_tools.py",
 ]
 
 

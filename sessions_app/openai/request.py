@@ -169,10 +169,15 @@ class ChatCompletionRequest(_Strict):
         min_length=1, description="The conversation; the last message is the user's, and is answered."
     )
     tools: list[ToolDefinition] | None = Field(
-        None, max_length=128, description="Functions the model may call; their calls come back as tool_calls."
+        None,
+        max_length=128,
+        description="Functions the model may call; their calls come back as tool_calls. Without them, "
+        "an agent with tools of its own runs those on the platform (message.executed_tool_calls).",
     )
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
-        None, description="auto (the default with tools), none, required, or one function by name."
+        None,
+        description="auto (the default with tools), none, required, or one function by name; "
+        "none without tools: the agent's own tools are not used either.",
     )
     parallel_tool_calls: bool | None = Field(None, description="false: at most one call per answer.")
     # Refused unless empty: the legacy function-calling fields and log-probabilities.
@@ -323,6 +328,10 @@ def completion_validate(*, user: Any, body: Any) -> CompletionRequest:
         _backend_can(agent, constraint, "tools")
     if constraint is not None:
         params["constraint"] = constraint_to_json(constraint)
+    if call.tools or call.tool_choice == "none":
+        # The agent's own tools run on the platform only for a caller that sends none of its own
+        # and does not ask for none: one that sends tools runs them itself, even under "none".
+        params["agent_tools"] = False
     system = [m["content"] for m in messages if m["role"] == "system"]
     if system:
         # The caller's system messages replace the agent's system prompt for this call.

@@ -40,6 +40,72 @@ _MODEL = {
     },
     "required": ["id", "object"],
 }
+_TOOL_CALL: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"type": "string", "enum": ["function"]},
+        "function": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+            "required": ["name", "arguments"],
+        },
+    },
+    "required": ["id", "type", "function"],
+}
+# An extension: a call the platform ran for the agent's own tools (sessions_app.openai.tool_stream).
+_EXECUTED_TOOL_CALL = {
+    "type": "object",
+    "description": "A call the platform ran with the agent's own tools; the client has nothing to run.",
+    "properties": {
+        **_TOOL_CALL["properties"],
+        "function": {
+            "type": "object",
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "description": 'The tool as the agent lists it ("calculator", "<server>.<tool>").',
+                },
+                "arguments": {"type": "string", "description": "The arguments as JSON text."},
+            },
+            "required": ["name", "arguments"],
+        },
+        "status": {"type": "string", "enum": ["ok", "error", "cancelled"]},
+        "result": {"type": "string", "description": "The tool's output; empty on an error."},
+        "error": {"type": "string", "description": "Why the call failed; empty when ok."},
+        "duration_ms": {"type": "integer"},
+    },
+    "required": ["id", "type", "function", "status", "result", "error", "duration_ms"],
+}
+_CHOICE = {
+    "type": "object",
+    "properties": {
+        "index": {"type": "integer"},
+        "message": {
+            "type": "object",
+            "properties": {
+                "role": {"type": "string", "enum": ["assistant"]},
+                "content": {"type": "string", "nullable": True},
+                "refusal": {"type": "string", "nullable": True},
+                "reasoning_content": {"type": "string", "description": "A reasoning model's thinking."},
+                "tool_calls": {
+                    "type": "array",
+                    "items": _TOOL_CALL,
+                    "description": "Calls of the request's tools, for the client to run (finish_reason tool_calls).",
+                },
+                "executed_tool_calls": {
+                    "type": "array",
+                    "items": _EXECUTED_TOOL_CALL,
+                    "description": "Extension: the calls the platform ran with the agent's own tools before "
+                    "this answer, in order; absent when none ran. Streamed, each is one chunk's "
+                    "delta.executed_tool_calls (with its index) as it ends.",
+                },
+            },
+            "required": ["role", "content"],
+        },
+        "finish_reason": {"type": "string", "enum": ["stop", "length", "tool_calls"]},
+    },
+}
 _COMPLETION = {
     "type": "object",
     "properties": {
@@ -47,7 +113,7 @@ _COMPLETION = {
         "object": {"type": "string", "enum": ["chat.completion"]},
         "created": {"type": "integer"},
         "model": {"type": "string"},
-        "choices": {"type": "array", "items": {"type": "object"}},
+        "choices": {"type": "array", "items": _CHOICE},
         "usage": {
             "type": "object",
             "properties": {

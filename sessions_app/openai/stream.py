@@ -4,6 +4,11 @@ OpenAI's shapes, a whole ``chat.completion`` or ``chat.completion.chunk`` server
 A reasoning model's thinking goes in ``reasoning_content`` (on the message, and on the deltas),
 the field vLLM's and DeepSeek's servers use, and its token count in
 ``usage.completion_tokens_details.reasoning_tokens``.
+
+An agent with tools of its own runs them on the platform when the request sent none: each call
+the platform ran is in ``message.executed_tool_calls`` and, streamed, in one chunk's
+``delta.executed_tool_calls`` as it ends (``tool_stream.executed_call_object``); the field is
+left out when nothing ran. The client has nothing to run, so ``finish_reason`` is the answer's.
 """
 
 from __future__ import annotations
@@ -25,11 +30,21 @@ from sessions_app.models import Message, Session
 from sessions_app.openai import services
 from sessions_app.openai.errors import error_object, reply_failure
 from sessions_app.openai.request import CompletionRequest
-from sessions_app.openai.tool_stream import ToolCallStream, message_of
+from sessions_app.openai.tool_stream import ToolCallStream, executed_call_object, message_of
 
 log = logging.getLogger(__name__)
 
 FAILED = (Message.Status.FAILED, Message.Status.INTERRUPTED)
+RUNNING = "running"  # a stored call's status until it ends (sessions_app.tools.ToolRun)
+
+
+@dataclass(frozen=True)
+class Executed:
+    """A call the platform ran for the agent, ended: the reply's stored form, and its place among
+    the reply's calls."""
+
+    index: int
+    call: dict[str, Any]
 
 
 def _sse(data: dict[str, Any]) -> bytes:
@@ -51,14 +66,29 @@ class CompletionCall:
     def id(self) -> str:
         return f"chatcmpl-{self.reply_id}"
 
-    async def _events(self) -> AsyncIterator[tuple[Part, str] | dict[str, Any]]:
+    async def _events(self) -> AsyncIterator[tuple[Part, str] | Executed | dict[str, Any]]:
         """The reply's new text piece by piece, each with its part (the answer, or a reasoning
-        model's thinking), then its final state (a message payload).
+        model's thinking), each tool call the platform ran once it ended, then its final state (a
+        message payload).
 
         The one reply follower reads the events, so a lost delta or ``done`` still reaches the
-        caller: its text from the live buffer or the database, its end from the stored state.
+        caller: its text from the live buffer or the database, its end from the stored state. A
+        call is passed on once, whether it ended in the stored state first read, in its
+        ``tool_result`` event, or only in the final state (its event lost).
         """
         text = reasoning = ""
+        seen: dict[str, int] = {}  # every call's id: its place among the reply's calls
+        ended: set[str] = set()
+
+        def newly_ended(calls: list[dict[str, Any]]) -> list[Executed]:
+            out = []
+            for call in calls:
+                place = seen.setdefault(call["id"], len(seen))
+                if call.get("status") != RUNNING and call["id"] not in ended:
+                    ended.add(call["id"])
+                    out.append(Executed(place, call))
+            return out
+
         async for event in session_follow(
             session=self.session, reply_id=self.reply_id, receive=lambda: self.layer.receive(self.channel)
         ):
@@ -70,6 +100,11 @@ class CompletionCall:
                     yield REASONING, reasoning
                 if text:
                     yield CONTENT, text
+                for executed in newly_ended(first.get("tool_calls") or []):
+                    yield executed
+            elif kind in ("tool_call", "tool_result"):
+                for executed in newly_ended([event["call"]]):
+                    yield executed
             elif kind == "delta":
                 if not text and not reasoning:
                     trace.mark(self.reply_id, "door_event")
@@ -79,6 +114,8 @@ class CompletionCall:
                     text += event["text"]
                 yield event["part"], event["text"]
             elif kind == "done":
+                for executed in newly_ended(event["message"].get("tool_calls") or []):
+                    yield executed
                 yield event["message"]
                 return
             elif kind == "deleted":
@@ -134,6 +171,9 @@ class CompletionCall:
                         continue
                     for delta in calls.feed(piece) if calls is not None else [{"content": piece}]:
                         yield self._chunk(delta)
+                elif isinstance(item, Executed):
+                    ran = {"index": item.index, **executed_call_object(item.call)}
+                    yield self._chunk({"executed_tool_calls": [ran]})
                 else:
                     final = item
             for delta in calls.finish() if calls is not None else []:
@@ -183,6 +223,9 @@ class CompletionCall:
             message, called = {"role": "assistant", "content": final["content"], "refusal": None}, False
         if final["reasoning"]:
             message["reasoning_content"] = final["reasoning"]
+        executed = final.get("tool_calls") or []
+        if executed:
+            message["executed_tool_calls"] = [executed_call_object(call) for call in executed]
         reason = "tool_calls" if called else services.completion_finish_reason(request=self.request, reply=final)
         return JsonResponse(
             {

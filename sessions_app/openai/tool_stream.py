@@ -6,6 +6,10 @@ begins ``<tool_call>``, and whitespace before it), and each call goes out whole,
 ``delta.tool_calls`` piece with its ``index``, ``id``, name and arguments, once its closing tag
 has arrived: OpenAI's clients and LangChain assemble pieces by index, so one piece per call is
 what they expect.
+
+The calls the *platform* ran for the agent (its own tools, when the request sent none) are another
+thing: the client has nothing to run, so they come back in the extension field
+``executed_tool_calls`` (``executed_call_object``), beside the final answer.
 """
 
 from __future__ import annotations
@@ -23,6 +27,18 @@ def call_id(reply_id: int, index: int) -> str:
 def tool_call_object(reply_id: int, index: int, call: ParsedCall) -> dict[str, Any]:
     return {"id": call_id(reply_id, index), "type": "function",
             "function": {"name": call.name, "arguments": call.arguments}}  # fmt: skip
+
+
+def executed_call_object(call: dict[str, Any]) -> dict[str, Any]:
+    """A call the platform ran (one of the reply's stored ``tool_calls``, ``sessions_app.tools.
+    ToolRun``) in the shape of OpenAI's ``tool_calls`` items, so a client reads its name and
+    arguments where it knows to, plus how it went: ``status`` (``ok``, ``error``, ``cancelled``),
+    ``result`` (empty on an error), ``error`` (empty when ok) and ``duration_ms``."""
+    return {
+        "id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]},
+        "status": call.get("status", ""), "result": call.get("result", ""), "error": call.get("error", ""),
+        "duration_ms": call.get("duration_ms", 0),
+    }  # fmt: skip
 
 
 def message_of(reply_id: int, text: str) -> tuple[dict[str, Any], bool]:

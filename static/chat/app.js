@@ -119,6 +119,10 @@ function startChat() {
       case "delta":
         if (!messages.delta(event)) connection.reconnectNow(); // a gap: the snapshot fills it
         break;
+      case "tool_call":
+      case "tool_result":
+        messages.tool(event);
+        break;
       case "done":
         messages.done(event);
         break;

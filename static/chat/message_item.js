@@ -2,11 +2,13 @@
 // payload, and its body rendered (plain text for the user's words, Markdown for a reply).
 // A reasoning model's thinking is a folded block above the answer: open while it streams,
 // folded once the answer starts (the reader may open it again), "Thought for N s" after.
+// An agent's tool calls are cards between the thinking and the answer (./tool_calls.js).
 // ./messages.js keeps the list of them in step with the events.
 
 import { h } from "../lib/dom.js";
 import { timeLabel, tokensPerSecond } from "../lib/format.js";
 import { renderMarkdown, renderMarkdownGrowing } from "./markdown.js";
+import { hasRunningCall, renderCalls, takeCalls } from "./tool_calls.js";
 import { iconButton } from "./util.js";
 
 export const STATUS_WORDS = {
@@ -60,6 +62,7 @@ export function buildItem(message, agents, username) {
   const thinkSummary = h("summary", { class: "thinking-summary" });
   const thinkBody = h("div", { class: "thinking-body markdown" });
   const thinkEl = h("details", { class: "thinking", hidden: true }, thinkSummary, thinkBody);
+  const toolsEl = h("div", { class: "tool-calls", role: "group", "aria-label": "Tool calls", hidden: true });
   const noteEl = h("p", { class: "msg-note", hidden: true });
   const statsEl = h("span", { class: "msg-stats" });
   const kind = user ? "msg-user" : message.role === "system" ? "msg-system" : "msg-assistant";
@@ -70,13 +73,15 @@ export function buildItem(message, agents, username) {
         h("span", { class: "msg-who", text: who }),
         user ? null : statusEl,
         h("time", { class: "msg-time", datetime: message.created_at || "", text: timeLabel(message.created_at) })),
-      user ? null : thinkEl, body, errorEl, noteEl,
+      user ? null : thinkEl, user ? null : toolsEl, body, errorEl, noteEl,
       h("footer", { class: "msg-foot" }, statsEl, actionsOf(message))));
   return {
     data: {}, el, body, statusEl, errorEl, noteEl, statsEl, text: "", seq: 0, rendered: null, blocks: {},
     // The thinking: its text, its element, and where the automatic folding is ("" not yet
     // shown, "open" shown open while it streams, "done" folded when the answer began).
     reasoning: "", thinkEl, thinkSummary, thinkBody, thinkBlocks: {}, thinkFold: "", thinkTimes: {}, thinkRendered: null,
+    // The tool calls, in call order, and their cards by call id.
+    calls: [], callsVersion: 0, callCards: new Map(), callsRendered: null, toolsEl,
   };
 }
 
@@ -112,6 +117,8 @@ export function applyMessage(item, message, agents, replaceText) {
     item.seq = message.seq || 0;
   }
   setStatus(item, message.status);
+  if (Array.isArray(message.tool_calls)) takeCalls(item, message.tool_calls, ACTIVE.has(message.status));
+  item.data.tool_calls = item.calls;
   const failed = message.status === "failed" || message.status === "unsent";
   item.errorEl.hidden = !(failed && message.error);
   item.errorEl.textContent = failed ? message.error || "" : "";
@@ -137,7 +144,7 @@ export function thoughtFor(ms) {
 function renderThinking(item, active) {
   item.thinkEl.hidden = !item.reasoning;
   if (!item.reasoning) return;
-  const answering = Boolean(item.text) || !active;
+  const answering = Boolean(item.text) || item.calls.length > 0 || !active; // acting ends the thinking
   const times = item.thinkTimes; // as this page saw it, until the server's reasoning_ms arrives
   if (!answering) times.start ??= performance.now();
   else if (times.start != null) times.end ??= performance.now();
@@ -163,13 +170,18 @@ function renderThinking(item, active) {
 
 /** Show the item's text as it is now, unless the screen already shows it. */
 export function renderBody(item) {
-  const key = `${item.data.status}|${item.seq}|${item.text.length}|${item.reasoning.length}`;
+  const key = `${item.data.status}|${item.seq}|${item.text.length}|${item.reasoning.length}|${item.callsVersion}`;
   if (item.rendered === key) return;
   item.rendered = key;
   const active = ACTIVE.has(item.data.status);
-  if (item.data.role === "assistant") renderThinking(item, active);
+  if (item.data.role === "assistant") {
+    renderThinking(item, active);
+    renderCalls(item, active);
+  }
   if (item.data.role === "user") {
     item.body.textContent = item.text;
+  } else if (!item.text && active && hasRunningCall(item)) {
+    item.body.replaceChildren(); // the running call's card says what is happening
   } else if (!item.text && active) {
     item.body.replaceChildren(h("span", { class: "typing", "aria-label": "Thinking" },
       h("span"), h("span"), h("span")));

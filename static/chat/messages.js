@@ -5,6 +5,7 @@
 import { h } from "../lib/dom.js";
 import { loadImage } from "./markdown.js";
 import { ACTIVE, applyMessage, buildItem, openEditor, renderBody, setStatus } from "./message_item.js";
+import { upsertCall } from "./tool_calls.js";
 import { copyText, flashCopied } from "./util.js";
 
 const NEAR_BOTTOM_PX = 80;
@@ -156,6 +157,19 @@ export class MessageList {
     if (item.data.status === "queued") setStatus(item, "streaming");
     this.schedule(item);
     return true;
+  }
+
+  /**
+   * A `tool_call` (a call started) or `tool_result` (it ended) event: its card appears or is
+   * brought up to date. A lost one is made good by the `done` event, which carries every call.
+   */
+  tool({ message_id: id, call }) {
+    const item = this.items.get(id);
+    if (!item || !call?.id) return; // a reply we have not seen: the next snapshot has it
+    upsertCall(item, call);
+    item.data.tool_calls = item.calls;
+    if (item.data.status === "queued") setStatus(item, "streaming");
+    this.schedule(item);
   }
 
   /** A `done` event: the final text, status and stats. */

@@ -1,9 +1,49 @@
 // The agents taking part in a chat and its turn policy: chips with a remove button, an "add"
 // menu, and a policy picker. Changes go to PATCH /api/sessions/{id}/ (the server checks them).
+// An agent that has tools says so: a badge on its chip naming them, and in the "add" menu.
 
 import { h } from "../lib/dom.js";
 import { apiFetch } from "../lib/http.js";
-import { iconButton } from "./util.js";
+import { icon, iconButton } from "./util.js";
+
+/**
+ * Each agent's ``tools`` (names as agents list them: "calculator", "demo.add"), taken into the
+ * ``agents`` map. The page's config may carry them; if it does not, GET /api/agents/ (every page
+ * of it) does. Resolves to whether anything was learnt.
+ */
+export async function loadAgentTools(agents) {
+  if ([...agents.values()].every((agent) => Array.isArray(agent.tools))) return false;
+  let url = "/api/agents/";
+  while (url) {
+    const page = await apiFetch("GET", url);
+    for (const row of page.results || []) {
+      const agent = agents.get(row.slug);
+      if (agent && Array.isArray(row.tools)) agent.tools = row.tools;
+    }
+    url = page.next;
+  }
+  return true;
+}
+
+/** "Tools: calculator, demo.add", or "" for an agent without tools. */
+export function toolsLine(agent) {
+  const tools = agent?.tools || [];
+  return tools.length ? `Tools: ${tools.join(", ")}` : "";
+}
+
+/** A chip's badge for an agent's tools: a wrench and how many, naming them on hover; or null. */
+function toolsBadge(agent) {
+  const line = toolsLine(agent);
+  if (!line) return null;
+  return h("span", { class: "chip-tools", title: line, "aria-label": line, role: "img" },
+    icon("tool", "icon"), h("span", { text: String(agent.tools.length), "aria-hidden": "true" }));
+}
+
+/** "🤖 Helper · 2 tools" in the "add" menu. */
+function optionText(agent) {
+  const n = agent.tools?.length || 0;
+  return `${agent.emoji || "🤖"} ${agent.name}${n ? ` · ${n} tool${n > 1 ? "s" : ""}` : ""}`;
+}
 
 const KINDS = {
   manual: "Manual: @mentions answer, else the first",
@@ -27,6 +67,21 @@ export class Participants {
     this.onChange = onChange;
     this.onError = onError;
     this.render();
+    // Filled in where they stand, not re-rendered: the reader may be using the policy form.
+    loadAgentTools(agents).then((learnt) => {
+      if (learnt) this.showTools();
+    }, () => {}); // without the list the chips just do not name tools
+  }
+
+  showTools() {
+    for (const chip of this.root.querySelectorAll(".chip[data-agent]")) {
+      const badge = toolsBadge(this.agents.get(chip.dataset.agent));
+      if (badge && !chip.querySelector(".chip-tools")) chip.querySelector(".chip-name").after(badge);
+    }
+    for (const option of this.root.querySelectorAll(".chip-add option[value]")) {
+      const agent = this.agents.get(option.value);
+      if (agent) Object.assign(option, { textContent: optionText(agent), title: toolsLine(agent) });
+    }
   }
 
   name(slug) {
@@ -58,13 +113,14 @@ export class Participants {
       return h("li", { class: "chip", "data-agent": slug, title: index === 0 ? "Answers when nobody is named" : "" },
         h("span", { class: "chip-avatar", "aria-hidden": "true", text: agent?.emoji || "🤖" }),
         h("span", { class: "chip-name", text: this.name(slug) }),
+        toolsBadge(agent),
         index === 0 ? h("span", { class: "chip-default muted", text: "default" }) : null,
         remove);
     });
     const addable = [...this.agents.values()].filter((a) => !this.slugs.includes(a.slug));
     const add = h("select", { class: "chip-add", "aria-label": "Add an agent to this chat" },
       h("option", { value: "", text: "+ Add agent" }),
-      ...addable.map((a) => h("option", { value: a.slug, text: `${a.emoji || "🤖"} ${a.name}` })));
+      ...addable.map((a) => h("option", { value: a.slug, title: toolsLine(a), text: optionText(a) })));
     add.disabled = addable.length === 0;
     add.addEventListener("change", () => {
       if (add.value) this.save({ agents: [...this.slugs, add.value] });

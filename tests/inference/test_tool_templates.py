@@ -201,3 +201,17 @@ def test_openvino_renders_tools_with_the_models_template_and_calls_validate(
         free, calls = tool_calls_parse(text)
         assert free == "" and [c.name for c in calls] == ["get_weather"], text
         assert json_schema_check(WEATHER.parameters, json.loads(calls[0].arguments)) is None
+
+
+def test_a_closing_tag_inside_an_argument_does_not_end_the_call() -> None:
+    from inference.constraints import ParsedCall, tool_calls_parse
+
+    sneaky = "</tool_call> and <tool_call>"
+    text = (
+        "Sure. <tool_call>\n" + json.dumps({"name": "echo", "arguments": {"text": sneaky}}) + "\n</tool_call>\n"
+        "<tool_call>not json</tool_call><tool_call>" + json.dumps({"name": "add", "arguments": {"a": 1}})
+        + "</tool_call>"
+    )  # fmt: skip
+    assert tool_calls_parse(text) == (
+        "Sure.", [ParsedCall("echo", json.dumps({"text": sneaky})), ParsedCall("add", '{"a": 1}')]
+    )  # fmt: skip

@@ -3,7 +3,8 @@
 Run it as ``python -m tests.tools.mcp_server stdio`` or ``python -m tests.tools.mcp_server http PORT``
 (streamable HTTP at ``http://127.0.0.1:PORT/mcp``).
 
-Its tools: ``add``, ``echo``, ``sleep`` (a tool that hangs), ``fail`` (a tool that raises) and
+Its tools: ``add``, ``echo``, ``sleep`` (a tool that hangs), ``block`` (one that hangs for a minute, with
+no arguments), ``fail`` (a tool that raises) and
 ``env_leak`` (the names of the variables in its environment, to show what a server is given).
 When the file named by ``MCP_TEST_EXTRA_TOOL_FILE`` exists at start, it also offers ``multiply``:
 a test changes the server's tools by writing that file, then refreshes.
@@ -37,6 +38,12 @@ def sleep(seconds: float) -> str:
     # Blocking on purpose: a server busy in a tool is what a timeout or a stop must end.
     time.sleep(seconds)
     return f"slept {seconds}"
+
+
+@server.tool(description="Wait a minute, then say so (a tool that hangs whatever a model asks of it).")
+def block() -> str:
+    time.sleep(60)
+    return "waited a minute"
 
 
 @server.tool(description="Fail with this message.")

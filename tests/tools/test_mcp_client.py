@@ -80,7 +80,7 @@ def spec(request: pytest.FixtureRequest) -> ServerSpec:
 
 def test_discovery_lists_the_servers_tools_with_their_schemas(spec: ServerSpec) -> None:
     tools = {tool.name: tool for tool in discover(spec)}
-    assert set(tools) == {"add", "echo", "sleep", "fail", "env_leak"}
+    assert set(tools) == {"add", "echo", "sleep", "block", "fail", "env_leak"}
     add = tools["add"]
     assert add.description == "Add two integers."
     assert add.input_schema["properties"]["a"]["type"] == "integer"

@@ -50,7 +50,7 @@ def registered(operator_api: APIClient) -> dict[str, Any]:
 
 def test_staff_register_a_stdio_server_and_get_its_discovered_tools(registered: dict[str, Any]) -> None:
     tools = {tool["name"]: tool for tool in registered["tools"]}
-    assert set(tools) == {"add", "echo", "sleep", "fail", "env_leak"}
+    assert set(tools) == {"add", "echo", "sleep", "block", "fail", "env_leak"}
     assert tools["add"]["description"] == "Add two integers."
     assert tools["add"]["input_schema"]["properties"]["b"]["type"] == "integer"
     assert registered["env_keys"] == ["PYTHONPATH", "TOOL_TOKEN"]
@@ -113,7 +113,7 @@ def test_a_failed_refresh_keeps_the_stored_tools(operator_api: APIClient, regist
     response = operator_api.post(f"/api/tool-servers/{registered['id']}/refresh/")
     assert response.status_code == 400
     assert "was not found" in response.json()["message"]
-    assert len(ToolServer.objects.get(pk=registered["id"]).tools) == 5
+    assert len(ToolServer.objects.get(pk=registered["id"]).tools) == 6
 
 
 def test_non_staff_get_403_with_a_reason_and_anonymous_callers_401(
@@ -194,7 +194,7 @@ def test_the_admin_registers_a_server_and_offers_its_tools_to_agents(superuser: 
     response = client.post("/admin/agents/toolserver/add/", form)
     assert response.status_code == 302, response.content.decode()[:2000]
     server = ToolServer.objects.get(name="viaadmin")
-    assert len(server.tools) == 5 and server.env["TOOL_TOKEN"] == SECRET
+    assert len(server.tools) == 6 and server.env["TOOL_TOKEN"] == SECRET
 
     page = client.get(f"/admin/agents/toolserver/{server.pk}/change/").content.decode()
     assert "viaadmin.add" in page and SECRET not in page
@@ -207,4 +207,4 @@ def test_the_admin_registers_a_server_and_offers_its_tools_to_agents(superuser: 
     refreshed = client.post(
         "/admin/agents/toolserver/", {"action": "refresh_tools", "_selected_action": [server.pk]}, follow=True
     )
-    assert "Tool server viaadmin: 5 tools discovered." in refreshed.content.decode()
+    assert "Tool server viaadmin: 6 tools discovered." in refreshed.content.decode()
