@@ -115,8 +115,11 @@ def bench_tool_steps(opts: dict[str, Any]) -> dict[str, Any]:
             _reply(plat, token, agent, QUESTIONS[0])  # the worker loads the model, the MCP SDK
             start, resume, duration, client_gap = [], [], [], []
             statuses: dict[str, int] = {}
+            replies: dict[str, int] = {}
             for i in range(opts["runs"]):
                 r = _reply(plat, token, agent, QUESTIONS[i % len(QUESTIONS)])
+                ended = r["message"]["status"] + (f" ({r['message']['error'][:60]})" if r["message"]["error"] else "")
+                replies[ended] = replies.get(ended, 0) + 1
                 for call in r["message"]["tool_calls"]:
                     statuses[call["status"]] = statuses.get(call["status"], 0) + 1
                     overhead = call.get("overhead_ms") or {}
@@ -135,13 +138,14 @@ def bench_tool_steps(opts: dict[str, Any]) -> dict[str, Any]:
                 "tool_duration_ms": quantiles([float(d) for d in duration]),
                 "client_call_to_result_ms": quantiles(client_gap),
                 "statuses": statuses,
+                "replies": replies,
             }
             q = results[agent]
             print(
                 f"{agent:5} ({', '.join(AGENTS[agent])}): start p50 {q['start_ms']['p50']} / p90 "
                 f"{q['start_ms']['p90']} ms · resume p50 {q['resume_ms']['p50']} / p90 {q['resume_ms']['p90']} ms · "
                 f"tool p50 {q['tool_duration_ms']['p50']} ms · client saw call->result p50 "
-                f"{q['client_call_to_result_ms']['p50']} ms · {statuses}"
+                f"{q['client_call_to_result_ms']['p50']} ms · calls {statuses} · replies {replies}"
             )  # fmt: skip
     finally:
         plat.stop_all()

@@ -52,8 +52,9 @@ CALCULATOR = ToolSpec(
         "properties": {
             "expression": {
                 "type": "string",
-                "minLength": 1,
-                "maxLength": MAX_EXPRESSION,
+                # The characters of arithmetic only: an engine's grammar then keeps a small model
+                # from writing prose, quotes or markup into the expression.
+                "pattern": f"^[0-9a-z_.,+\\-*/%() ]{{1,{MAX_EXPRESSION}}}$",
                 "description": "The arithmetic to compute, e.g. 2 + 3 * 4 or round(100 / 7, 2).",
             }
         },

@@ -166,3 +166,29 @@ def test_the_specs_are_strict_json_schemas() -> None:
         assert spec.input_schema["additionalProperties"] is False
         assert spec.as_json()["name"] == spec.name and len(spec.description) > 40
     assert CALCULATOR.input_schema["required"] == ["expression"]
+
+
+def test_llama_cpp_accepts_the_grammar_of_each_builtin_tools_call() -> None:
+    """Every built-in's schema (the calculator's pattern included) compiles to a grammar llama.cpp
+    parses, for a forced call and an opened one: a refused grammar would fail the reply."""
+    from llama_cpp import llama_cpp as capi
+
+    from inference.bundled import bundled_model_path
+    from inference.constraints import Tool, ToolCalls
+    from inference.grammars import gbnf_for
+    from inference.llama_runtime import llama_load
+
+    vocab = llama_load(model_path=str(bundled_model_path()), vocab_only=True, verbose=False)
+    for spec in BUILTINS.values():
+        for opened in (False, True):
+            tools = ToolCalls((Tool(spec.name, spec.description, spec.input_schema),), mode="required")
+            sampler = capi.llama_sampler_init_grammar(
+                vocab._model.vocab, gbnf_for(tools, call_opened=opened).encode(), b"root"
+            )
+            assert sampler, (spec.name, opened)
+            capi.llama_sampler_free(sampler)
+
+
+def test_the_calculator_refuses_what_is_not_arithmetic_before_evaluating_it() -> None:
+    with pytest.raises(ToolError, match="pattern|does not match"):
+        run_builtin("calculator", {"expression": '2 + 3"}</tool_call>'})
