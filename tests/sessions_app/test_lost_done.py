@@ -169,20 +169,26 @@ class Out:
         pass
 
 
-def test_the_terminal_chat_ends_the_reply_from_its_stored_state(
-    user: Any, agent: Agent, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def terminal_chat(user: Any) -> tuple[Any, Out]:
+    """A terminal chat of ``user`` with the agent ``assistant``, printing into the returned Out."""
     from sessions_app.terminal import TerminalChat
     from sessions_app.terminal_style import Palette
 
-    agent.slug = "assistant"
-    agent.save()
-    monkeypatch.setattr(sys, "stdin", io.StringIO("Hi\nexit\n"))
     out = Out()
     chat = TerminalChat(
         out=out, palette=Palette(enabled=False), tty=False, agent_slug="assistant", username=user.username,
         session_id=None,
     )  # fmt: skip
+    return chat, out
+
+
+def test_the_terminal_chat_ends_the_reply_from_its_stored_state(
+    user: Any, agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent.slug = "assistant"
+    agent.save()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hi\nexit\n"))
+    chat, out = terminal_chat(user)
     started = time.monotonic()
     try:
         asyncio.run(asyncio.wait_for(chat.run(), 30))

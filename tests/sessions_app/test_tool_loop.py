@@ -11,14 +11,12 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from django.utils import timezone
 
 from agents.models import Agent, ToolServer
-from agents.tool_servers import tool_server_save
 from inference.backends.base import Chunk, GenerationParams, StopFlag, Usage
 from inference.cache import model_cache
 from inference.constraints import ToolCalls
@@ -28,9 +26,9 @@ from sessions_app.reaper import replies_reap_before
 from sessions_app.selectors import message_payload, session_export
 from sessions_app.web import export_markdown
 from tests.fakes import FakeBackend, use_backend
+from tests.sessions_app.test_tools import demo_server
 from tests.tools.test_mcp_client import stdio_servers_running
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)  # the tools and the stop run in threads of their own
 
 
@@ -88,12 +86,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
 
 @pytest.fixture
 def demo(db: None) -> ToolServer:
-    server = ToolServer(
-        name="demo", transport="stdio", command=[sys.executable, "-m", "tests.tools.mcp_server", "stdio"],
-        env={"PYTHONPATH": str(ROOT)}, timeout_seconds=3,
-    )  # fmt: skip
-    tool_server_save(server=server)
-    return server
+    return demo_server(timeout_seconds=3)
 
 
 @pytest.fixture
@@ -307,19 +300,13 @@ def test_the_terminal_chat_shows_each_call_and_its_result(
     import asyncio
     import io
 
-    from sessions_app.terminal import TerminalChat
-    from sessions_app.terminal_style import Palette
-    from tests.sessions_app.test_lost_done import Out
+    from tests.sessions_app.test_lost_done import terminal_chat
 
     agent.slug, agent.tools, agent.tool_choice = "assistant", ["calculator"], "required"
     agent.save()
     ToolBackend.steps = [[call("calculator", expression="6*7")], ["It is 42."]]
     monkeypatch.setattr(sys, "stdin", io.StringIO("What is 6 times 7?\nexit\n"))
-    out = Out()
-    chat = TerminalChat(
-        out=out, palette=Palette(enabled=False), tty=False, agent_slug="assistant", username=user.username,
-        session_id=None,
-    )  # fmt: skip
+    chat, out = terminal_chat(user)
     asyncio.run(asyncio.wait_for(chat.run(), 30))
     assert 'assistant> [calculator({"expression": "6*7"}) … → 42 (' in out.text
     assert "ms)]\nIt is 42.\n" in out.text

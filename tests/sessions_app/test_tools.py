@@ -21,14 +21,19 @@ from sessions_app.tools import Toolbox, model_name
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def demo(db: None) -> ToolServer:
+def demo_server(timeout_seconds: int = 30) -> ToolServer:
+    """The tests' MCP server (tests/tools/mcp_server.py) registered as ``demo``, over stdio."""
     server = ToolServer(
         name="demo", transport="stdio", command=[sys.executable, "-m", "tests.tools.mcp_server", "stdio"],
-        env={"PYTHONPATH": str(ROOT)}, timeout_seconds=30,
+        env={"PYTHONPATH": str(ROOT)}, timeout_seconds=timeout_seconds,
     )  # fmt: skip
     tool_server_save(server=server)
     return server
+
+
+@pytest.fixture
+def demo(db: None) -> ToolServer:
+    return demo_server()
 
 
 @pytest.fixture
