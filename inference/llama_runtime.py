@@ -39,7 +39,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
+# Re-entrant: importing llama_cpp in cpu_backend_load runs the start-up hook's cpu_backend_load
+# (inference.llama_autoload) in the same thread.
+_lock = threading.RLock()
 _variant: str | None = None
 _threads: dict[str, Any] | None = None
 CALIBRATION_TOKENS = 32
@@ -100,6 +102,18 @@ def _allowed(name: str, flags: set[str]) -> bool:
     return "sapphirerapids" not in name
 
 
+def _ggml_log(level: int, text: bytes, user_data: Any) -> None:
+    # ggml's levels: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (llama-cpp-python 0.3.36's
+    # own table is older, and takes INFO for a warning). Only warnings and errors are kept.
+    if level in (3, 4):
+        message = text.decode(errors="replace").rstrip()
+        log.log(logging.WARNING if level == 3 else logging.ERROR, "llama.cpp: %s", message)
+
+
+# ggml_log_callback: void (*)(enum ggml_log_level, const char *, void *); kept alive here.
+_GGML_LOG_TO_OURS = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)(_ggml_log)
+
+
 def cpu_backend_load() -> str:
     """Register the best CPU variant for this machine (once per process); its name, or "built-in"."""
     global _variant
@@ -108,6 +122,8 @@ def cpu_backend_load() -> str:
             return _variant
         import llama_cpp  # noqa: F401 - loads libllama and the libggml it links to
 
+        if _variant is not None:  # the import's start-up hook (inference.llama_autoload) loaded them
+            return _variant
         # The registry libllama reads is in the libggml it loaded (by soname); the wheel also
         # carries copies under other names, whose registries libllama never sees.
         libggml = ctypes.CDLL("libggml.so.0")
@@ -139,13 +155,21 @@ def cpu_backend_load() -> str:
         best = max(scored)[1]
         libggml.ggml_backend_load.restype = ctypes.c_void_p
         libggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
-        if not libggml.ggml_backend_load(str(best).encode()):
-            raise RuntimeError(f"llama.cpp could not load its CPU backend {best}")
-        # Other backends built as modules (CUDA, Vulkan, ...) load as they are.
-        for path in sorted(p for d in _lib_dirs() for p in d.glob("libggml-*.so")):
-            stem = path.stem.removeprefix("libggml-")
-            if stem != "base" and not stem.startswith("cpu"):
-                libggml.ggml_backend_load(str(path).encode())
+        # ggml's "load_backend: loaded CPU backend from ..." is ours to log, not a line on stderr
+        # in the middle of a terminal chat: while loading, ggml's own log (libggml-base's, which
+        # llama-cpp-python's log callback does not reach) keeps only warnings and errors, as ours.
+        base = ctypes.CDLL("libggml-base.so.0")
+        base.ggml_log_set(_GGML_LOG_TO_OURS, None)
+        try:
+            if not libggml.ggml_backend_load(str(best).encode()):
+                raise RuntimeError(f"llama.cpp could not load its CPU backend {best}")
+            # Other backends built as modules (CUDA, Vulkan, ...) load as they are.
+            for path in sorted(p for d in _lib_dirs() for p in d.glob("libggml-*.so")):
+                stem = path.stem.removeprefix("libggml-")
+                if stem != "base" and not stem.startswith("cpu"):
+                    libggml.ggml_backend_load(str(path).encode())
+        finally:
+            base.ggml_log_set(None, None)  # ggml's default again: stderr
         _variant = best.stem.removeprefix("libggml-cpu-")
         log.info("llama.cpp CPU kernels: %s", _variant)
         return _variant

@@ -182,7 +182,7 @@ def _start_raw(threads: int, data: Path) -> tuple[subprocess.Popen[bytes], str]:
     """llama-cpp-python's own OpenAI server on the bundled model."""
     port = free_port()
     argv = [
-        sys.executable, "-m", "inference.llama_server", "--model", str(bundled_model_path()), "--n_ctx", "2048",
+        sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()), "--n_ctx", "2048",
         "--n_threads", str(threads), "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     with open(data / "logs" / "llama_cpp_server.log", "ab") as log:

@@ -59,10 +59,10 @@ def server_process(
 
 @contextlib.contextmanager
 def llama_server(path: str, *, n_threads: int, n_ctx: int, log: Path) -> Iterator[str]:
-    """llama-cpp-python's own OpenAI server on the GGUF (``inference.llama_server``)."""
+    """llama-cpp-python's own OpenAI server on the GGUF (``python -m llama_cpp.server``)."""
     port = free_port()
     # interrupt_requests: the server's default cuts a streaming request short when the next arrives.
-    argv = [sys.executable, "-m", "inference.llama_server", "--model", path, "--n_ctx", str(n_ctx),
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", path, "--n_ctx", str(n_ctx),
             "--n_threads", str(n_threads), "--interrupt_requests", "False",
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     with server_process(argv, health=f"http://127.0.0.1:{port}/v1/models", log=log):

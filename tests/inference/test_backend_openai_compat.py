@@ -90,7 +90,7 @@ def _llama_cpp_server(folder: Path, *options: str) -> Iterator[str]:
     port = free_port()
     log = folder / "server.log"
     command = [
-        sys.executable, "-m", "inference.llama_server",
+        sys.executable, "-m", "llama_cpp.server",
         "--model", str(bundled_model_path()),
         "--host", "127.0.0.1",
         "--port", str(port),

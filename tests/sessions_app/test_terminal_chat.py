@@ -174,6 +174,8 @@ def test_a_question_gets_a_streamed_answer_that_is_saved(start_chat: Callable[..
 
     assert chat.exit_code() == 0, chat.errors
     assert "Traceback" not in chat.errors
+    # llama.cpp's own lines ("load_backend: loaded CPU backend from ...") stay off the terminal.
+    assert "load_backend" not in chat.errors and "load_backend" not in chat.output, chat.errors
     out = chat.output
     assert STATS.search(out), out
 
