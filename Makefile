@@ -53,6 +53,8 @@ $(VENV)/.installed: pyproject.toml requirements/model.txt requirements/test-node
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap
+	# llama.cpp's thread default, measured now (kept only from a quiet run), not in the first reply.
+	$(PY) -m inference.llama_runtime --if-missing
 	$(PY) manage.py collectstatic --noinput -v0
 	@echo "chatsite on http://$(HOST):$(PORT)/  (admin: $(PY) manage.py createsuperuser)"
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application

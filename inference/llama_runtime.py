@@ -20,10 +20,16 @@ CPU backend linked in (no variant files) is used as it is.
 with 1, 2, ... threads up to the physical cores this process may run on (leaving one for the
 worker's own work from 4 cores up), best of three rounds, and the fewest threads within 3 % of
 the fastest win. The result is kept per machine in ``LLAMA_THREADS_CACHE`` (CPU, cores, variant)
-when it was measured on an otherwise idle machine (a busy neighbour makes every extra thread look
-slow: 2 threads measured 3 tokens/s here while tests ran beside, 83 on a quiet machine), so it is
-measured once; ``python -m inference.llama_runtime`` measures again and keeps the answer.
-``LLAMA_THREADS`` in the environment overrides it, and an agent's ``n_threads`` overrides both.
+only when it was measured on an otherwise idle machine: a busy neighbour makes every extra thread
+look slow (2 threads measured 3 tokens/s here while tests ran beside, 83 on a quiet machine; with
+one busy loop beside, 23 against 56 for one thread). Idle means the other processes took under
+``BUSY_OTHERS_CPUS`` of CPU time while it ran (/proc/stat, less this process's own) and the
+chosen count's three rounds agree (the load average before it lags, and was fooled); a noisy
+answer serves that process only and is measured again by the next. It is measured when
+``make run`` starts the platform and when a worker preloads its models, so no reply waits for
+it. ``python -m inference.llama_runtime`` measures again (``--show``: what is kept; ``--reset``:
+forget it; ``--if-missing``). ``LLAMA_THREADS`` in the environment overrides it, and an agent's
+``n_threads`` overrides both.
 """
 
 from __future__ import annotations
@@ -43,13 +49,18 @@ log = logging.getLogger(__name__)
 # (inference.llama_autoload) in the same thread.
 _lock = threading.RLock()
 _variant: str | None = None
+# One measurement at a time in a process: a reply that needs the default while the worker's
+# start-up measures it waits for that answer instead of measuring beside it (and spoiling both).
+_measuring = threading.Lock()
 _threads: dict[str, Any] | None = None
 CALIBRATION_TOKENS = 32
 ROUNDS = 3
 WITHIN = 0.97
-# Kept for the machine only when measured with the CPUs otherwise idle (1-minute load average
-# per CPU below this); a busy moment's answer serves this process and is measured again later.
-QUIET_LOAD_PER_CPU = 0.35
+# Kept for the machine only when, while it ran, the other processes took less than this many
+# CPUs' worth of time and the chosen count's rounds agree within this fraction: a busy moment's
+# answer serves this process and is measured again later, never kept.
+BUSY_OTHERS_CPUS = 0.3
+ROUND_SPREAD = 0.15
 
 
 def cpu_flags() -> set[str]:
@@ -223,9 +234,24 @@ def _decode_speed(llm: Any) -> float:
     return (made - 1) / max(time.perf_counter() - start, 1e-9)
 
 
+def _cpu_jiffies() -> tuple[int, int]:
+    """All CPUs' busy and total time so far (/proc/stat), in clock ticks."""
+    try:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values[:8]) - idle, sum(values[:8])
+
+
 def threads_measure(model_path: str | None = None, candidates: list[int] | None = None) -> dict[str, Any]:
     """Decode speed (tokens/s) of the bundled model at each thread count: the best of three
-    rounds, the counts taking turns within a round, so a moment's load elsewhere does not decide."""
+    rounds, the counts taking turns within a round, so a moment's load elsewhere does not decide.
+
+    Also says whether the answer can be trusted (``quiet``): the CPU time other processes took
+    while it ran (``others_cpus``, in CPUs' worth, from /proc/stat less this process's own) stayed
+    under ``BUSY_OTHERS_CPUS``, and the chosen count's rounds agree within ``ROUND_SPREAD``."""
     from inference.bundled import bundled_model_path
 
     variant = cpu_backend_load()
@@ -235,18 +261,29 @@ def threads_measure(model_path: str | None = None, candidates: list[int] | None 
     load_before = os.getloadavg()[0]
     engines = {n: llama_cpp.Llama(model_path=path, n_ctx=256, n_threads=n, n_threads_batch=n, verbose=False, seed=0)
                for n in candidates or _candidates()}  # fmt: skip
+    rounds: dict[int, list[float]] = {n: [] for n in engines}
+    busy_before, total_before = _cpu_jiffies()
+    own_before, wall_before = sum(os.times()[:2]), time.monotonic()
     try:
-        speeds = dict.fromkeys(engines, 0.0)
         for _ in range(ROUNDS):
             for n, llm in engines.items():
-                speeds[n] = max(speeds[n], _decode_speed(llm))
+                rounds[n].append(_decode_speed(llm))
     finally:
         for llm in engines.values():
             llm.close()
+    busy_after, total_after = _cpu_jiffies()
+    own = sum(os.times()[:2]) - own_before
+    wall = time.monotonic() - wall_before
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    others = max(0.0, (busy_after - busy_before) / ticks - own) / max(wall, 1e-9)
+    speeds = {n: max(values) for n, values in rounds.items()}
     fastest = max(speeds.values())
     chosen = min(n for n, tps in speeds.items() if tps >= WITHIN * fastest)
+    spread = max(rounds[chosen]) / max(min(rounds[chosen]), 1e-9) - 1
     return {"chosen": chosen, "tokens_per_second": {str(n): round(v, 1) for n, v in speeds.items()},
-            "variant": variant, "measured_at": time.time(), "loadavg": round(load_before, 2)}  # fmt: skip
+            "variant": variant, "measured_at": time.time(), "loadavg": round(load_before, 2),
+            "others_cpus": round(others, 2), "round_spread": round(spread, 3),
+            "quiet": others < BUSY_OTHERS_CPUS and spread <= ROUND_SPREAD and total_after > total_before}  # fmt: skip
 
 
 def threads_state() -> dict[str, Any]:
@@ -269,22 +306,32 @@ def threads_state() -> dict[str, Any]:
         if cached:
             state = {**cached, "source": "measured (cached)"}
         else:
-            try:
-                state = {**threads_measure(), "source": "measured"}
-            except Exception as exc:  # no bundled model, say: llama.cpp's own default
-                log.warning("measuring llama.cpp threads failed (%s); using half the cores", exc)
-                return {"chosen": max(1, physical_cores() // 2), "source": f"fallback ({exc})"}
-            if state["loadavg"] / max(1, len(os.sched_getaffinity(0))) < QUIET_LOAD_PER_CPU:
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    known = json.loads(path.read_text()) if path.exists() else {}
-                    known[key] = {k: v for k, v in state.items() if k != "source"}
-                    path.write_text(json.dumps(known, indent=2) + "\n")
-                except (OSError, ValueError) as exc:
-                    log.warning("could not keep the measured thread count in %s: %s", path, exc)
-            else:
-                state["source"] = "measured (machine busy: not kept)"
-            log.info("llama.cpp threads: %s (measured %s tokens/s)", state["chosen"], state["tokens_per_second"])
+            with _measuring:
+                with _lock:
+                    if _threads is not None:
+                        return _threads
+                return _measured_state(key)
+    with _lock:
+        _threads = state
+    return state
+
+
+def _measured_state(key: str) -> dict[str, Any]:
+    """Measure now; keep the answer for the machine when the run was quiet."""
+    global _threads
+    try:
+        state = {**threads_measure(), "source": "measured"}
+    except Exception as exc:  # no bundled model, say: llama.cpp's own default
+        log.warning("measuring llama.cpp threads failed (%s); using half the cores", exc)
+        return {"chosen": max(1, physical_cores() // 2), "source": f"fallback ({exc})"}
+    if _trusted(state):
+        try:
+            _keep(key, state)
+        except (OSError, ValueError) as exc:
+            log.warning("could not keep the measured thread count in %s: %s", _cache_path(), exc)
+    else:
+        state["source"] = "measured (machine busy: not kept)"
+    log.info("llama.cpp threads: %s (measured %s tokens/s)", state["chosen"], state["tokens_per_second"])
     with _lock:
         _threads = state
     return state
@@ -294,24 +341,79 @@ def default_threads() -> int:
     return int(threads_state()["chosen"])
 
 
-def main() -> None:
-    """``python -m inference.llama_runtime``: measure this machine again, keep and print the answer."""
-    import django
+def _trusted(state: dict[str, Any]) -> bool:
+    """Whether a measurement may be kept for the machine: it ran quiet (``threads_measure``).
+    What other processes did while it ran decides, not the load average before it: that one
+    lags a minute behind, and counts this very process's start-up."""
+    return bool(state.get("quiet"))
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
-    django.setup()
-    print(f"llama.cpp CPU kernels: {cpu_backend_load()}; physical cores: {physical_cores()}")
-    state = threads_measure()
+
+def _keep(key: str, state: dict[str, Any]) -> None:
     path = _cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     known = json.loads(path.read_text()) if path.exists() else {}
-    known[_machine_key(state["variant"])] = state
+    known[key] = {k: v for k, v in state.items() if k != "source"}
     path.write_text(json.dumps(known, indent=2) + "\n")
+
+
+def threads_reset() -> bool:
+    """Forget this machine's kept measurement (the next worker measures again); whether one was kept."""
+    path = _cache_path()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    key = _machine_key(cpu_backend_load())
+    if key not in known:
+        return False
+    del known[key]
+    path.write_text(json.dumps(known, indent=2) + "\n")
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m inference.llama_runtime [--show | --reset | --if-missing]``: measure this machine
+    again and keep the answer when the run was quiet; show what is kept; forget it; or measure only
+    when nothing is kept (``make run`` does, so no reply waits for it)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m inference.llama_runtime", description=main.__doc__)
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--show", action="store_true", help="Print the kept measurement and exit.")
+    what.add_argument("--reset", action="store_true", help="Forget the kept measurement.")
+    what.add_argument("--if-missing", action="store_true", help="Measure only when none is kept.")
+    opts = parser.parse_args(argv)
+    variant = cpu_backend_load()
+    key, path = _machine_key(variant), _cache_path()
+    try:
+        kept = (json.loads(path.read_text()) if path.exists() else {}).get(key)
+    except ValueError:
+        kept = None
+    if opts.show or (opts.if_missing and kept):
+        print(f"llama.cpp CPU kernels: {variant}; physical cores: {physical_cores()}; {path}:")
+        print(json.dumps(kept, indent=2) if kept else "nothing kept: the next worker measures")
+        return
+    if opts.reset:
+        print("forgotten: the next worker measures again" if threads_reset() else "nothing was kept")
+        return
+    print(f"llama.cpp CPU kernels: {variant}; physical cores: {physical_cores()}")
+    state = threads_measure()
     speeds = ", ".join(
         f"{n} thread{'s' if n != '1' else ''}: {v} tokens/s" for n, v in state["tokens_per_second"].items()
     )
-    print(f"decode {speeds} (load average {state['loadavg']}); default: {state['chosen']}; kept in {path}")
+    print(f"decode {speeds}; default: {state['chosen']}")
+    noise = f"load average {state['loadavg']}, other processes {state['others_cpus']} CPUs, rounds within "
+    noise += f"{state['round_spread']:.0%}"
+    if _trusted(state):
+        _keep(key, state)
+        print(f"({noise}) kept in {path}")
+    else:
+        print(f"({noise}): the machine was busy, so nothing is kept; run again when it is quiet")
 
 
 if __name__ == "__main__":
-    main()
+    # The module proper, not this copy run as __main__: importing llama_cpp loads the kernels
+    # through it (inference.llama_autoload), and they must be loaded once.
+    from inference.llama_runtime import main as module_main
+
+    module_main()

@@ -57,7 +57,8 @@ def test_the_thread_default_is_measured_once_and_kept(fresh: Path, monkeypatch: 
 
     def measure() -> dict[str, Any]:
         calls.append(1)
-        return {"chosen": 2, "tokens_per_second": {"1": 50.0, "2": 88.0}, "variant": "haswell", "loadavg": 0.1}
+        return {"chosen": 2, "tokens_per_second": {"1": 50.0, "2": 88.0}, "variant": "haswell", "loadavg": 0.1,
+                "others_cpus": 0.02, "round_spread": 0.03, "quiet": True}  # fmt: skip
 
     monkeypatch.setattr(rt, "threads_measure", measure)
     assert rt.threads_state()["source"] == "measured" and rt.default_threads() == 2
@@ -69,11 +70,40 @@ def test_the_thread_default_is_measured_once_and_kept(fresh: Path, monkeypatch: 
 
 def test_a_measurement_on_a_busy_machine_is_not_kept(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("llama_cpp")
-    busy = {"chosen": 1, "tokens_per_second": {"1": 36.3, "2": 3.0}, "variant": "haswell", "loadavg": 3.5}
+    busy = {"chosen": 1, "tokens_per_second": {"1": 36.3, "2": 3.0}, "variant": "haswell", "loadavg": 3.5,
+            "others_cpus": 1.2, "round_spread": 0.02, "quiet": False}  # fmt: skip
     monkeypatch.setattr(rt, "threads_measure", lambda: dict(busy))
     state = rt.threads_state()
     assert state["chosen"] == 1 and state["source"] == "measured (machine busy: not kept)"
     assert not fresh.exists()  # the next process measures again
+    # A load test that starts just before: the load average still looks quiet, the run did not.
+    monkeypatch.setattr(rt, "_threads", None)
+    monkeypatch.setattr(rt, "threads_measure", lambda: {**busy, "loadavg": 0.1})
+    assert rt.threads_state()["source"] == "measured (machine busy: not kept)" and not fresh.exists()
+
+
+def test_a_busy_neighbour_during_the_measurement_is_seen() -> None:
+    """A CPU-bound process beside the measurement (as a load test) makes it untrusted."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        state = rt.threads_measure(candidates=[1, 2])
+    finally:
+        burner.kill()
+        burner.wait()
+    assert state["others_cpus"] >= 0.5, state  # the burner's CPU was counted
+    assert state["quiet"] is False
+
+
+def test_an_operator_sees_and_forgets_what_was_kept(tmp_path: Path) -> None:
+    cache = tmp_path / "threads.json"
+    cache.write_text(json.dumps({rt._machine_key(rt.cpu_backend_load()): {"chosen": 7, "tokens_per_second": {}}}))
+    env = {**os.environ, "LLAMA_THREADS_CACHE": str(cache)}
+    run = [sys.executable, "-m", "inference.llama_runtime"]
+    shown = subprocess.run([*run, "--show"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and '"chosen": 7' in shown.stdout, shown.stdout + shown.stderr
+    forgotten = subprocess.run([*run, "--reset"], env=env, capture_output=True, text=True, timeout=60)
+    assert "forgotten" in forgotten.stdout, forgotten.stdout + forgotten.stderr
+    assert json.loads(cache.read_text()) == {}
 
 
 def test_llama_threads_overrides_the_measurement(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
