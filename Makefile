@@ -57,7 +57,7 @@ run: install
 	$(PY) -m inference.llama_runtime --if-missing
 	$(PY) manage.py collectstatic --noinput -v0
 	@echo "chatsite on http://$(HOST):$(PORT)/  (admin: $(PY) manage.py createsuperuser)"
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) --websocket_connect_timeout 30 chatsite.asgi:application
 
 worker: install
 	$(VENV)/bin/celery -A chatsite worker -Q $${QUEUES:-llama_cpp,default} --concurrency $${CONCURRENCY:-1} --without-gossip --without-mingle -l INFO

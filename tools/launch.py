@@ -82,8 +82,13 @@ class Platform:
 
     def start_daphne(self) -> None:
         self.start(
-            "daphne", [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "chatsite.asgi:application"]
-        )
+            "daphne",
+            [
+                str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port),
+                # As deployed (docker-compose.yml): a burst of handshakes queues for the database.
+                "--websocket_connect_timeout", "30", "chatsite.asgi:application",
+            ],
+        )  # fmt: skip
         wait_for_port(self.port)
 
     def start_worker(

@@ -86,7 +86,7 @@ def test_a_busy_neighbour_during_the_measurement_is_seen() -> None:
     """A CPU-bound process beside the measurement (as a load test) makes it untrusted."""
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        state = rt.threads_measure(candidates=[1, 2])
+        state = rt.threads_measure(candidates=[1])  # one thread: quick even on a loaded machine
     finally:
         burner.kill()
         burner.wait()
