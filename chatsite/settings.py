@@ -120,15 +120,15 @@ if EMBEDDED:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            # channels_redis with a pool that waits instead of failing, and retries after a
-            # Redis restart (chatsite/channel_layer.py).
-            "BACKEND": "chatsite.channel_layer.RedisChannelLayer",
+            # channels_redis's pub/sub layer: one PUBLISH per group send, one subscribed
+            # connection per daphne process; its pool waits instead of failing and retries after a
+            # Redis restart (sessions_app/channel_layer.py).
+            "BACKEND": "sessions_app.channel_layer.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
                         "address": REDIS_URL,
-                        # redis-py 8 reads with a 5 s socket timeout, the same as channels-redis's
-                        # 5 s blocking pop: an idle connection then fails at random. More room.
+                        # An idle subscribed connection is pinged every health_check_interval.
                         "socket_timeout": 30,
                         "socket_connect_timeout": 5,
                         # Connections per daphne process; a command waits up to `timeout` s for
@@ -139,8 +139,6 @@ else:
                         "health_check_interval": 15,
                     }
                 ],
-                "capacity": 1500,
-                "expiry": 30,
             },
         }
     }

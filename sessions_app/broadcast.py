@@ -3,6 +3,16 @@
 Workers (Celery processes, or the embedded thread pool) call these after their database writes
 have committed. In the embedded default the channel layer lives in daphne's event loop, so sends
 from other threads are handed to that loop instead of running on a private one.
+
+In a worker process, with Redis, a send is one ``PUBLISH`` on the channel layer's group channel
+(``sessions_app.channel_layer``), written from the sending thread on a connection Redis does not
+answer (``live.UnansweredSends``): a reply's decode loop writes each delta and its live-buffer
+append in one ``send``, waits for nothing and wakes no other thread of its own (issue 25: the
+hand-over to a sender thread, the core layer's several commands per event and the round trips
+cost the engine its cores). The process's events reach Redis, and the doors, in the order they
+were sent. Redis away: a send fails, is logged and dropped, and for the next ``_PAUSE_SECONDS``
+the process's sends are skipped, so that a reply does not wait on Redis for each token; the
+database is the record and every door reads it when events stop.
 """
 
 from __future__ import annotations
@@ -10,19 +20,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from inference.reasoning import CONTENT, Part
+from sessions_app.channel_layer import RedisChannelLayer
+from sessions_app.live import RedisStreamBuffer, stream_buffer, unanswered_sends
 
 log = logging.getLogger(__name__)
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
+_PAUSE_SECONDS = 1.0
+_paused_until = 0.0
 
 
 def loop_register(loop: asyncio.AbstractEventLoop) -> None:
@@ -32,72 +48,34 @@ def loop_register(loop: asyncio.AbstractEventLoop) -> None:
         _loop = loop
 
 
-class _Sender:
-    """One event loop thread per worker process that sends events in order, without blocking.
-
-    ``async_to_sync`` would build a new event loop, and with it a new Redis connection, for
-    every delta; the decode loop would wait for each. Here a delta is handed over in
-    microseconds and the loop sends them in order over pooled connections.
-    """
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.queue: asyncio.Queue[tuple[str, Any, Callable[[], Any] | None]] | None = None
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), name="broadcast", daemon=True)
-        self.thread.start()
-        ready.wait(10)
-
-    def _run(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.queue = asyncio.Queue()
-        ready.set()
-        self.loop.run_until_complete(self._drain())
-
-    async def _drain(self) -> None:
-        assert self.queue is not None
-        layer = get_channel_layer()
-        while True:
-            group, event, before = await self.queue.get()
-            try:
-                if before is not None:
-                    try:
-                        before()  # a blocking Redis write that must come before this send
-                    except Exception as exc:
-                        log.warning("live buffer write failed: %s: %s", type(exc).__name__, exc)
-                if callable(event):
-                    event()  # a blocking Redis write that must keep its place among the sends
-                elif event is not None:
-                    await layer.group_send(group, event)
-            except Exception as exc:  # Redis down: the reply goes on, the database keeps the text
-                log.warning("broadcast to %s failed: %s: %s", group, type(exc).__name__, exc)
-            finally:
-                self.queue.task_done()
-
-    def submit(
-        self, group: str, event: dict[str, Any] | Callable[[], Any], before: Callable[[], Any] | None = None
-    ) -> None:
-        assert self.queue is not None
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, event, before))
-
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything submitted so far has been sent."""
-        assert self.queue is not None
-        try:
-            asyncio.run_coroutine_threadsafe(self.queue.join(), self.loop).result(timeout)
-        except TimeoutError:
-            log.warning("broadcast queue not drained within %ss", timeout)
+def _publishing() -> RedisChannelLayer | None:
+    """The Redis layer when this thread publishes by itself (a worker process's threads), else
+    None (daphne, the terminal chat, the embedded default: the layer's own loop sends)."""
+    if settings.EMBEDDED or (_loop is not None and _loop.is_running()):
+        return None
+    try:
+        asyncio.get_running_loop()
+        return None
+    except RuntimeError:
+        pass
+    layer = get_channel_layer()
+    return layer if isinstance(layer, RedisChannelLayer) else None
 
 
-_sender: _Sender | None = None
+def _publish(what: str, write: Callable[[], Any]) -> None:
+    """Write to Redis unless Redis failed moments ago. Never raises."""
+    global _paused_until
+    if time.monotonic() < _paused_until:
+        return
+    try:
+        write()
+    except Exception as exc:  # Redis away: the reply goes on, the database keeps the text
+        _paused_until = time.monotonic() + _PAUSE_SECONDS
+        log.warning("%s failed: %s: %s; live sends pause for %.0f s", what, type(exc).__name__, exc, _PAUSE_SECONDS)
 
 
-def _background_sender() -> _Sender:
-    global _sender
-    with _loop_lock:
-        if _sender is None or not _sender.thread.is_alive():
-            _sender = _Sender()
-        return _sender
+def _payload(event: dict[str, Any]) -> bytes:
+    return msgpack.packb(event)
 
 
 def group_send(group: str, event: dict[str, Any]) -> None:
@@ -110,6 +88,11 @@ def group_send(group: str, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    redis_layer = _publishing()
+    if redis_layer is not None:
+        command = ("PUBLISH", redis_layer.group_channel(group), _payload(event))
+        _publish(f"broadcast to {group}", lambda: unanswered_sends().send(command))
+        return
     loop = _loop
     try:
         running = asyncio.get_running_loop()
@@ -121,36 +104,20 @@ def group_send(group: str, event: dict[str, Any]) -> None:
             future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), loop)
             future.result(timeout=10)
             return
-        if not settings.EMBEDDED and running is None:
-            _background_sender().submit(group, event)
-            return
         async_to_sync(layer.group_send)(group, event)
     except Exception as exc:
         log.warning("broadcast to %s failed: %s: %s", group, type(exc).__name__, exc)
 
 
-def in_order(what: str, call: Callable[[], Any]) -> None:
-    """Run ``call`` (a write to the live buffer) in order with this thread's sends: on the
-    sender's thread in a worker process, so a reply's decode loop never waits on Redis for it;
-    here and now elsewhere. Never raises."""
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    daphne_loop = _loop is not None and _loop.is_running()
-    if not settings.EMBEDDED and running is None and not daphne_loop:  # where group_send uses the sender
-        _background_sender().submit(what, call)
+def live_discard(message_id: int) -> None:
+    """Drop a finished reply's live buffer, in order with this thread's sends. Never raises."""
+    if _publishing() is not None:
+        _publish("live buffer discard", lambda: unanswered_sends().send(RedisStreamBuffer.discard_command(message_id)))
         return
     try:
-        call()
+        stream_buffer().discard(message_id)
     except Exception as exc:
-        log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
-
-
-def flush() -> None:
-    """Block until this process's queued events are sent (before a worker process exits)."""
-    if _sender is not None:
-        _sender.flush()
+        log.warning("live buffer discard failed: %s: %s", type(exc).__name__, exc)
 
 
 def session_group(session_id: int) -> str:
@@ -162,29 +129,25 @@ def message_send(session_id: int, message: dict[str, Any]) -> None:
     group_send(session_group(session_id), {"type": "chat.message", "message": message})
 
 
-def delta_buffered_send(
-    session_id: int,
-    message_id: int,
-    seq: int,
-    text: str,
-    append: Callable[[int, int, str, Part], None],
-    part: Part = CONTENT,
-) -> None:
-    """``append`` the text to the live buffer, then send the delta: one hand-over to the sender's
-    thread per delta in a worker process (a reply sent token by token makes one per token), so
-    the decode loop neither waits on Redis nor wakes the sender twice. ``part`` says whether the
-    text extends the answer or a reasoning model's thinking. Never raises."""
+def delta_buffered_send(session_id: int, message_id: int, seq: int, text: str, part: Part = CONTENT) -> None:
+    """Append the text to the live buffer, then send the delta, in that order (a client joining
+    in between finds the text in the buffer). In a worker process with Redis both are one write
+    from this thread. ``part`` says whether the text extends the answer or a reasoning
+    model's thinking. Never raises."""
     group = session_group(session_id)
     event = {"type": "chat.delta", "message_id": message_id, "seq": seq, "text": text, "part": part}
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    daphne_loop = _loop is not None and _loop.is_running()
-    if not settings.EMBEDDED and running is None and not daphne_loop:
-        _background_sender().submit(group, event, before=lambda: append(message_id, seq, text, part))
+    redis_layer = _publishing()
+    if redis_layer is not None:
+        commands = [
+            *RedisStreamBuffer.append_commands(message_id, seq, text, part),
+            ("PUBLISH", redis_layer.group_channel(group), _payload(event)),
+        ]
+        _publish("live delta", lambda: unanswered_sends().send(*commands))
         return
-    in_order("live buffer append", lambda: append(message_id, seq, text, part))
+    try:
+        stream_buffer().append(message_id, seq, text, part)
+    except Exception as exc:
+        log.warning("live buffer append failed: %s: %s", type(exc).__name__, exc)
     group_send(group, event)
 
 

@@ -226,16 +226,28 @@ async def session_follow(
         if snapshot["messages"][0]["status"] not in UNFINISHED:
             yield done_event(snapshot["messages"][0])
             return
-    while not follower.ended:
-        try:
-            event = await asyncio.wait_for(receive(), check)
-        except TimeoutError:
-            out = await follower.check()
-        except Exception as exc:  # the channel layer is away (Redis restarting): keep to the database
-            log.warning("channel layer receive failed: %s: %s", type(exc).__name__, exc)
-            await asyncio.sleep(min(check, 1.0))
-            out = await follower.check()
-        else:
-            out = await follower.handle(event)
-        for item in out:
-            yield item
+    # One receive stays pending across the checks: cancelling it would make a pub/sub layer drop
+    # the channel (and what arrives for it) until the next receive.
+    pending: asyncio.Future[dict[str, Any]] | None = None
+    try:
+        while not follower.ended:
+            if pending is None:
+                pending = asyncio.ensure_future(receive())
+            done, _ = await asyncio.wait({pending}, timeout=check)
+            if not done:
+                out = await follower.check()
+            else:
+                task, pending = pending, None
+                try:
+                    event = task.result()
+                except Exception as exc:  # the channel layer is away (Redis restarting): keep to the database
+                    log.warning("channel layer receive failed: %s: %s", type(exc).__name__, exc)
+                    await asyncio.sleep(min(check, 1.0))
+                    out = await follower.check()
+                else:
+                    out = await follower.handle(event)
+            for item in out:
+                yield item
+    finally:
+        if pending is not None:
+            pending.cancel()

@@ -15,9 +15,11 @@ thinking and the answer as they are.
 from __future__ import annotations
 
 import logging
+import select
 import threading
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
+import redis
 from django.conf import settings
 
 from inference.reasoning import CONTENT, REASONING, Part
@@ -70,26 +72,36 @@ class MemoryStreamBuffer:
 
 
 class RedisStreamBuffer:
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, url: str | None = None) -> None:
+        """On ``url``'s own client, or this process's shared one."""
+        self._redis = redis_client() if url is None else _client_for(url)
 
     @staticmethod
     def _keys(message_id: int) -> tuple[str, str, str]:
         prefix = f"chatsite:reply:{message_id}"
         return f"{prefix}:text", f"{prefix}:seq", f"{prefix}:reasoning"
 
-    def append(self, message_id: int, seq: int, text: str, part: Part = CONTENT) -> None:
-        text_key, seq_key, reasoning_key = self._keys(message_id)
+    @classmethod
+    def append_commands(cls, message_id: int, seq: int, text: str, part: Part = CONTENT) -> list[Command]:
+        """The commands of an append: the text, then the ``seq`` it has reached."""
+        text_key, seq_key, reasoning_key = cls._keys(message_id)
         key = reasoning_key if part == REASONING else text_key
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.append(key, text.encode("utf-8"))
-        pipe.set(seq_key, seq, ex=_TTL_SECONDS)
-        # On every append: a part's key may be new (the answer starts after the thinking), and a
-        # buffer nobody discards (a worker that died) must still go. One more command in the
-        # same round trip.
-        pipe.expire(key, _TTL_SECONDS)
+        # The expiry on every append: a part's key may be new (the answer starts after the
+        # thinking), and a buffer nobody discards (a worker that died) must still go.
+        return [
+            ("APPEND", key, text.encode("utf-8")),
+            ("SET", seq_key, seq, "EX", _TTL_SECONDS),
+            ("EXPIRE", key, _TTL_SECONDS),
+        ]
+
+    @classmethod
+    def discard_command(cls, message_id: int) -> Command:
+        return ("DEL", *cls._keys(message_id))
+
+    def append(self, message_id: int, seq: int, text: str, part: Part = CONTENT) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for command in self.append_commands(message_id, seq, text, part):
+            pipe.execute_command(*command)
         pipe.execute()
 
     def snapshot(self, message_id: int) -> LiveText | None:
@@ -100,7 +112,43 @@ class RedisStreamBuffer:
         return LiveText(_decoded(text), int(seq), _decoded(reasoning))
 
     def discard(self, message_id: int) -> None:
-        self._redis.delete(*self._keys(message_id))
+        self._redis.execute_command(*self.discard_command(message_id))
+
+
+Command = tuple[str | bytes | int, ...]
+
+
+class UnansweredSends:
+    """One connection on which Redis sends no replies (``CLIENT REPLY OFF``): a write is one
+    ``send``, and nobody waits for Redis or is woken by its answer. A worker process's live-buffer
+    writes and channel-layer publishes all go here, from any of its threads, so Redis runs them
+    in the order they were made. What is lost when the connection breaks is lost (raised to the
+    caller, who logs it): the database is the record."""
+
+    def __init__(self, url: str) -> None:
+        self._pool = redis.ConnectionPool.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._connection: Any = None
+        self._lock = threading.Lock()
+
+    def send(self, *commands: Command) -> None:
+        with self._lock:
+            connection = self._connection
+            if connection is not None and _closed(connection):
+                # Redis never writes here: anything to read is its end (a restart). Without this
+                # check the first write after a restart would vanish into the dead socket.
+                connection.disconnect()
+                connection = self._connection = None
+            if connection is None:
+                connection = self._pool.make_connection()
+                connection.connect()
+                connection.send_command("CLIENT", "REPLY", "OFF")
+                self._connection = connection
+            try:
+                connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            except Exception:
+                self._connection = None
+                connection.disconnect()
+                raise
 
 
 def _decoded(raw: bytes | str | None) -> str:
@@ -109,15 +157,46 @@ def _decoded(raw: bytes | str | None) -> str:
 
 
 _buffer: StreamBuffer | None = None
+_client: redis.Redis | None = None
+_sends: UnansweredSends | None = None
 _lock = threading.Lock()
+
+
+def redis_client() -> redis.Redis:
+    """This process's synchronous Redis client for the live buffer and a worker's sends: short
+    timeouts (a reply must not wait long on Redis), a pool shared by the threads."""
+    global _client
+    with _lock:
+        if _client is None:
+            _client = _client_for(str(settings.REDIS_URL))
+        return _client
+
+
+def _closed(connection: Any) -> bool:
+    sock = getattr(connection, "_sock", None)
+    return sock is None or bool(select.select([sock], [], [], 0)[0])
+
+
+def unanswered_sends() -> UnansweredSends:
+    """This process's connection for writes nobody waits on (a worker's sends)."""
+    global _sends
+    with _lock:
+        if _sends is None:
+            _sends = UnansweredSends(str(settings.REDIS_URL))
+        return _sends
+
+
+def _client_for(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
 def stream_buffer() -> StreamBuffer:
     global _buffer
-    with _lock:
-        if _buffer is None:
-            _buffer = MemoryStreamBuffer() if settings.EMBEDDED else RedisStreamBuffer(str(settings.REDIS_URL))
-        return _buffer
+    if _buffer is None:
+        buffer: StreamBuffer = MemoryStreamBuffer() if settings.EMBEDDED else RedisStreamBuffer()
+        with _lock:
+            _buffer = _buffer or buffer
+    return _buffer
 
 
 def live_fresher(*, message_id: int, content: str, seq: int, reasoning: str = "") -> LiveText:

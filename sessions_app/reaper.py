@@ -53,16 +53,13 @@ def replies_reap_before(*, moment: datetime) -> int:
 
 
 def _reap(*, before: datetime, lookup: Literal["lt", "lte"]) -> int:
-    try:
-        return reap(
-            REPLIES, before=before, lookup=lookup, values=_reply_ended, aftermath=_reply_announce,
-            rows=Message.objects.select_related("agent"),
-        ) + reap(
-            PICKS, before=before, lookup=lookup, values=_pick_ended, aftermath=_pick_note,
-            rows=TurnChoice.objects.select_related("user_message"),
-        )  # fmt: skip
-    finally:
-        broadcast.flush()
+    return reap(
+        REPLIES, before=before, lookup=lookup, values=_reply_ended, aftermath=_reply_announce,
+        rows=Message.objects.select_related("agent"),
+    ) + reap(
+        PICKS, before=before, lookup=lookup, values=_pick_ended, aftermath=_pick_note,
+        rows=TurnChoice.objects.select_related("user_message"),
+    )  # fmt: skip
 
 
 def _reply_ended(message: Message) -> dict[str, Any]:

@@ -76,7 +76,6 @@ def reply_generate(*, message_id: int) -> bool:
         _generate_claimed(message_id, lease)
     finally:
         heartbeat().release(lease)
-        broadcast.flush()
         close_old_connections()
     return True
 

@@ -23,7 +23,6 @@ from django.utils import timezone
 from inference.constraints import TOOL_CALL_OPEN
 from inference.reasoning import CONTENT, REASONING, Part, ThinkSplitter
 from sessions_app import broadcast, trace
-from sessions_app.live import stream_buffer
 from sessions_app.liveness import Lease, worker_name
 from sessions_app.models import Message
 from sessions_app.selectors import message_payload
@@ -210,11 +209,9 @@ def flush(stream: Stream) -> None:
         else:
             stream.text += text
         # Buffer first, then broadcast: a client joining in between finds the text in the buffer.
-        # Both leave from the sender's thread, in order: the decode loop does not wait on Redis.
+        # In a worker process both are one write to Redis from this thread, answered by nothing.
         message_id, seq = stream.message.pk, stream.seq
-        broadcast.delta_buffered_send(
-            stream.message.session_id, message_id, seq, text, stream_buffer().append, part=part
-        )
+        broadcast.delta_buffered_send(stream.message.session_id, message_id, seq, text, part=part)
         if seq == 1:
             trace.mark(message_id, "sent")
 
@@ -291,8 +288,7 @@ def _write_final(stream: Stream, fields: dict[str, Any]) -> bool | None:
 
 def reply_finish(stream: Stream, status: str, *, error: str = "", usage: Any = None, finish_reason: str = "") -> None:
     if stream.lost:
-        message_id = stream.message.pk
-        broadcast.in_order("live buffer discard", lambda: stream_buffer().discard(message_id))
+        broadcast.live_discard(stream.message.pk)
         return
     end = time.monotonic()
     if stream.splitter is not None:
@@ -332,7 +328,7 @@ def reply_finish(stream: Stream, status: str, *, error: str = "", usage: Any = N
     updated = _write_final(stream, fields)
     if updated is None:
         return  # the live buffer keeps the text until the reaper stores it
-    broadcast.in_order("live buffer discard", lambda: stream_buffer().discard(message.pk))
+    broadcast.live_discard(message.pk)
     if not updated:
         return
     message.refresh_from_db()

@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
+from sessions_app.channel_layer import channel_close
 from sessions_app.follow import session_follow
 from sessions_app.models import Message, Session
 from sessions_app.selectors import session_get_for_user
@@ -89,6 +90,7 @@ async def message_stream(request: HttpRequest, session_id: int, message_id: int)
                 last_write = time.monotonic()
         finally:
             await layer.group_discard(session.group_name, channel)
+            await channel_close(layer, channel)
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

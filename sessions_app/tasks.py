@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from sessions_app import broadcast, reaper, replies, supervisor, turns
+from sessions_app import reaper, replies, supervisor, turns
 from sessions_app.unavailable import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ def reply_generate(*, message_id: int) -> bool:
             turns.turn_next(reply_id=message_id)
         except Exception:  # the reply is stored; only its chain ends here
             log.exception("queueing the turn after reply %s failed; the chain ends here", message_id)
-        finally:
-            broadcast.flush()
     return claimed
 
 

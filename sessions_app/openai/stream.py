@@ -25,6 +25,7 @@ from django.http import JsonResponse
 
 from inference.reasoning import CONTENT, REASONING, Part
 from sessions_app import trace
+from sessions_app.channel_layer import channel_close
 from sessions_app.follow import session_follow
 from sessions_app.models import Message, Session
 from sessions_app.openai import services
@@ -134,6 +135,7 @@ class CompletionCall:
         """Leave the group; stop the reply if the caller went away; forget it if asked to."""
         try:
             await self.layer.group_discard(self.session.group_name, self.channel)
+            await channel_close(self.layer, self.channel)
             if not ended:
                 await sync_to_async(services.completion_stop)(session=self.session, message_id=self.reply_id)
             if not self.request.store:

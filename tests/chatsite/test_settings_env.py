@@ -95,12 +95,15 @@ def test_database_url_and_redis_url_switch_to_postgres_and_redis(tmp_path: Path,
     assert migrate.returncode == 0, migrate.stderr
     roundtrip = _run(
         "import django; django.setup()\n"
-        "from asgiref.sync import async_to_sync\n"
+        "import asyncio\n"
         "from channels.layers import get_channel_layer\n"
         "layer = get_channel_layer()\n"
-        "name = async_to_sync(layer.new_channel)()\n"
-        "async_to_sync(layer.send)(name, {'type': 'hello', 'n': 7})\n"
-        "print(async_to_sync(layer.receive)(name)['n'])\n"
+        "async def roundtrip():\n"
+        "    name = await layer.new_channel()\n"
+        "    await layer.group_add('g', name)\n"
+        "    await layer.group_send('g', {'type': 'hello', 'n': 7})\n"
+        "    return (await asyncio.wait_for(layer.receive(name), 10))['n']\n"
+        "print(asyncio.run(roundtrip()))\n"
         "from django.db import connection\n"
         "with connection.cursor() as c:\n"
         "    c.execute('select count(*) from django_migrations'); print(c.fetchone()[0] > 10)\n",

@@ -152,3 +152,35 @@ def test_a_reply_already_finished_is_one_snapshot_and_one_done(session: Session)
     events = follow(session, [], reply_id=reply.pk)
     assert kinds(events) == ["session", "done"]
     assert last(events, "done")["status"] == "cancelled"
+
+
+def test_idle_checks_keep_the_one_receive_waiting(session: Session) -> None:
+    """A receive cancelled by a check would make the pub/sub channel layer drop the channel and
+    whatever arrives for it until the next receive: the follower keeps one receive across checks."""
+    reply = streaming_reply(session)
+    calls: list[str] = []
+
+    async def run() -> list[Any]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def receive() -> dict[str, Any]:
+            calls.append("receive")
+            try:
+                return await queue.get()
+            except asyncio.CancelledError:
+                calls.append("cancelled")
+                raise
+
+        out: list[Any] = []
+        follower = session_follow(session=session, receive=receive, reply_id=reply.pk, check_seconds=0.1)
+        async for event in follower:
+            out.append(event)
+            if len([e for e in out if e["type"] == "idle"]) == 5:
+                queue.put_nowait(delta(reply, 1, "a"))
+            if event["type"] == "delta":
+                await follower.aclose()
+        return out
+
+    events = asyncio.run(run())
+    assert kinds(events) == ["session", "delta"]
+    assert calls == ["receive"]  # one receive through five checks, never cancelled

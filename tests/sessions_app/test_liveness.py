@@ -56,7 +56,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     monkeypatch.setattr(
         "sessions_app.broadcast.delta_buffered_send",
-        lambda sid, mid, seq, text, append, part="content": out.append(("delta", text)),
+        lambda sid, mid, seq, text, part="content": out.append(("delta", text)),
     )
     monkeypatch.setattr("sessions_app.broadcast.done_send", lambda sid, message: out.append(("done", message)))
     return out

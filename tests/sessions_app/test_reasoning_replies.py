@@ -59,8 +59,8 @@ def deltas(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, str]]:
     """Each delta the worker sends: its seq, part and text (the live buffer is written as always)."""
     sent: list[tuple[int, str, str]] = []
 
-    def send(sid: int, mid: int, seq: int, text: str, append: Any, part: str = "content") -> None:
-        append(mid, seq, text, part)
+    def send(sid: int, mid: int, seq: int, text: str, part: str = "content") -> None:
+        stream_buffer().append(mid, seq, text, part)
         sent.append((seq, part, text))
 
     monkeypatch.setattr("sessions_app.broadcast.delta_buffered_send", send)

@@ -21,6 +21,7 @@ from inference.backends.base import Chunk, GenerationParams, StopFlag, Usage
 from inference.cache import model_cache
 from inference.constraints import ToolCalls
 from sessions_app import services
+from sessions_app.live import stream_buffer
 from sessions_app.models import Message, Session
 from sessions_app.reaper import replies_reap_before
 from sessions_app.selectors import message_payload, session_export
@@ -72,8 +73,8 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     """What the worker sends, in order: deltas' text and tool events (the live buffer as always)."""
     sent: list[tuple[str, Any]] = []
 
-    def delta(sid: int, mid: int, seq: int, text: str, append: Any, part: str = "content") -> None:
-        append(mid, seq, text, part)
+    def delta(sid: int, mid: int, seq: int, text: str, part: str = "content") -> None:
+        stream_buffer().append(mid, seq, text, part)
         sent.append(("delta", text))
 
     monkeypatch.setattr("sessions_app.broadcast.delta_buffered_send", delta)
