@@ -271,7 +271,8 @@ CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
         if EMBEDDED
-        else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL or ""}
+        # Django's Redis cache, its connections shared by the request threads (chatsite/cache.py).
+        else {"BACKEND": "chatsite.cache.SharedRedisCache", "LOCATION": REDIS_URL or ""}
     )
 }
 SPECTACULAR_SETTINGS = {
