@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,9 +16,22 @@ class PromptTooLong(ValueError):
 @dataclass(frozen=True)
 class Prompt:
     messages: list[ChatMessage]
-    prompt_tokens: int
+    prompt_tokens: int | None  # None: not counted, the prompt is far inside the window
     max_tokens: int
     dropped: int  # history messages left out to fit
+
+
+# A bound on a prompt's tokens without the tokenizer. No tokenizer we serve makes more than one
+# token of a byte (byte-level BPE; SentencePiece, whose byte fallback is one token a byte), the
+# messages' JSON has every byte of their text and more, and a chat template adds a few tokens a
+# message and at most a default system prompt of its own.
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+TEMPLATE_TOKENS = 512
+
+
+def tokens_at_most(messages: list[ChatMessage]) -> int:
+    text = json.dumps(messages, ensure_ascii=False).encode("utf-8")
+    return len(text) + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + TEMPLATE_TOKENS
 
 
 def prompt_build(
@@ -48,7 +62,16 @@ def prompt_build(
             turns = turns[1:]
         return system + turns
 
-    # Each count renders the chat template and tokenizes (for vLLM, an HTTP call): once per start.
+    # The whole conversation with the whole reply far inside the window (the usual case): no need
+    # to count. A count renders the chat template and tokenizes (for vLLM, an HTTP call to the
+    # engine), a few milliseconds of every reply's time to first token (issue 25).
+    whole = build(0)
+    if tokens_at_most(whole) + max_tokens <= context_window:
+        return Prompt(
+            messages=whole, prompt_tokens=None, max_tokens=max_tokens, dropped=len(history) + len(system) - len(whole)
+        )
+
+    # Each count: once per start.
     counted: dict[int, int] = {}
 
     def count(start: int) -> int:

@@ -22,6 +22,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -100,12 +102,19 @@ def group_send(group: str, event: dict[str, Any]) -> None:
         running = None
     try:
         if loop is not None and loop.is_running() and running is not loop:
-            # The layer belongs to daphne's (or the terminal chat's) loop.
+            # The layer belongs to daphne's (or the terminal chat's) loop: hand the send over and
+            # go on (a request's thread does not wait for the loop before queuing its reply). The
+            # loop runs the sends in the order they were handed over.
             future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), loop)
-            future.result(timeout=10)
+            future.add_done_callback(partial(_sent, group))
             return
         async_to_sync(layer.group_send)(group, event)
     except Exception as exc:
+        log.warning("broadcast to %s failed: %s: %s", group, type(exc).__name__, exc)
+
+
+def _sent(group: str, future: Future[None]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
         log.warning("broadcast to %s failed: %s: %s", group, type(exc).__name__, exc)
 
 

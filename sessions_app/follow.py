@@ -10,8 +10,8 @@ A door joins the session's channel-layer group, then iterates ``session_follow``
    ``tool_call`` (a call started) and ``tool_result`` (it ended) events, and exactly one ``done``
    per reply, after which nothing more of that reply is passed on;
 3. whenever events stop for ``REPLY_FOLLOW_CHECK_SECONDS`` while a reply is unfinished, the
-   database is read: a reply that ended without its ``done`` reaching us (channels_redis drops
-   events for a full channel by design; Redis may restart) is ended from the stored state, its
+   database is read: a reply that ended without its ``done`` reaching us (Redis pub/sub keeps
+   nothing for a reader that is away; Redis may restart) is ended from the stored state, its
    missing text first. An ``idle`` event with the replies' states tells a door that time passed.
 
 Followed with ``reply_id``, it yields only that reply's events and ends after its ``done`` (or

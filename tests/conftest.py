@@ -10,7 +10,16 @@ from rest_framework.test import APIClient
 from agents.models import Agent
 from inference.models import ModelArtifact
 from sessions_app.tokens import token_create
-from tools.launch import Platform
+from tools.launch import Platform, PrivateRedis
+
+
+@pytest.fixture
+def private_redis(tmp_path: Any) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, on a free port: one the test may kill and start again."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -221,7 +221,7 @@ def _report(
         "platform_ttft_ms_p50": round(plat_ttft, 1),
         "ttft_added_ms_p50": round(plat_ttft - raw_ttft, 1),
         "ttft_added_ms_paired_p50": round(pair_added, 1),
-        "ttft_added_ms_target": 30,
+        "ttft_added_ms_target": 15,
         "platform_queue_ms_p50": round(p50([p["queue_ms"] for p in plat]), 1),
         "platform_worker_ttft_ms_p50": round(p50([p["worker_ttft_ms"] for p in plat]), 1),
         "same_text": f"{same}/{len(pairs)}",

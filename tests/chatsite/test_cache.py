@@ -4,29 +4,18 @@ request opening a connection of its own (daphne runs each request in a thread of
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import redis
 
 from chatsite.cache import SharedRedisCache
 from tools.launch import PrivateRedis
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_twenty_request_threads_share_one_connection(server: PrivateRedis) -> None:
+def test_twenty_request_threads_share_one_connection(private_redis: PrivateRedis) -> None:
     seen: list[object] = []
 
     def request(n: int) -> None:
-        cache = SharedRedisCache(server.url, {})  # what Django makes for each thread
+        cache = SharedRedisCache(private_redis.url, {})  # what Django makes for each thread
         cache.set(f"throttle_user_{n}", [n], 60)
         seen.append(cache.get(f"throttle_user_{n}"))
 
@@ -35,5 +24,5 @@ def test_twenty_request_threads_share_one_connection(server: PrivateRedis) -> No
         thread.start()
         thread.join()
     assert seen == [[n] for n in range(20)]
-    clients = redis.Redis.from_url(server.url).client_list()
+    clients = redis.Redis.from_url(private_redis.url).client_list()
     assert len(clients) == 2  # the cache's one connection, and this check's

@@ -44,7 +44,7 @@ def test_a_message_bigger_than_the_window_is_a_clear_error() -> None:
         prompt_build(system_prompt="", history=history, count_tokens=words, context_window=256, max_tokens=64)
 
 
-@pytest.mark.parametrize(("history", "window", "most"), [(1, 4096, 1), (5, 4096, 2), (40, 200, 9)])
+@pytest.mark.parametrize(("history", "window", "most"), [(1, 600, 1), (5, 800, 2), (40, 200, 9)])
 def test_each_prompt_is_counted_once(history: int, window: int, most: int) -> None:
     # A count renders the template and tokenizes (for vLLM, an HTTP call to /tokenize): a lone
     # message is counted once, a history that fits twice, a long one once per bisection step.
@@ -58,5 +58,41 @@ def test_each_prompt_is_counted_once(history: int, window: int, most: int) -> No
         system_prompt="Be kind.", history=turns(history), count_tokens=counting, context_window=window,
         max_tokens=50,
     )  # fmt: skip
-    assert len(seen) <= most
+    assert 1 <= len(seen) <= most
     assert fitted.prompt_tokens == words(fitted.messages)
+
+
+def test_a_conversation_far_inside_the_window_is_not_counted() -> None:
+    """Its bytes, with room for any template, and the whole reply fit: the tokenizer (an HTTP call
+    for vLLM) is skipped, and the reply keeps every token it asked for."""
+    seen: list[int] = []
+
+    def counting(messages: list[dict[str, str]]) -> int:
+        seen.append(len(messages))
+        return words(messages)
+
+    fitted = prompt_build(
+        system_prompt="Be kind.", history=turns(5), count_tokens=counting, context_window=8192, max_tokens=512
+    )
+    assert seen == []
+    assert len(fitted.messages) == 6 and fitted.dropped == 0
+    assert (fitted.prompt_tokens, fitted.max_tokens) == (None, 512)
+    # Near the window the count decides: the same conversation in a window its bound exceeds.
+    near = prompt_build(
+        system_prompt="Be kind.", history=turns(5), count_tokens=counting, context_window=1000, max_tokens=512
+    )
+    assert seen and near.prompt_tokens == words(near.messages) and near.max_tokens == 512
+
+
+@pytest.mark.parametrize("text", ["plain words " * 40, "ünïcödé " * 40, "中文字符" * 60, "🙂" * 100, "<|im_end|>" * 30])
+def test_the_bound_is_above_what_the_bundled_models_tokenizer_counts(text: str) -> None:
+    from llama_cpp import Llama
+
+    from inference.bundled import bundled_model_path
+    from inference.prompt import tokens_at_most
+
+    llm = Llama(model_path=str(bundled_model_path()), vocab_only=True, verbose=False)
+    messages = [{"role": "system", "content": text}, {"role": "user", "content": text}]
+    rendered = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    counted = len(llm.tokenize((rendered + "<|im_start|>assistant\n").encode(), add_bos=True, special=True))
+    assert counted <= tokens_at_most(messages)

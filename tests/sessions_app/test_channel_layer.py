@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,23 +19,15 @@ from tools.launch import PrivateRedis
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def layer(server: PrivateRedis, settings: Any, monkeypatch: pytest.MonkeyPatch) -> RedisChannelLayer:
+def layer(private_redis: PrivateRedis, settings: Any, monkeypatch: pytest.MonkeyPatch) -> RedisChannelLayer:
     """The deployed shape's layer, and this process's sends made as a worker process makes them."""
-    layer = RedisChannelLayer(hosts=[{"address": server.url, "socket_timeout": 5, "retries": 1}])
+    layer = RedisChannelLayer(hosts=[{"address": private_redis.url, "socket_timeout": 5, "retries": 1}])
     settings.EMBEDDED = False
     monkeypatch.setattr(broadcast, "get_channel_layer", lambda: layer)
     monkeypatch.setattr(broadcast, "_loop", None)
     monkeypatch.setattr(broadcast, "_paused_until", 0.0)
-    monkeypatch.setattr(live, "_client", live._client_for(server.url))
-    monkeypatch.setattr(live, "_sends", live.UnansweredSends(server.url))
+    monkeypatch.setattr(live, "_client", live._client_for(private_redis.url))
+    monkeypatch.setattr(live, "_sends", live.UnansweredSends(private_redis.url))
     monkeypatch.setattr(live, "_buffer", RedisStreamBuffer())
     return layer
 
@@ -74,22 +64,24 @@ def test_a_workers_deltas_reach_a_follower_in_order_and_fill_the_live_buffer(lay
 
 
 def test_a_follower_hears_that_redis_went_away_and_hears_again_once_it_is_back(
-    layer: RedisChannelLayer, server: PrivateRedis
+    layer: RedisChannelLayer, private_redis: PrivateRedis
 ) -> None:
     async def run() -> tuple[BaseException, dict[str, Any]]:
         channel = await layer.new_channel()
         await layer.group_add("session.6", channel)
         await asyncio.to_thread(in_a_worker_thread, lambda: broadcast.message_send(6, {"id": 1}))
         assert (await asyncio.wait_for(layer.receive(channel), 10))["message"] == {"id": 1}
-        server.kill()
+        private_redis.kill()
         with pytest.raises(redis.ConnectionError) as lost:
             await asyncio.wait_for(layer.receive(channel), 10)
-        server.start()  # the same port, empty: the subscription must be made again, by the layer
+        private_redis.start()  # the same port, empty: the subscription must be made again, by the layer
         # A worker's send once Redis is back; the follower did not join again.
         # (One receive waits throughout, as a follower's does: a cancelled one releases the channel.)
         receiving = asyncio.ensure_future(layer.receive(channel))
         deadline = asyncio.get_running_loop().time() + 20
-        while layer.group_channel("session.6").encode() not in redis.Redis.from_url(server.url).pubsub_channels():
+        while (
+            layer.group_channel("session.6").encode() not in redis.Redis.from_url(private_redis.url).pubsub_channels()
+        ):
             assert asyncio.get_running_loop().time() < deadline, "the layer did not subscribe again"
             await asyncio.sleep(0.1)
         # The worker's first send after the restart arrives: its connection saw Redis go.
@@ -103,8 +95,10 @@ def test_a_follower_hears_that_redis_went_away_and_hears_again_once_it_is_back(
     assert event == {"type": "chat.message", "message": {"id": 2}}
 
 
-def test_a_door_that_closes_its_channel_leaves_no_subscription(layer: RedisChannelLayer, server: PrivateRedis) -> None:
-    client = redis.Redis.from_url(server.url)
+def test_a_door_that_closes_its_channel_leaves_no_subscription(
+    layer: RedisChannelLayer, private_redis: PrivateRedis
+) -> None:
+    client = redis.Redis.from_url(private_redis.url)
     group_channel = layer.group_channel("session.7")
 
     async def run() -> tuple[int, int, int]:
@@ -119,9 +113,9 @@ def test_a_door_that_closes_its_channel_leaves_no_subscription(layer: RedisChann
 
 
 def test_a_worker_does_not_wait_on_redis_for_each_token_while_it_is_away(
-    layer: RedisChannelLayer, server: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+    layer: RedisChannelLayer, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server.kill()
+    private_redis.kill()
     tries = []
     real = live.UnansweredSends.send
 

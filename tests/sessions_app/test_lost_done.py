@@ -1,6 +1,6 @@
 """A lost ``done`` ends every door within seconds, with the stored final state.
 
-channels_redis drops events for a full channel by design, and Redis may restart: here the worker's
+Redis pub/sub keeps no event for a reader that is away, and Redis may restart: here the worker's
 ``done`` event is dropped where it leaves for the channel layer, and each door (websocket, SSE,
 ``/v1`` streamed and whole, the terminal chat) must still end the reply from what the database
 kept. The replies run in the embedded default's real thread pool on a scripted backend.
