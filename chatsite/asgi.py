@@ -16,8 +16,9 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from chatsite.heap import heap_freeze  # noqa: E402
 from pipeline.consumers import JobsConsumer  # noqa: E402
-from sessions_app import broadcast  # noqa: E402
+from sessions_app import broadcast, trace  # noqa: E402
 from sessions_app.consumers import SessionConsumer  # noqa: E402
 from sessions_app.ws_auth import OriginCheckMiddleware, TokenHeaderAuthMiddleware  # noqa: E402
 from sessions_app.ws_errors import UnavailableMiddleware  # noqa: E402
@@ -37,6 +38,11 @@ router = ProtocolTypeRouter(
         ),
     }
 )
+
+
+# Last: everything imported and built by now lives as long as daphne.
+trace.gc_pauses_log()
+heap_freeze("daphne")
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -47,6 +47,14 @@ def _pool_name(pool: Any) -> str:
 # Django is set up, so no model may be imported at its top.
 
 
+def _heap_freeze(what: str) -> None:
+    from chatsite.heap import heap_freeze
+    from sessions_app import trace
+
+    trace.gc_pauses_log()
+    heap_freeze(what)
+
+
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: object) -> None:
     # A worker that restarts after a crash should not leave its replies `streaming` forever.
@@ -57,6 +65,7 @@ def _on_worker_ready(sender: Any = None, **_: object) -> None:
 
     replies_reap()
     jobs_reap()
+    _heap_freeze("worker")
     pool = getattr(sender, "pool", None)
     worker_beat_start(
         hostname=getattr(sender, "hostname", None) or "worker",
@@ -88,6 +97,7 @@ def _on_pool_process_start(**_: object) -> None:
     from inference.workers import worker_process_beat_start
 
     worker_process_beat_start()
+    _heap_freeze("worker pool process")
     models_preload_in_background(queues=_queue_names())
 
 
