@@ -122,6 +122,9 @@ class RawEngine:
     """The references of one backend's engine, measured before the platform's doors."""
 
     backend: ClassVar[str]
+    # Seconds to leave the machine to itself when one client's requests move from one engine to
+    # another (the engine just used may still be busy after its answer).
+    settle_seconds: ClassVar[float] = 0.0
 
     def __init__(self, spec: Spec, sampling: Sampling, workdir: Path, progress: Progress) -> None:
         self.spec, self.sampling, self.workdir, self.progress = spec, sampling, workdir, progress
@@ -180,6 +183,11 @@ class OpenVINORaw(RawEngine):
 @raw_engine
 class VLLMRaw(RawEngine):
     backend = "vllm"
+    # After each step a vLLM worker busy-loops for a second (vLLM's shm_broadcast SpinCondition,
+    # busy_loop_s=1) waiting for the next one. Measured here (issue 25): with vLLM's own server
+    # and the platform's engine on the same 2 cores, 6 of 32 first tokens waited 0.6-1.2 s more,
+    # every one of them right after a request to the other engine, none after one to its own.
+    settle_seconds = 1.2
 
     def targets(self, stack: contextlib.ExitStack, doors: list[Door]) -> Count | None:
         spec = self.spec

@@ -85,7 +85,8 @@ def benchmark_run(spec: Spec, *, progress: Progress = lambda p, s: None, log: Ca
             d.target: prompts_make(spec.requests + 1, spec.input_tokens, count, first=k * (spec.requests + 1))
             for k, d in enumerate(doors)
         }
-        runs = asyncio.run(_all(doors, prompts, spec, progress, log))
+        settle = engine.settle_seconds if engine is not None else 0.0
+        runs = asyncio.run(_all(doors, prompts, spec, progress, log, settle))
     result = {
         "version": 1,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -109,14 +110,19 @@ def benchmark_run(spec: Spec, *, progress: Progress = lambda p, s: None, log: Ca
 
 
 async def _interleaved(
-    doors: list[Door], prompts: dict[str, list[str]]
+    doors: list[Door], prompts: dict[str, list[str]], settle: float = 0.0
 ) -> dict[str, tuple[list[RequestResult], float]]:
     """One client: each prompt goes to every target in turn (the order rotating), so that a
     neighbour's load on the machine falls on all of them alike; a target's duration is the sum of
-    its own requests' times."""
+    its own requests' times. ``settle`` seconds pass before a request to another target than the
+    last (an engine that just answered may still hold a core)."""
     out: dict[str, tuple[list[RequestResult], float]] = {d.target: ([], 0.0) for d in doors}
+    last = None
     for i in range(len(prompts[doors[0].target])):
         for door in doors[i % len(doors) :] + doors[: i % len(doors)]:
+            if settle and last is not None and last != door.target:
+                await asyncio.sleep(settle)
+            last = door.target
             result = await door.request(prompts[door.target][i])
             results, busy = out[door.target]
             results.append(result)
@@ -135,7 +141,7 @@ def _summary(door: Door, concurrency: int, results: list[RequestResult], duratio
 
 
 async def _all(doors: list[Door], prompts: dict[str, list[str]], spec: Spec, progress: Progress,
-               log: Callable[[str], None]) -> list[dict[str, Any]]:  # fmt: skip
+               log: Callable[[str], None], settle: float = 0.0) -> list[dict[str, Any]]:  # fmt: skip
     runs: list[dict[str, Any]] = []
     try:
         progress(5, "warming up every target")
@@ -149,10 +155,12 @@ async def _all(doors: list[Door], prompts: dict[str, list[str]], spec: Spec, pro
             progress(8 + 88 * n / len(levels), f"{len(able)} targets at {concurrency} concurrent")
             mine = {d.target: prompts[d.target][:-1] for d in able}
             if concurrency == 1:
-                measured = await _interleaved(able, mine)
+                measured = await _interleaved(able, mine, settle)
                 runs += [_summary(d, 1, *measured[d.target], log) for d in able]
                 continue
-            for door in able:
+            for k, door in enumerate(able):
+                if k and settle:
+                    await asyncio.sleep(settle)
                 results, duration = await _level(door, mine[door.target], concurrency)
                 runs.append(_summary(door, concurrency, results, duration, log))
     finally:

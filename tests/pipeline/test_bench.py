@@ -174,6 +174,35 @@ def test_one_client_alternates_the_targets_prompt_by_prompt() -> None:
     assert len(results) == 3 and busy == pytest.approx(3 * results[0].e2e)
 
 
+def test_a_vllm_engine_is_left_to_settle_before_the_next_engine_is_measured() -> None:
+    """A vLLM worker busy-loops for a second after answering: a request to the other engine waits
+    that out, one to the same engine does not."""
+    import asyncio
+    import time
+
+    from pipeline.bench.doors import Door, Sampling
+    from pipeline.bench.raw import RAW_ENGINES
+    from pipeline.bench.sweep import _interleaved
+
+    gaps: list[tuple[str, float]] = []
+    last = [time.monotonic()]
+
+    class Clock(Door):
+        async def request(self, prompt: str) -> RequestResult:
+            now = time.monotonic()
+            gaps.append((self.target, now - last[0]))
+            last[0] = now
+            return request(0.0, 0.1, [0.01] * 3)
+
+    settle = RAW_ENGINES["vllm"].settle_seconds
+    assert settle > 1.0 and RAW_ENGINES["llama_cpp"].settle_seconds == 0
+    doors = [Clock(target=name, label=name, sampling=Sampling(max_tokens=4)) for name in ("raw_server", "v1")]
+    asyncio.run(_interleaved(doors, {name: ["p1", "p2"] for name in ("raw_server", "v1")}, settle))
+    # raw:p1, v1:p1 (another engine: waits), v1:p2 (the same: at once), raw:p2 (waits)
+    assert [target for target, _ in gaps] == ["raw_server", "v1", "v1", "raw_server"]
+    assert [gap >= settle for _, gap in gaps[1:]] == [True, False, True]
+
+
 def test_a_vllm_agents_raw_side_is_vllms_own_server_with_the_agents_engine_options(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
