@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.db import close_old_connections
 
+from inference.runtime.heap import heap_freeze
+
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +48,8 @@ def models_preload(*, queues: Iterable[str]) -> list[str]:
         close_old_connections()
     if loaded:
         log.info("preloaded the models of %s", ", ".join(loaded))
+        # The models' Python side (tokenizers, clients) lives as long as the worker.
+        heap_freeze("worker, its models loaded", views=False)
     return loaded
 
 

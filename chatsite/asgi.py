@@ -16,7 +16,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from chatsite.heap import heap_freeze  # noqa: E402
+from inference.runtime.heap import heap_freeze  # noqa: E402
 from pipeline.consumers import JobsConsumer  # noqa: E402
 from sessions_app import broadcast, trace  # noqa: E402
 from sessions_app.consumers import SessionConsumer  # noqa: E402

@@ -48,7 +48,7 @@ def _pool_name(pool: Any) -> str:
 
 
 def _heap_freeze(what: str) -> None:
-    from chatsite.heap import heap_freeze
+    from inference.runtime.heap import heap_freeze
     from sessions_app import trace
 
     trace.gc_pauses_log()

@@ -5,7 +5,8 @@ DRF, Channels and every view, and it paused the process for 64–124 ms at a tim
 caught in it added to its first token (issue 25: the tail of ``tools.profile_first_token``, with
 ``FIRST_TOKEN_TRACE=1`` logging each pause). What exists once the process has started is kept for
 its lifetime anyway: ``gc.freeze()`` moves it out of the collections (as CPython's documentation
-advises for a server after start-up), so they walk only what came later.
+advises for a server after start-up), so they walk only what came later. A worker freezes again
+once its models are loaded (``agents.preload``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import time
 log = logging.getLogger(__name__)
 
 
-def heap_freeze(what: str) -> None:
-    """Import every view (Django's URL conf), collect once, freeze what is left."""
+def heap_freeze(what: str, *, views: bool = True) -> None:
+    """Import every view (Django's URL conf) unless ``views`` is False, collect once, freeze what is
+    left."""
     from django.urls import get_resolver
 
     started = time.perf_counter()
-    get_resolver().url_patterns  # noqa: B018  # imports the views and what they import
+    if views:
+        get_resolver().url_patterns  # noqa: B018  # imports the views and what they import
     gc.collect()
     gc.freeze()
     log.info("%s: %d objects kept out of the garbage collector (%.0f ms)", what, gc.get_freeze_count(),
