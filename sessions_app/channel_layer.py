@@ -5,8 +5,8 @@ Why pub/sub (issue 25, docs/benchmarks.md): a streamed reply sends one event per
 core layer (``channels_redis.core``) spends several Redis round trips and a Lua script on each
 ``group_send``, then a blocking pop and its locks on each ``receive``, in the worker, in Redis and
 in daphne, on the cores the engine needs. Here a group send is one ``PUBLISH``, which a worker
-can even send in the same round trip as its live-buffer write (``sessions_app.broadcast``), and
-each daphne process reads every group it follows from one subscribed connection. Events are not
+writes together with its live-buffer append (``sessions_app.broadcast``), and each daphne process
+reads every group it follows from one subscribed connection. Events are not
 kept for an absent reader, as with the core layer when a channel was full or Redis restarted:
 every door already reads the database when events stop (``sessions_app.follow``).
 
@@ -145,10 +145,8 @@ class RedisChannelLayer(_PubSubLayer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.prefix = str(kwargs.get("prefix", "asgi"))
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "channel_close":
-            return lambda channel: self._get_layer().channel_close(channel)
-        return super().__getattr__(name)
+    async def channel_close(self, channel: str) -> None:
+        await self._get_layer().channel_close(channel)
 
     def _get_layer(self) -> _PlatformLoopLayer:
         loop = asyncio.get_running_loop()
@@ -165,6 +163,5 @@ class RedisChannelLayer(_PubSubLayer):  # type: ignore[misc]
 
 async def channel_close(layer: Any, channel: str) -> None:
     """Release a channel a door stopped reading (a no-op for layers that need none)."""
-    close = getattr(layer, "channel_close", None) if isinstance(layer, RedisChannelLayer) else None
-    if close is not None:
-        await close(channel)
+    if isinstance(layer, RedisChannelLayer):
+        await layer.channel_close(channel)

@@ -15,6 +15,7 @@ thinking and the answer as they are.
 from __future__ import annotations
 
 import logging
+import os
 import select
 import threading
 from typing import Any, NamedTuple, Protocol
@@ -126,6 +127,7 @@ class UnansweredSends:
     caller, who logs it): the database is the record."""
 
     def __init__(self, url: str) -> None:
+        self.pid = os.getpid()  # a forked child makes its own (the socket is not its to share)
         self._pool = redis.ConnectionPool.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._connection: Any = None
         self._lock = threading.Lock()
@@ -180,10 +182,11 @@ def _closed(connection: Any) -> bool:
 def unanswered_sends() -> UnansweredSends:
     """This process's connection for writes nobody waits on (a worker's sends)."""
     global _sends
-    with _lock:
-        if _sends is None:
-            _sends = UnansweredSends(str(settings.REDIS_URL))
-        return _sends
+    sends = _sends
+    if sends is None or sends.pid != os.getpid():
+        # Not under _lock: a child forked while another thread held it would wait for ever.
+        sends = _sends = UnansweredSends(str(settings.REDIS_URL))
+    return sends
 
 
 def _client_for(url: str) -> redis.Redis:

@@ -127,3 +127,24 @@ def test_a_worker_does_not_wait_on_redis_for_each_token_while_it_is_away(
     in_a_worker_thread(lambda: [broadcast.delta_buffered_send(8, 10, seq, "x") for seq in range(1, 101)])
     # The first send failed; the rest of the pause went by without a try.
     assert len(tries) == 1
+
+
+def test_a_forked_worker_process_writes_on_a_connection_of_its_own(
+    layer: RedisChannelLayer, private_redis: PrivateRedis, settings: Any
+) -> None:
+    """A prefork pool child inherits the parent's objects: two processes writing commands on one
+    socket would interleave them."""
+    import os
+
+    settings.REDIS_URL = private_redis.url
+    parent = live.unanswered_sends()
+    parent.send(("SET", "chatsite:test:parent", 1))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it got another connection, then leave at once
+        child = live.unanswered_sends()
+        os.write(write, b"own" if child is not parent and child.pid == os.getpid() else b"shared")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"own"
+    assert live.unanswered_sends() is parent
