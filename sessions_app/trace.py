@@ -11,6 +11,9 @@ session and messages committed, the reply queued; then the door joins the sessio
 ready, prompt built: generation starts), ``engine_first`` (the engine's first token),
 ``sent`` (the first delta handed to the channel layer), ``door_event`` (the door received it),
 ``first_byte`` (the door handed the first text to the server to write).
+
+With the trace on, each process also logs every garbage collection that paused it for more than
+5 ms (``gc pause generation=2 ms=…``): such a pause holds a request or a reply's tokens with it.
 """
 
 from __future__ import annotations
