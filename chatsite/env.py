@@ -130,6 +130,13 @@ def env_redis_url(name: str) -> str | None:
     return value
 
 
+def redis_channel_prefix(url: str | None) -> str:
+    """The channel layer's prefix for ``url``: its database number in it, as ``asgi.db9.``."""
+    from redis.connection import parse_url
+
+    return f"asgi.db{parse_url(url).get('db', 0) if url else 0}."
+
+
 def env_rate(name: str, default: str) -> str:
     """A rate such as ``600/minute`` (DRF's throttle format: N per second, minute, hour or day)."""
     value = env_str(name, default)

@@ -24,6 +24,7 @@ from chatsite.env import (
     env_rate,
     env_redis_url,
     env_str,
+    redis_channel_prefix,
 )
 from chatsite.secret_key import secret_key_load
 
@@ -139,6 +140,10 @@ else:
                         "health_check_interval": 15,
                     }
                 ],
+                # Pub/sub channels are one namespace for the whole Redis server, whatever the
+                # database number: platforms that share a server on different databases (the
+                # tests' two groups do) must not hear each other's groups.
+                "prefix": redis_channel_prefix(REDIS_URL),
             },
         }
     }

@@ -278,6 +278,7 @@ class TerminalChat:
         follower = session_follow(session=self._session(), reply_id=reply_id, receive=self.events.get)
         queued_since = loop.time()
         stopping = False
+        shown: dict[str, str] = {}  # each call printed so far: "tool_call" (started) or "tool_result"
         next_event: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(follower.__anext__())
         next_input: asyncio.Future[tuple[str, Any]] = asyncio.ensure_future(self.inbox.get())
         try:
@@ -310,17 +311,21 @@ class TerminalChat:
                 next_event = asyncio.ensure_future(follower.__anext__())
                 kind = event["type"]
                 if kind == "session" and event["messages"]:
-                    if event["messages"][0].get("reasoning"):
-                        self.write(self.palette.paint("2", event["messages"][0]["reasoning"]))
-                    self.write(event["messages"][0]["content"])
+                    first = event["messages"][0]
+                    if first.get("reasoning"):
+                        self.write(self.palette.paint("2", first["reasoning"]))
+                    # Joined late (or the reply was quick): the calls it made so far, then its text.
+                    for call in first.get("tool_calls") or []:
+                        self._tool_show(shown, "tool_call", call)
+                        if call["status"] != "running":
+                            self._tool_show(shown, "tool_result", call)
+                    self.write(first["content"])
                 elif kind == "delta":
                     # A reasoning model's thinking, dimmed, before its answer.
                     reasoning = event.get("part") == "reasoning"
                     self.write(self.palette.paint("2", event["text"]) if reasoning else event["text"])
-                elif kind == "tool_call":
-                    self.write(self.palette.paint("2", f"[{event['call']['name']}({event['call']['arguments']}) …"))
-                elif kind == "tool_result":
-                    self.write(self.palette.paint("2", f" {tool_outcome(event['call'])}]\n"))
+                elif kind in ("tool_call", "tool_result"):
+                    self._tool_show(shown, kind, event["call"])
                 elif kind == "done":
                     self._finish(event["message"])
                     return
@@ -372,6 +377,18 @@ class TerminalChat:
             self.write("\n")
             self.error(f"error: cannot read the reply's state: {exc}")
             return {"status": Message.Status.QUEUED}
+
+    def _tool_show(self, shown: dict[str, str], kind: str, call: dict[str, Any]) -> None:
+        """Print a call's start, ``[name(arguments) …``, or its end, `` → result (N ms)]``, once
+        each, whether it comes from the stored reply or from its event."""
+        before = shown.get(call["id"])
+        if before == "tool_result" or (kind == "tool_call" and before is not None):
+            return
+        if before is None:
+            self.write(self.palette.paint("2", f"[{call['name']}({call['arguments']}) …"))
+        if kind == "tool_result":
+            self.write(self.palette.paint("2", f" {tool_outcome(call)}]\n"))
+        shown[call["id"]] = kind
 
     def _finish(self, message: dict[str, Any] | None) -> None:
         if message is None:

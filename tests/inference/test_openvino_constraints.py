@@ -114,9 +114,19 @@ def test_an_empty_schema_gives_a_json_object(reusing: OpenVINOBackend) -> None:
         CITY_QUESTION[0],
         {"role": "user", "content": "Give the largest city of France as JSON with the key city."},
     ]
+    finished = 0
     for seed in range(3):
         text, finish = answer(reusing, question, JsonSchema(schema={}), temperature=0.7, seed=seed, max_tokens=128)
-        assert finish == "stop" and isinstance(json.loads(text), dict), text
+        # Any object is allowed, so a sampled one may ramble on (its keys repeating) until the
+        # token limit: seen on an AMD EPYC, not on an Intel Xeon, with the same seeds. The grammar
+        # still holds: an object from its first character, and a whole one when the model stops.
+        assert text.lstrip().startswith("{"), text
+        if finish == "stop":
+            assert isinstance(json.loads(text), dict), text
+            finished += 1
+        else:
+            assert finish == "length", (finish, text)
+    assert finished >= 1
 
 
 @pytest.mark.parametrize(

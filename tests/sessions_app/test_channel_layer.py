@@ -148,3 +148,35 @@ def test_a_forked_worker_process_writes_on_a_connection_of_its_own(
     os.waitpid(pid, 0)
     assert os.read(read, 16) == b"own"
     assert live.unanswered_sends() is parent
+
+
+def test_platforms_on_two_databases_of_one_redis_do_not_hear_each_other(private_redis: PrivateRedis) -> None:
+    """Pub/sub channels are one namespace for the whole server: the database number is in the
+    prefix (the tests' two groups run platforms on databases 9 and 10 of one Redis)."""
+    from chatsite.env import redis_channel_prefix
+
+    def layer_for(db: int) -> RedisChannelLayer:
+        url = f"{private_redis.url.rsplit('/', 1)[0]}/{db}"
+        return RedisChannelLayer(hosts=[{"address": url}], prefix=redis_channel_prefix(url))
+
+    one, two = layer_for(9), layer_for(10)
+
+    async def run() -> tuple[dict[str, Any], bool]:
+        here, there = await one.new_channel(), await two.new_channel()
+        await one.group_add("session.1", here)
+        await two.group_add("session.1", there)
+        await two.group_send("session.1", {"type": "chat.delta", "text": "for database 10"})
+        got = await asyncio.wait_for(two.receive(there), 10)
+        leaked = asyncio.ensure_future(one.receive(here))
+        await asyncio.sleep(0.5)
+        heard = leaked.done()
+        leaked.cancel()
+        return got, heard
+
+    got, heard = asyncio.run(run())
+    assert got["text"] == "for database 10"
+    assert heard is False
+    assert (
+        redis_channel_prefix("redis://h:6379/9") == "asgi.db9."
+        and redis_channel_prefix("redis://h:6379") == "asgi.db0."
+    )

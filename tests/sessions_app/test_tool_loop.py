@@ -311,3 +311,39 @@ def test_the_terminal_chat_shows_each_call_and_its_result(
     asyncio.run(asyncio.wait_for(chat.run(), 30))
     assert 'assistant> [calculator({"expression": "6*7"}) … → 42 (' in out.text
     assert "ms)]\nIt is 42.\n" in out.text
+
+
+def test_the_terminal_chat_that_reads_a_finished_reply_shows_its_calls_once_before_its_text(
+    user: Any, agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quick reply (or a terminal that joins late) is in the stored state before the events
+    arrive: its calls are printed from there, before the text, and their events add nothing."""
+    import asyncio
+    import io
+
+    from asgiref.sync import sync_to_async
+
+    from sessions_app import terminal
+    from tests.sessions_app.test_lost_done import terminal_chat
+
+    agent.slug, agent.tools, agent.tool_choice = "assistant", ["calculator"], "required"
+    agent.save()
+    ToolBackend.steps = [[call("calculator", expression="6*7")], ["It is 42."]]
+    follow = terminal.session_follow
+
+    def finished(reply_id: int) -> bool:
+        return Message.objects.get(pk=reply_id).status == Message.Status.COMPLETE
+
+    async def follow_late(**kwargs: Any) -> Any:
+        while not await sync_to_async(finished)(kwargs["reply_id"]):
+            await asyncio.sleep(0.02)
+        async for event in follow(**kwargs):
+            yield event
+
+    monkeypatch.setattr(terminal, "session_follow", follow_late)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What is 6 times 7?\nexit\n"))
+    chat, out = terminal_chat(user)
+    asyncio.run(asyncio.wait_for(chat.run(), 30))
+    assert 'assistant> [calculator({"expression": "6*7"}) … → 42 (' in out.text
+    assert "ms)]\nIt is 42.\n" in out.text
+    assert out.text.count("[calculator(") == 1
