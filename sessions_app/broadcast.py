@@ -26,7 +26,6 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-import msgpack
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -76,10 +75,6 @@ def _publish(what: str, write: Callable[[], Any]) -> None:
         log.warning("%s failed: %s: %s; live sends pause for %.0f s", what, type(exc).__name__, exc, _PAUSE_SECONDS)
 
 
-def _payload(event: dict[str, Any]) -> bytes:
-    return msgpack.packb(event)
-
-
 def group_send(group: str, event: dict[str, Any]) -> None:
     """Send ``event`` to ``group``; events from one thread arrive in the order they were sent.
 
@@ -92,7 +87,7 @@ def group_send(group: str, event: dict[str, Any]) -> None:
         return
     redis_layer = _publishing()
     if redis_layer is not None:
-        command = ("PUBLISH", redis_layer.group_channel(group), _payload(event))
+        command = ("PUBLISH", redis_layer.group_channel(group), redis_layer.serialize(event))
         _publish(f"broadcast to {group}", lambda: unanswered_sends().send(command))
         return
     loop = _loop
@@ -149,7 +144,7 @@ def delta_buffered_send(session_id: int, message_id: int, seq: int, text: str, p
     if redis_layer is not None:
         commands = [
             *RedisStreamBuffer.append_commands(message_id, seq, text, part),
-            ("PUBLISH", redis_layer.group_channel(group), _payload(event)),
+            ("PUBLISH", redis_layer.group_channel(group), redis_layer.serialize(event)),
         ]
         _publish("live delta", lambda: unanswered_sends().send(*commands))
         return
