@@ -18,7 +18,7 @@ from django.urls import path  # noqa: E402
 
 from inference.runtime.heap import heap_freeze  # noqa: E402
 from pipeline.consumers import JobsConsumer  # noqa: E402
-from sessions_app import broadcast, trace  # noqa: E402
+from sessions_app import broadcast  # noqa: E402
 from sessions_app.consumers import SessionConsumer  # noqa: E402
 from sessions_app.ws_auth import OriginCheckMiddleware, TokenHeaderAuthMiddleware  # noqa: E402
 from sessions_app.ws_errors import UnavailableMiddleware  # noqa: E402
@@ -41,7 +41,6 @@ router = ProtocolTypeRouter(
 
 
 # Last: everything imported and built by now lives as long as daphne.
-trace.gc_pauses_log()
 heap_freeze("daphne")
 
 

@@ -28,6 +28,8 @@ from celery.signals import (
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
+from inference.runtime.heap import heap_freeze  # noqa: E402  # imports no app (safe before setup)
+
 app = Celery("chatsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["sessions_app", "pipeline"])
@@ -47,14 +49,6 @@ def _pool_name(pool: Any) -> str:
 # Django is set up, so no model may be imported at its top.
 
 
-def _heap_freeze(what: str) -> None:
-    from inference.runtime.heap import heap_freeze
-    from sessions_app import trace
-
-    trace.gc_pauses_log()
-    heap_freeze(what)
-
-
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: object) -> None:
     # A worker that restarts after a crash should not leave its replies `streaming` forever.
@@ -65,7 +59,7 @@ def _on_worker_ready(sender: Any = None, **_: object) -> None:
 
     replies_reap()
     jobs_reap()
-    _heap_freeze("worker")
+    heap_freeze("worker")
     pool = getattr(sender, "pool", None)
     worker_beat_start(
         hostname=getattr(sender, "hostname", None) or "worker",
@@ -97,7 +91,7 @@ def _on_pool_process_start(**_: object) -> None:
     from inference.workers import worker_process_beat_start
 
     worker_process_beat_start()
-    _heap_freeze("worker pool process")
+    heap_freeze("worker pool process")
     models_preload_in_background(queues=_queue_names())
 
 

@@ -127,7 +127,6 @@ class UnansweredSends:
     caller, who logs it): the database is the record."""
 
     def __init__(self, url: str) -> None:
-        self.pid = os.getpid()  # a forked child makes its own (the socket is not its to share)
         self._pool = redis.ConnectionPool.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._connection: Any = None
         self._lock = threading.Lock()
@@ -182,11 +181,21 @@ def _closed(connection: Any) -> bool:
 def unanswered_sends() -> UnansweredSends:
     """This process's connection for writes nobody waits on (a worker's sends)."""
     global _sends
-    sends = _sends
-    if sends is None or sends.pid != os.getpid():
-        # Not under _lock: a child forked while another thread held it would wait for ever.
-        sends = _sends = UnansweredSends(str(settings.REDIS_URL))
-    return sends
+    if _sends is None:
+        with _lock:
+            _sends = _sends or UnansweredSends(str(settings.REDIS_URL))
+    return _sends
+
+
+def _forget_after_fork() -> None:
+    """A forked child (a prefork pool process) makes its own connection: two processes writing
+    commands on one socket would interleave them. Not under ``_lock``: another thread of the
+    parent may have held it at the fork."""
+    global _sends, _lock
+    _sends, _lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _client_for(url: str) -> redis.Redis:

@@ -13,7 +13,7 @@ ready, prompt built: generation starts), ``engine_first`` (the engine's first to
 ``first_byte`` (the door handed the first text to the server to write).
 
 With the trace on, each process also logs every garbage collection that paused it for more than
-5 ms (``gc pause generation=2 ms=…``): such a pause holds a request or a reply's tokens with it.
+5 ms (``gc pause generation=2 ms=…``, ``inference.runtime.heap``).
 """
 
 from __future__ import annotations
@@ -29,25 +29,3 @@ log = logging.getLogger("chatsite.trace")
 def mark(reply_id: int, hop: str, at: float | None = None) -> None:
     if settings.FIRST_TOKEN_TRACE:
         log.warning("first-token reply=%s hop=%s t=%.6f", reply_id, hop, time.time() if at is None else at)
-
-
-_gc_started: list[float] = []
-
-
-def gc_pauses_log(threshold_ms: float = 5.0) -> None:
-    """With the trace on, log each garbage collection of this process that paused it for more
-    than ``threshold_ms`` (a pause holds every thread: a request, a reply's tokens)."""
-    import gc
-
-    if not settings.FIRST_TOKEN_TRACE:
-        return
-
-    def watch(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            _gc_started[:] = [time.perf_counter()]
-        elif _gc_started:
-            paused = (time.perf_counter() - _gc_started[0]) * 1000
-            if paused > threshold_ms:
-                log.warning("gc pause generation=%s ms=%.1f t=%.6f", info["generation"], paused, time.time())
-
-    gc.callbacks.append(watch)
